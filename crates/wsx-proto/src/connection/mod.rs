@@ -1,0 +1,586 @@
+//! The connection: one state machine for the opening handshake, frames and the close.
+//!
+//! Inputs are [`Connection::receive`], [`Connection::receive_eof`] and
+//! [`Connection::handle_timeout`]; they never fail, because every peer fault becomes a close
+//! code. Commands ([`Connection::send`], [`Connection::ping`], [`Connection::close`], …) fail
+//! only on local misuse. After each call, drain the outputs in order: [`Connection::transmit`],
+//! [`Connection::wants_shutdown`], [`Connection::deadline`], [`Connection::next_event`].
+
+mod recv;
+mod send;
+#[cfg(test)]
+mod tests;
+
+use std::{collections::VecDeque, fmt, time::Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::StatusCode;
+
+use crate::{
+    CloseCode, CloseFrame, Config, ConfigError, HandshakeError, MaskRng, OpCode, ProtocolError,
+    Request, Response, Role,
+    deflate::{self, Deflate},
+    frame::Header,
+    handshake::client,
+    outgoing::Outgoing,
+    utf8::Validator,
+};
+
+/// What happened on a connection, in the order it happened.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// Server: a complete, valid upgrade request. Answer it with [`Connection::accept`] or
+    /// [`Connection::reject`]; frames are not read until then.
+    Request(Box<Request>),
+    /// Client: the server accepted the handshake; the connection is open.
+    Opened(Box<Response>),
+    /// A whole text or binary message.
+    Message(crate::Message),
+    /// A ping. It has already been answered unless `auto_pong` is off.
+    Ping(Bytes),
+    /// A pong, solicited or not.
+    Pong(Bytes),
+    /// The peer's close frame arrived. The echo has been queued; the connection finishes
+    /// with [`Event::Closed`] once the TCP connection ends.
+    Closing(CloseFrame),
+    /// The connection is over: drop the socket once `transmit` is drained. The last event.
+    Closed(CloseReason),
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    /// The close frame the peer sent, if one arrived.
+    pub received: Option<CloseFrame>,
+    /// The close frame we sent, if any.
+    pub sent: Option<CloseFrame>,
+    /// Why the connection failed, if it did; `None` after a complete closing handshake.
+    pub error: Option<ProtocolError>,
+}
+
+impl CloseReason {
+    /// The WebSocket Connection Close Code of RFC 6455 §7.1.5: the code in the peer's close
+    /// frame; else the code of the failure; else 1006 (abnormal closure).
+    pub fn code(&self) -> CloseCode {
+        match (&self.received, &self.error) {
+            (Some(frame), _) => frame.code,
+            (None, Some(e)) => e.close_code(),
+            (None, None) => CloseCode::ABNORMAL,
+        }
+    }
+
+    /// Whether the closing handshake completed: both close frames crossed and no failure.
+    pub fn is_clean(&self) -> bool {
+        self.error.is_none() && self.received.is_some() && self.sent.is_some()
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.error, &self.received) {
+            (Some(e), _) => write!(f, "connection failed: {e}"),
+            (None, Some(frame)) => write!(f, "closed by peer with {frame}"),
+            (None, None) => write!(f, "closed"),
+        }
+    }
+}
+
+/// The connection state (RFC 6455 §4, §7).
+///
+/// ```text
+///  server: Handshake ──request──▶ AwaitAccept ──accept──▶ Open
+///          Handshake/AwaitAccept ──bad request, reject──▶ Closed
+///  client: Handshake ──101──▶ Open
+///          Handshake ──other status──▶ Refused ──body read──▶ Closed
+///
+///  Open ──close()──▶ CloseSent ──peer's close──▶ Closed
+///  Open ──peer's close (echoed)───────────────▶ Closed
+///  Open, CloseSent ──peer fault (close code sent)──▶ Closed
+///  Closed ──EOF, or close timeout──▶ Finished   (Event::Closed)
+///  any ──EOF──▶ Finished
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Handshake,
+    AwaitAccept,
+    Refused,
+    Open,
+    CloseSent,
+    Closed,
+    Finished,
+}
+
+/// A frame whose header has been read and whose payload is arriving.
+#[derive(Debug, Clone, Copy)]
+struct InFrame {
+    header: Header,
+    /// Payload bytes at the front of the read buffer already unmasked (and validated).
+    done: usize,
+    /// Whether this frame's payload is plain text to validate as it arrives.
+    validate: bool,
+}
+
+/// A fragmented or compressed message being assembled.
+#[derive(Debug)]
+struct InMessage {
+    text: bool,
+    compressed: bool,
+    fragments: usize,
+    data: BytesMut,
+}
+
+/// A fragmented message being sent with `send_frame`.
+#[derive(Debug, Clone, Copy)]
+struct OutMessage {
+    compressed: bool,
+}
+
+/// A server client response (non-101) being read.
+#[derive(Debug)]
+struct RefusedResponse {
+    status: StatusCode,
+    headers: Box<http::HeaderMap>,
+    body: Vec<u8>,
+    /// Body bytes still expected, if the response said.
+    remaining: Option<usize>,
+}
+
+/// One WebSocket connection, client or server, without I/O.
+///
+/// See the [crate documentation](crate) for how to drive it.
+pub struct Connection {
+    role: Role,
+    state: State,
+    config: Config,
+    /// The most recent `now` passed in.
+    now: Instant,
+    rng: Option<Box<dyn MaskRng>>,
+
+    // Receiving.
+    rbuf: BytesMut,
+    frame: Option<InFrame>,
+    message: Option<InMessage>,
+    utf8: Validator,
+    events: VecDeque<Event>,
+
+    // Sending.
+    out: Outgoing,
+    out_message: Option<OutMessage>,
+    scratch: BytesMut,
+    deflate: Option<Box<Deflate>>,
+
+    // Handshake.
+    pending_client: Option<client::Pending>,
+    pending_request: Option<Box<Request>>,
+    pending_deflate: Option<(deflate::Params, String)>,
+    refused: Option<RefusedResponse>,
+    protocol: Option<String>,
+
+    // Closing.
+    sent_close: Option<CloseFrame>,
+    received_close: Option<CloseFrame>,
+    error: Option<ProtocolError>,
+    shutdown: bool,
+
+    // Timers.
+    handshake_deadline: Option<Instant>,
+    close_deadline: Option<Instant>,
+    /// A close was sent by a command that had no `now`: arm the close timer at the next input.
+    close_timer_pending: bool,
+    next_ping: Option<Instant>,
+    pong_deadline: Option<Instant>,
+    ping_counter: u32,
+    last_received: Instant,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("role", &self.role)
+            .field("state", &self.state)
+            .field("buffered_in", &self.rbuf.len())
+            .field("buffered_out", &bytes::Buf::remaining(&self.out))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// A client connection: validates `config`, writes the upgrade request for `request`
+    /// into [`transmit`](Self::transmit), and waits for the server's answer.
+    ///
+    /// `request` carries the URI (`ws://`, `wss://`, `http://` or `https://`) and any extra
+    /// headers; offer subprotocols with `Sec-WebSocket-Protocol` headers. `rng` supplies the
+    /// handshake key and the masking keys; use [`OsSeededRng`](crate::OsSeededRng).
+    pub fn client(
+        config: &Config,
+        request: &http::Request<()>,
+        mut rng: impl MaskRng,
+        now: Instant,
+    ) -> Result<Self, ClientError> {
+        config.validate()?;
+        let mut conn = Self::new(Role::Client, config, now);
+        let mut key = [0; 16];
+        rng.fill(&mut key);
+        let offer = config.deflate.as_ref().map(deflate::client_offer);
+        let mut head = BytesMut::new();
+        let pending = client::write_request(request, key, offer.as_deref(), &mut head)?;
+        conn.out.extend(&head);
+        conn.pending_client = Some(pending);
+        conn.rng = Some(Box::new(rng));
+        Ok(conn)
+    }
+
+    /// A server connection: validates `config` and waits for the client's request, which is
+    /// reported as [`Event::Request`].
+    pub fn server(config: &Config, now: Instant) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self::new(Role::Server, config, now))
+    }
+
+    fn new(role: Role, config: &Config, now: Instant) -> Self {
+        Self {
+            role,
+            state: State::Handshake,
+            config: config.clone(),
+            now,
+            rng: None,
+            rbuf: BytesMut::new(),
+            frame: None,
+            message: None,
+            utf8: Validator::new(),
+            events: VecDeque::new(),
+            out: Outgoing::default(),
+            out_message: None,
+            scratch: BytesMut::new(),
+            deflate: None,
+            pending_client: None,
+            pending_request: None,
+            pending_deflate: None,
+            refused: None,
+            protocol: None,
+            sent_close: None,
+            received_close: None,
+            error: None,
+            shutdown: false,
+            handshake_deadline: Some(now + config.handshake_timeout),
+            close_deadline: None,
+            close_timer_pending: false,
+            next_ping: None,
+            pong_deadline: None,
+            ping_counter: 0,
+            last_received: now,
+        }
+    }
+
+    // Getters.
+
+    /// Which end this is.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Whether the opening handshake has completed and the close has not started.
+    pub fn is_open(&self) -> bool {
+        self.state == State::Open
+    }
+
+    /// Whether messages can still arrive: open, or closing from our side only.
+    pub fn can_receive(&self) -> bool {
+        matches!(self.state, State::Open | State::CloseSent)
+    }
+
+    /// Whether [`Event::Closed`] has been queued: nothing more will happen.
+    pub fn is_finished(&self) -> bool {
+        self.state == State::Finished
+    }
+
+    /// The subprotocol agreed in the handshake, if any.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// Whether permessage-deflate was negotiated.
+    pub fn is_compressed(&self) -> bool {
+        self.deflate.is_some()
+    }
+
+    /// How the connection ended, or is ending: available once a close frame has crossed or
+    /// the connection failed.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        if self.sent_close.is_none() && self.received_close.is_none() && self.error.is_none() {
+            return None;
+        }
+        Some(CloseReason {
+            received: self.received_close.clone(),
+            sent: self.sent_close.clone(),
+            error: self.error.clone(),
+        })
+    }
+
+    /// Bytes queued to write.
+    pub fn buffered_amount(&self) -> usize {
+        bytes::Buf::remaining(&self.out)
+    }
+
+    /// Whether the write queue is past `write_high_water`: senders should wait for it to drain.
+    pub fn is_write_blocked(&self) -> bool {
+        self.buffered_amount() > self.config.write_high_water
+    }
+
+    // Outputs.
+
+    /// Bytes to write to the peer. Write them (vectored if you like) and
+    /// [`advance`](bytes::Buf::advance) by what was written.
+    pub fn transmit(&mut self) -> &mut Outgoing {
+        &mut self.out
+    }
+
+    /// Whether the I/O layer should half-close the connection (shutdown its write side) once
+    /// [`transmit`](Self::transmit) is empty.
+    ///
+    /// RFC 6455 §7.1.1: the server closes the TCP connection first once the closing handshake
+    /// is done; a client waits for that, up to `close_timeout`. After a failure either side
+    /// closes at once (§7.1.7).
+    pub fn wants_shutdown(&self) -> bool {
+        self.shutdown
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called, if ever.
+    pub fn deadline(&self) -> Option<Instant> {
+        if self.close_timer_pending {
+            // Ask to be called at once so the close timer can be armed with a real `now`.
+            return Some(self.now);
+        }
+        let mut deadline: Option<Instant> = None;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                deadline = Some(deadline.map_or(t, |d| d.min(t)));
+            }
+        };
+        match self.state {
+            State::Handshake | State::AwaitAccept | State::Refused => consider(self.handshake_deadline),
+            State::Open => {
+                consider(self.next_ping);
+                consider(self.pong_deadline);
+                consider(self.config.idle_timeout.map(|d| self.last_received + d));
+            }
+            State::CloseSent | State::Closed => consider(self.close_deadline),
+            State::Finished => {}
+        }
+        deadline
+    }
+
+    /// Whether [`next_event`](Self::next_event) has something to return.
+    pub fn has_pending_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    /// The next event, if any. Events stop after [`Event::Closed`].
+    pub fn next_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // Inputs.
+
+    /// Feed bytes read from the peer.
+    pub fn receive(&mut self, data: &[u8], now: Instant) {
+        if matches!(self.state, State::Closed | State::Finished) {
+            self.observe(now);
+            return;
+        }
+        self.rbuf.extend_from_slice(data);
+        self.receive_buffered(now);
+    }
+
+    /// The buffer the I/O layer may read into directly, to save the copy `receive` makes;
+    /// call [`receive_buffered`](Self::receive_buffered) after appending to it. It has at
+    /// least `read_buffer_size` bytes of spare capacity.
+    pub fn read_buffer(&mut self) -> &mut BytesMut {
+        let want = self.config.read_buffer_size;
+        if self.rbuf.capacity() - self.rbuf.len() < want {
+            self.rbuf.reserve(want);
+        }
+        &mut self.rbuf
+    }
+
+    /// Process bytes the I/O layer appended to [`read_buffer`](Self::read_buffer).
+    pub fn receive_buffered(&mut self, now: Instant) {
+        self.observe(now);
+        self.last_received = now;
+        self.process();
+    }
+
+    /// The peer closed its side of the TCP connection (read returned 0 bytes).
+    pub fn receive_eof(&mut self, now: Instant) {
+        self.observe(now);
+        match self.state {
+            State::Finished => return,
+            State::Handshake | State::AwaitAccept => {
+                self.error.get_or_insert(HandshakeError::UnexpectedEof.into());
+            }
+            State::Refused => self.finish_refused(),
+            State::Open | State::CloseSent => {
+                self.error.get_or_insert(ProtocolError::UnexpectedEof);
+            }
+            State::Closed => {}
+        }
+        self.shutdown = true;
+        self.finish();
+    }
+
+    /// Run the timers that are due at `now`: handshake, keep-alive ping, pong, idle and close
+    /// timeouts.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.observe(now);
+        match self.state {
+            State::Handshake | State::AwaitAccept | State::Refused => {
+                if self.handshake_deadline.is_some_and(|t| now >= t) {
+                    if self.state == State::Refused {
+                        self.finish_refused();
+                    } else {
+                        self.error.get_or_insert(HandshakeError::Timeout.into());
+                    }
+                    self.shutdown = true;
+                    self.finish();
+                }
+            }
+            State::Open => {
+                if self.pong_deadline.is_some_and(|t| now >= t) {
+                    self.fail(ProtocolError::PongTimeout);
+                    return;
+                }
+                if self.config.idle_timeout.is_some_and(|d| now >= self.last_received + d) {
+                    self.fail(ProtocolError::IdleTimeout);
+                    return;
+                }
+                if self.next_ping.is_some_and(|t| now >= t) {
+                    self.send_keepalive_ping(now);
+                }
+            }
+            State::CloseSent | State::Closed => {
+                if self.close_deadline.is_some_and(|t| now >= t) {
+                    if self.state == State::CloseSent {
+                        self.error.get_or_insert(ProtocolError::CloseTimeout);
+                    }
+                    self.shutdown = true;
+                    self.finish();
+                }
+            }
+            State::Finished => {}
+        }
+    }
+
+    /// Release the read buffer and shrink the write buffer if they hold nothing: call when the
+    /// connection goes idle, so that an idle connection holds no buffers.
+    pub fn release_buffers(&mut self) {
+        if self.rbuf.is_empty() && self.frame.is_none() {
+            self.rbuf = BytesMut::new();
+        }
+        self.out.shrink(0);
+        if self.scratch.is_empty() {
+            self.scratch = BytesMut::new();
+        }
+    }
+
+    /// Record the time of an input and arm a close timer a command left pending.
+    fn observe(&mut self, now: Instant) {
+        self.now = now;
+        if self.close_timer_pending {
+            self.close_timer_pending = false;
+            self.close_deadline = Some(now + self.config.close_timeout);
+        }
+    }
+
+    /// Fail the connection (RFC 6455 §7.1.7): send a close frame with the fault's code if
+    /// none was sent yet, stop reading, and close the TCP connection.
+    fn fail(&mut self, error: ProtocolError) {
+        if self.state == State::Open {
+            let code = error.close_code();
+            if code.is_sendable() {
+                let reason = short_reason(&error);
+                self.send_close_frame(Some(CloseFrame::new(code, reason.as_str())));
+            }
+        }
+        self.error.get_or_insert(error);
+        self.enter_closed();
+        self.shutdown = true;
+    }
+
+    /// Both close frames have crossed, or the connection failed: wait for the TCP close.
+    fn enter_closed(&mut self) {
+        self.state = State::Closed;
+        self.message = None;
+        self.frame = None;
+        self.rbuf.clear();
+        self.pending_request = None;
+        self.close_deadline = Some(self.now + self.config.close_timeout);
+        self.close_timer_pending = false;
+        if self.role == Role::Server {
+            self.shutdown = true;
+        }
+    }
+
+    /// Queue [`Event::Closed`]; nothing happens after it.
+    fn finish(&mut self) {
+        if self.state == State::Finished {
+            return;
+        }
+        self.state = State::Finished;
+        self.rbuf = BytesMut::new();
+        self.message = None;
+        self.frame = None;
+        let reason = CloseReason {
+            received: self.received_close.clone(),
+            sent: self.sent_close.clone(),
+            error: self.error.clone(),
+        };
+        self.events.push_back(Event::Closed(reason));
+    }
+
+    fn finish_refused(&mut self) {
+        if let Some(r) = self.refused.take() {
+            self.error.get_or_insert(
+                HandshakeError::Refused { status: r.status, headers: r.headers, body: r.body }.into(),
+            );
+        }
+    }
+}
+
+/// The reason sent in a close frame for a failure: the error's text, cut at a character
+/// boundary to fit the 123 bytes a close reason may have.
+fn short_reason(error: &ProtocolError) -> String {
+    let mut text = error.to_string();
+    if text.len() > 123 {
+        let mut end = 123;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+/// Why [`Connection::client`] could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The request cannot be sent (bad URI scheme, no host, …).
+    #[error(transparent)]
+    Request(#[from] HandshakeError),
+}
+
+#[allow(dead_code)]
+fn _assert_send() {
+    fn is_send<T: Send>() {}
+    is_send::<Connection>();
+    let _ = OpCode::Text;
+}

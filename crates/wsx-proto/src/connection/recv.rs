@@ -1,0 +1,385 @@
+//! The receive path: handshake parsing, frame parsing, message assembly, control frames.
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, StatusCode};
+
+use super::{Connection, Event, InFrame, InMessage, RefusedResponse, State};
+use crate::{
+    CloseCode, CloseFrame, HandshakeError, Message, ProtocolError, Role, Utf8Bytes,
+    deflate::{self, Deflate, InflateError},
+    frame::{Header, OpCode, RSV1},
+    handshake::{client, server},
+    mask::apply_mask,
+};
+
+impl Connection {
+    /// Process whatever the read buffer holds, as far as the state allows.
+    pub(super) fn process(&mut self) {
+        loop {
+            match self.state {
+                State::Handshake => match self.role {
+                    Role::Server => {
+                        if !self.read_request() {
+                            return;
+                        }
+                    }
+                    Role::Client => {
+                        if !self.read_response() {
+                            return;
+                        }
+                    }
+                },
+                State::Refused => {
+                    self.read_refused_body();
+                    return;
+                }
+                State::Open | State::CloseSent => {
+                    if let Err(e) = self.read_frames() {
+                        self.fail(e);
+                    }
+                    return;
+                }
+                State::AwaitAccept => return,
+                State::Closed | State::Finished => {
+                    // RFC 6455 §5.5.1: after the close frame, data is discarded.
+                    self.rbuf.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Server: try to parse the request. Returns whether to keep processing.
+    fn read_request(&mut self) -> bool {
+        match server::parse_request(&self.rbuf, &self.config) {
+            Ok(None) => false,
+            Ok(Some((request, n))) => {
+                self.rbuf.advance(n);
+                if let Some(cfg) = &self.config.deflate {
+                    self.pending_deflate = deflate::server_negotiate(cfg, request.headers());
+                }
+                let request = Box::new(request);
+                self.pending_request = Some(request.clone());
+                self.state = State::AwaitAccept;
+                self.events.push_back(Event::Request(request));
+                false
+            }
+            Err(error) => {
+                let status = match &error {
+                    HandshakeError::BadRequest { status, .. } => *status,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                let body = format!("{error}\n");
+                let mut head = BytesMut::new();
+                server::write_response(status, &HeaderMap::new(), body.as_bytes(), &mut head);
+                self.out.extend(&head);
+                self.error = Some(error.into());
+                self.enter_closed();
+                false
+            }
+        }
+    }
+
+    /// Client: try to parse the response. Returns whether to keep processing.
+    fn read_response(&mut self) -> bool {
+        let (head, n) = match client::parse_response(&self.rbuf, &self.config) {
+            Ok(None) => return false,
+            Ok(Some(parsed)) => parsed,
+            Err(error) => {
+                self.error = Some(error.into());
+                self.shutdown = true;
+                self.finish();
+                return false;
+            }
+        };
+        self.rbuf.advance(n);
+        if head.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let remaining = head
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            let (parts, ()) = head.into_parts();
+            self.refused = Some(RefusedResponse {
+                status: parts.status,
+                headers: Box::new(parts.headers),
+                body: Vec::new(),
+                remaining,
+            });
+            self.state = State::Refused;
+            return true;
+        }
+        // Invariant: `pending_client` is set by `Connection::client`, the only way to get a
+        // client connection, and taken only here.
+        let pending = self.pending_client.take().expect("client handshake pending");
+        let extensions = head.headers().clone();
+        let result = client::check_response(head, &pending).and_then(|response| {
+            let agreed = match &self.config.deflate {
+                Some(cfg) => deflate::client_accept(cfg, &extensions)
+                    .map_err(HandshakeError::InvalidResponse)?,
+                None if extensions.contains_key(http::header::SEC_WEBSOCKET_EXTENSIONS) => {
+                    return Err(HandshakeError::InvalidResponse("server selected an extension that was not offered"));
+                }
+                None => None,
+            };
+            Ok((response, agreed))
+        });
+        match result {
+            Ok((response, agreed)) => {
+                if let (Some(params), Some(cfg)) = (agreed, &self.config.deflate) {
+                    self.deflate = Some(Box::new(Deflate::new(params, Role::Client, cfg)));
+                }
+                self.protocol = response.protocol.clone();
+                self.open();
+                self.events.push_back(Event::Opened(Box::new(response)));
+                true
+            }
+            Err(error) => {
+                // §4.1: "the client MUST _Fail the WebSocket Connection_"; nothing was sent
+                // on it yet, so just close.
+                self.error = Some(error.into());
+                self.shutdown = true;
+                self.finish();
+                false
+            }
+        }
+    }
+
+    /// Client: collect the body of a non-101 response, bounded by `max_header_bytes`.
+    fn read_refused_body(&mut self) {
+        let limit = self.config.max_header_bytes;
+        let Some(r) = self.refused.as_mut() else { return };
+        let want = r.remaining.unwrap_or(usize::MAX).min(self.rbuf.len());
+        let keep = want.min(limit.saturating_sub(r.body.len()));
+        r.body.extend_from_slice(&self.rbuf[..keep]);
+        self.rbuf.advance(want);
+        if let Some(rem) = r.remaining.as_mut() {
+            *rem -= want;
+        }
+        let done = r.remaining == Some(0) || r.body.len() >= limit;
+        if done {
+            self.finish_refused();
+            self.shutdown = true;
+            self.finish();
+        }
+    }
+
+    /// The handshake is done: start the keep-alive timer.
+    pub(super) fn open(&mut self) {
+        self.state = State::Open;
+        self.handshake_deadline = None;
+        self.next_ping = self.config.ping_interval.map(|d| self.now + d);
+    }
+
+    /// Parse and handle every complete frame in the read buffer, and unmask and validate what
+    /// has arrived of the next one.
+    fn read_frames(&mut self) -> Result<(), ProtocolError> {
+        while matches!(self.state, State::Open | State::CloseSent) {
+            let mut frame = match self.frame {
+                Some(frame) => frame,
+                None => {
+                    let Some((header, n)) = Header::decode(&self.rbuf)? else {
+                        return Ok(());
+                    };
+                    let validate = self.check_header(&header)?;
+                    self.rbuf.advance(n);
+                    InFrame { header, done: 0, validate }
+                }
+            };
+            // Invariant: `check_header` refused lengths over `max_frame_size`, a `usize`.
+            let len = frame.header.payload_len as usize;
+            let avail = self.rbuf.len().min(len);
+            if frame.done < avail {
+                let fresh = &mut self.rbuf[frame.done..avail];
+                if let Some(key) = frame.header.mask {
+                    apply_mask(fresh, key, frame.done);
+                }
+                if frame.validate && self.utf8.feed(fresh).is_err() {
+                    return Err(ProtocolError::InvalidUtf8);
+                }
+                frame.done = avail;
+            }
+            if avail < len {
+                self.frame = Some(frame);
+                return Ok(());
+            }
+            self.frame = None;
+            let payload = self.rbuf.split_to(len).freeze();
+            self.handle_frame(frame.header, payload)?;
+        }
+        Ok(())
+    }
+
+    /// Check a header against the connection's state before any of its payload is read.
+    /// Returns whether its payload is uncompressed text to validate as it arrives.
+    fn check_header(&mut self, header: &Header) -> Result<bool, ProtocolError> {
+        // §5.2: "MUST be 0 unless an extension is negotiated that defines meanings for
+        // non-zero values." RFC 7692 §6: RSV1 only on the first frame of a data message.
+        let rsv_allowed = if self.deflate.is_some()
+            && matches!(header.opcode, OpCode::Text | OpCode::Binary)
+        {
+            RSV1
+        } else {
+            0
+        };
+        if header.rsv & !rsv_allowed != 0 {
+            return Err(ProtocolError::ReservedBits(header.rsv));
+        }
+        // §5.1: servers MUST fail on unmasked frames, clients on masked ones.
+        match (self.role, header.mask) {
+            (Role::Server, None) if !self.config.accept_unmasked => return Err(ProtocolError::UnmaskedFrame),
+            (Role::Client, Some(_)) => return Err(ProtocolError::MaskedFrame),
+            _ => {}
+        }
+        if header.opcode.is_control() {
+            return Ok(false);
+        }
+        if header.payload_len > self.config.max_frame_size as u64 {
+            return Err(ProtocolError::FrameTooBig {
+                size: header.payload_len,
+                limit: self.config.max_frame_size,
+            });
+        }
+        let compressed = header.rsv & RSV1 != 0;
+        match (header.opcode, &self.message) {
+            // §5.4: fragments of one message arrive in order, not interleaved with another.
+            (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Text | OpCode::Binary, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
+            (OpCode::Continuation, Some(m)) => {
+                if m.fragments >= self.config.max_fragments {
+                    return Err(ProtocolError::TooManyFragments { limit: self.config.max_fragments });
+                }
+                let size = m.data.len() as u64 + if m.compressed { 0 } else { header.payload_len };
+                if size > self.config.max_message_size as u64 {
+                    return Err(ProtocolError::MessageTooBig { size, limit: self.config.max_message_size });
+                }
+                Ok(m.text && !m.compressed)
+            }
+            (_, _) => {
+                // Text or Binary starting a message; control frames returned above.
+                if !compressed && header.payload_len > self.config.max_message_size as u64 {
+                    return Err(ProtocolError::MessageTooBig {
+                        size: header.payload_len,
+                        limit: self.config.max_message_size,
+                    });
+                }
+                let text = header.opcode == OpCode::Text;
+                if text {
+                    self.utf8.reset();
+                }
+                Ok(text && !compressed)
+            }
+        }
+    }
+
+    /// Handle one complete, unmasked frame.
+    fn handle_frame(&mut self, header: Header, payload: Bytes) -> Result<(), ProtocolError> {
+        match header.opcode {
+            OpCode::Text | OpCode::Binary => {
+                let text = header.opcode == OpCode::Text;
+                let compressed = header.rsv & RSV1 != 0;
+                if header.fin && !compressed {
+                    // The fast path: a whole message in one frame, handed out without a copy.
+                    let message = if text {
+                        if !self.utf8.is_complete() {
+                            return Err(ProtocolError::InvalidUtf8);
+                        }
+                        Message::Text(Utf8Bytes::from_validated(payload))
+                    } else {
+                        Message::Binary(payload)
+                    };
+                    self.events.push_back(Event::Message(message));
+                    return Ok(());
+                }
+                self.message = Some(InMessage { text, compressed, fragments: 1, data: BytesMut::new() });
+                self.append(&payload, header.fin)
+            }
+            OpCode::Continuation => {
+                if let Some(m) = self.message.as_mut() {
+                    m.fragments += 1;
+                }
+                self.append(&payload, header.fin)
+            }
+            OpCode::Ping => {
+                if self.config.auto_pong && self.state == State::Open {
+                    self.send_control(OpCode::Pong, &payload);
+                }
+                self.events.push_back(Event::Ping(payload));
+                Ok(())
+            }
+            OpCode::Pong => {
+                if self.pong_deadline.is_some() && payload[..] == self.ping_counter.to_be_bytes() {
+                    self.pong_deadline = None;
+                }
+                self.events.push_back(Event::Pong(payload));
+                Ok(())
+            }
+            OpCode::Close => self.handle_close(&payload),
+        }
+    }
+
+    /// Add a data frame's payload to the message being assembled; deliver it on `fin`.
+    fn append(&mut self, payload: &[u8], fin: bool) -> Result<(), ProtocolError> {
+        let limit = self.config.max_message_size;
+        // Invariant: `check_header` let a data frame through only with a message open or as
+        // the start of one, which `handle_frame` just opened.
+        let message = self.message.as_mut().expect("message being assembled");
+        if message.compressed {
+            // Invariant: RSV1 passes `check_header` only when deflate was negotiated.
+            let deflate = self.deflate.as_mut().expect("deflate negotiated");
+            let start = message.data.len();
+            deflate.decompress(payload, fin, &mut message.data, limit).map_err(|e| match e {
+                InflateError::TooBig => ProtocolError::MessageTooBig { size: limit as u64 + 1, limit },
+                InflateError::Invalid(why) => ProtocolError::InvalidCompressedData(why),
+            })?;
+            if message.text && self.utf8.feed(&message.data[start..]).is_err() {
+                return Err(ProtocolError::InvalidUtf8);
+            }
+        } else {
+            message.data.extend_from_slice(payload);
+        }
+        if !fin {
+            return Ok(());
+        }
+        // Invariant: checked just above.
+        let message = self.message.take().expect("message being assembled");
+        let data = message.data.freeze();
+        let message = if message.text {
+            if !self.utf8.is_complete() {
+                return Err(ProtocolError::InvalidUtf8);
+            }
+            Message::Text(Utf8Bytes::from_validated(data))
+        } else {
+            Message::Binary(data)
+        };
+        self.events.push_back(Event::Message(message));
+        Ok(())
+    }
+
+    /// The peer's close frame (§5.5.1, §7.1.5): check it, echo it, and wait for the TCP close.
+    fn handle_close(&mut self, payload: &[u8]) -> Result<(), ProtocolError> {
+        let frame = match payload {
+            [] => CloseFrame { code: CloseCode::NO_STATUS, reason: Utf8Bytes::default() },
+            [_] => return Err(ProtocolError::InvalidClosePayload),
+            [hi, lo, reason @ ..] => {
+                let code = CloseCode(u16::from_be_bytes([*hi, *lo]));
+                if !code.is_sendable() {
+                    return Err(ProtocolError::InvalidCloseCode(code.0));
+                }
+                let reason = Utf8Bytes::try_from_bytes(Bytes::copy_from_slice(reason))
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+                CloseFrame { code, reason }
+            }
+        };
+        if self.state == State::Open {
+            // §5.5.1: "the endpoint MUST send a Close frame in response"; echo the code.
+            let echo = (frame.code != CloseCode::NO_STATUS).then(|| CloseFrame::new(frame.code, ""));
+            self.send_close_frame(echo);
+        }
+        self.received_close = Some(frame.clone());
+        self.events.push_back(Event::Closing(frame));
+        self.enter_closed();
+        Ok(())
+    }
+}
+

@@ -1,0 +1,305 @@
+//! Commands: sending messages, frames, pings and the close; answering the handshake.
+
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::{Connection, OutMessage, State};
+use crate::{
+    Accept, CloseCode, CloseFrame, Frame, HandshakeError, Message, SendError,
+    deflate::Deflate,
+    frame::{Header, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, RSV1},
+    handshake::server,
+    mask::apply_mask,
+    outgoing::COPY_THRESHOLD,
+    Role,
+};
+
+impl Connection {
+    /// Server: accept the request reported by [`Event::Request`](super::Event::Request) with
+    /// a 101 response, and start reading frames (including any that arrived already).
+    ///
+    /// Fails with `InvalidState` if there is no request to answer, or if `accept` selects a
+    /// subprotocol the client did not offer.
+    pub fn accept(&mut self, accept: &Accept) -> Result<(), SendError> {
+        if self.state != State::AwaitAccept {
+            return Err(SendError::InvalidState);
+        }
+        let request = self.pending_request.as_deref().ok_or(SendError::InvalidState)?;
+        let extensions = self.pending_deflate.as_ref().map(|(_, header)| header.as_str());
+        let mut head = BytesMut::new();
+        server::write_accept(request, accept, extensions, &mut head)?;
+        self.out.extend(&head);
+        if let (Some((params, _)), Some(cfg)) = (self.pending_deflate.take(), &self.config.deflate) {
+            self.deflate = Some(Box::new(Deflate::new(params, Role::Server, cfg)));
+        }
+        self.protocol = accept.protocol.clone();
+        self.pending_request = None;
+        self.open();
+        self.process();
+        Ok(())
+    }
+
+    /// Server: refuse the request with `response` (any status but 101; a 401 with
+    /// `WWW-Authenticate`, a 403 for a bad origin, …), then close.
+    pub fn reject(&mut self, response: http::Response<Bytes>) -> Result<(), SendError> {
+        if self.state != State::AwaitAccept || response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            return Err(SendError::InvalidState);
+        }
+        let (parts, body) = response.into_parts();
+        let mut head = BytesMut::new();
+        server::write_response(parts.status, &parts.headers, &body, &mut head);
+        self.out.extend(&head);
+        self.error = Some(HandshakeError::Rejected { status: parts.status }.into());
+        self.enter_closed();
+        Ok(())
+    }
+
+    /// Send a message: text and binary as one frame (compressed when permessage-deflate is on
+    /// and the message is over its threshold); ping, pong and close as [`ping`](Self::ping),
+    /// [`pong`](Self::pong) and [`close`](Self::close) do.
+    pub fn send(&mut self, message: Message) -> Result<(), SendError> {
+        match message {
+            Message::Text(text) => self.send_data(OpCode::Text, text.into_bytes(), None),
+            Message::Binary(data) => self.send_data(OpCode::Binary, data, None),
+            Message::Ping(data) => self.ping(data),
+            Message::Pong(data) => self.pong(data),
+            Message::Close(frame) => self.start_close(frame),
+        }
+    }
+
+    /// Send a text or binary message, choosing whether to compress it (ignored unless
+    /// permessage-deflate was negotiated).
+    pub fn send_compressed(&mut self, message: Message, compress: bool) -> Result<(), SendError> {
+        match message {
+            Message::Text(text) => self.send_data(OpCode::Text, text.into_bytes(), Some(compress)),
+            Message::Binary(data) => self.send_data(OpCode::Binary, data, Some(compress)),
+            other => self.send(other),
+        }
+    }
+
+    /// Send one frame of a message streamed in fragments: a text or binary frame with `fin`
+    /// false starts it, continuations follow, and `fin` true ends it. Control frames may be
+    /// sent in between with [`ping`](Self::ping) and friends.
+    ///
+    /// With permessage-deflate, a message is compressed as a whole when its first frame is
+    /// over the threshold (RSV1 is set on the first frame only, RFC 7692 §6.1).
+    pub fn send_frame(&mut self, frame: Frame) -> Result<(), SendError> {
+        self.check_can_send()?;
+        let Frame { fin, opcode, payload } = frame;
+        match (opcode, self.out_message) {
+            (OpCode::Text | OpCode::Binary, None) => {
+                let compressed = self.deflate.as_ref().is_some_and(|d| d.should_compress(payload.len()));
+                if !fin {
+                    self.out_message = Some(OutMessage { compressed });
+                }
+                self.write_data_frame(opcode, fin, compressed, true, payload);
+                Ok(())
+            }
+            (OpCode::Continuation, Some(m)) => {
+                if fin {
+                    self.out_message = None;
+                }
+                self.write_data_frame(opcode, fin, m.compressed, false, payload);
+                Ok(())
+            }
+            _ => Err(SendError::InvalidFragment),
+        }
+    }
+
+    /// Send a ping with up to 125 bytes of payload.
+    pub fn ping(&mut self, payload: Bytes) -> Result<(), SendError> {
+        self.check_control(&payload)?;
+        self.send_control(OpCode::Ping, &payload);
+        Ok(())
+    }
+
+    /// Send a pong with up to 125 bytes of payload (a heartbeat, or the answer to a ping
+    /// when `auto_pong` is off).
+    pub fn pong(&mut self, payload: Bytes) -> Result<(), SendError> {
+        self.check_control(&payload)?;
+        self.send_control(OpCode::Pong, &payload);
+        Ok(())
+    }
+
+    /// Start the closing handshake (RFC 6455 §7.1.2) with a code and a reason of at most
+    /// 123 bytes. The connection keeps receiving until the peer's close frame arrives, and
+    /// gives up after `close_timeout`.
+    ///
+    /// Calling it again while closing does nothing. `CloseCode::NO_STATUS` sends a close
+    /// frame without a code (the reason must then be empty).
+    pub fn close(&mut self, code: CloseCode, reason: &str, now: Instant) -> Result<(), SendError> {
+        let frame = (code != CloseCode::NO_STATUS).then(|| CloseFrame::new(code, reason));
+        if frame.is_none() && !reason.is_empty() {
+            return Err(SendError::InvalidCloseCode(code.0));
+        }
+        self.observe(now);
+        self.start_close(frame)?;
+        if self.close_timer_pending {
+            self.close_timer_pending = false;
+            self.close_deadline = Some(now + self.config.close_timeout);
+        }
+        Ok(())
+    }
+
+    fn start_close(&mut self, frame: Option<CloseFrame>) -> Result<(), SendError> {
+        if let Some(f) = &frame {
+            if !f.code.is_sendable() {
+                return Err(SendError::InvalidCloseCode(f.code.0));
+            }
+            if f.reason.len() > MAX_CONTROL_PAYLOAD - 2 {
+                return Err(SendError::ControlTooLong);
+            }
+        }
+        match self.state {
+            State::Open => {
+                self.send_close_frame(frame);
+                self.state = State::CloseSent;
+                // Arm the close timer at the next input, which brings a `now`.
+                self.close_timer_pending = true;
+                Ok(())
+            }
+            State::CloseSent | State::Closed | State::Finished => Ok(()),
+            State::Handshake | State::AwaitAccept | State::Refused => Err(SendError::NotOpen),
+        }
+    }
+
+    fn check_can_send(&self) -> Result<(), SendError> {
+        match self.state {
+            State::Open => Ok(()),
+            State::Handshake | State::AwaitAccept | State::Refused => Err(SendError::NotOpen),
+            State::CloseSent | State::Closed | State::Finished => Err(SendError::Closed),
+        }
+    }
+
+    fn check_control(&self, payload: &[u8]) -> Result<(), SendError> {
+        self.check_can_send()?;
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(SendError::ControlTooLong);
+        }
+        Ok(())
+    }
+
+    fn send_data(&mut self, opcode: OpCode, payload: Bytes, compress: Option<bool>) -> Result<(), SendError> {
+        self.check_can_send()?;
+        if self.out_message.is_some() {
+            return Err(SendError::InvalidFragment);
+        }
+        let compressed = match (&self.deflate, compress) {
+            (None, _) => false,
+            (Some(_), Some(choice)) => choice,
+            (Some(d), None) => d.should_compress(payload.len()),
+        };
+        self.write_data_frame(opcode, true, compressed, true, payload);
+        Ok(())
+    }
+
+    /// Encode a data frame; compress its payload first if the message is compressed.
+    fn write_data_frame(&mut self, opcode: OpCode, fin: bool, compressed: bool, first: bool, payload: Bytes) {
+        if !compressed {
+            self.write_frame(opcode, fin, 0, payload);
+            return;
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        // Invariant: `compressed` is only true when deflate was negotiated.
+        let deflate = self.deflate.as_mut().expect("deflate negotiated");
+        deflate.compress(&payload, fin, &mut scratch);
+        let rsv = if first { RSV1 } else { 0 };
+        let len = scratch.len();
+        self.write_header(opcode, fin, rsv, len, |out, mask| {
+            let start = out.len();
+            out.extend_from_slice(&scratch);
+            if let Some(key) = mask {
+                apply_mask(&mut out[start..], key, 0);
+            }
+        });
+        scratch.clear();
+        self.scratch = scratch;
+    }
+
+    /// Queue a control frame (payload at most 125 bytes, checked by the caller).
+    pub(super) fn send_control(&mut self, opcode: OpCode, payload: &[u8]) {
+        self.write_header(opcode, true, 0, payload.len(), |out, mask| {
+            let start = out.len();
+            out.extend_from_slice(payload);
+            if let Some(key) = mask {
+                apply_mask(&mut out[start..], key, 0);
+            }
+        });
+    }
+
+    /// Queue a close frame and remember it.
+    pub(super) fn send_close_frame(&mut self, frame: Option<CloseFrame>) {
+        let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
+        let len = match &frame {
+            Some(f) => {
+                payload[..2].copy_from_slice(&f.code.0.to_be_bytes());
+                let reason = f.reason.as_bytes();
+                let n = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
+                payload[2..2 + n].copy_from_slice(&reason[..n]);
+                2 + n
+            }
+            None => 0,
+        };
+        self.send_control(OpCode::Close, &payload[..len]);
+        self.sent_close = Some(frame.unwrap_or(CloseFrame { code: CloseCode::NO_STATUS, reason: Default::default() }));
+    }
+
+    /// Send the keep-alive ping and start waiting for its pong.
+    pub(super) fn send_keepalive_ping(&mut self, now: Instant) {
+        self.ping_counter = self.ping_counter.wrapping_add(1);
+        let payload = self.ping_counter.to_be_bytes();
+        self.send_control(OpCode::Ping, &payload);
+        if self.pong_deadline.is_none() {
+            self.pong_deadline = Some(now + self.config.pong_timeout);
+        }
+        self.next_ping = self.config.ping_interval.map(|d| now + d);
+    }
+
+    /// Queue a frame whose payload is `Bytes`: large server payloads go out without a copy.
+    fn write_frame(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: Bytes) {
+        if self.role == Role::Server && payload.len() >= COPY_THRESHOLD {
+            let header = Header { fin, rsv, opcode, mask: None, payload_len: payload.len() as u64 };
+            let mut head = [0; MAX_HEADER_LEN];
+            let n = header.encode(&mut head);
+            self.out.extend(&head[..n]);
+            self.out.push(payload);
+            return;
+        }
+        self.write_header(opcode, fin, rsv, payload.len(), |out, mask| {
+            let start = out.len();
+            out.extend_from_slice(&payload);
+            if let Some(key) = mask {
+                apply_mask(&mut out[start..], key, 0);
+            }
+        });
+    }
+
+    /// Encode a header straight into the write queue's tail, masked for a client, and let
+    /// `body` append exactly `len` payload bytes after it (masking them with the key given).
+    fn write_header(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        rsv: u8,
+        len: usize,
+        body: impl FnOnce(&mut BytesMut, Option<[u8; 4]>),
+    ) {
+        let mask = match (&mut self.rng, self.role) {
+            (Some(rng), Role::Client) => {
+                let mut key = [0; 4];
+                rng.fill(&mut key);
+                Some(key)
+            }
+            _ => None,
+        };
+        let header = Header { fin, rsv, opcode, mask, payload_len: len as u64 };
+        let mut head = [0; MAX_HEADER_LEN];
+        let n = header.encode(&mut head);
+        let tail = self.out.tail_mut();
+        tail.reserve(n + len);
+        tail.put_slice(&head[..n]);
+        body(tail, mask);
+        self.out.commit_tail(n + len);
+    }
+}

@@ -1,0 +1,756 @@
+//! Connection tests, grouped by RFC 6455 section. No sockets: a client and a server core
+//! talk through byte buffers, or a test plays the peer with hand-made frames.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+use proptest::prelude::*;
+
+use super::*;
+use crate::{Accept, CloseCode, Config, Frame, Message, OpCode, SendError, frame::Header, mask::apply_mask};
+
+const REQUEST: &[u8] = b"GET /chat?room=1 HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n\
+Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+/// Drain everything a connection wants to write.
+fn drain(conn: &mut Connection) -> Vec<u8> {
+    let out = conn.transmit();
+    let bytes = out.copy_to_bytes(out.remaining());
+    bytes.to_vec()
+}
+
+fn events(conn: &mut Connection) -> Vec<Event> {
+    std::iter::from_fn(|| conn.next_event()).collect()
+}
+
+/// A frame as a peer would send it.
+fn frame(fin: bool, rsv: u8, opcode: u8, mask: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {
+    let header = Header {
+        fin,
+        rsv,
+        opcode: OpCode::from_bits(opcode).unwrap_or(OpCode::Binary),
+        mask,
+        payload_len: payload.len() as u64,
+    };
+    let mut head = [0; 14];
+    let n = header.encode(&mut head);
+    let mut out = head[..n].to_vec();
+    // Allow reserved opcodes in tests: patch the bits in.
+    out[0] = (out[0] & 0xF0) | opcode;
+    let start = out.len();
+    out.extend_from_slice(payload);
+    if let Some(key) = mask {
+        apply_mask(&mut out[start..], key, 0);
+    }
+    out
+}
+
+/// A masked frame from a client.
+fn cframe(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    frame(fin, 0, opcode, Some([1, 2, 3, 4]), payload)
+}
+
+/// Decode every frame in `bytes` (unmasking) as (fin, rsv, opcode, payload).
+fn frames(mut bytes: &[u8]) -> Vec<(bool, u8, OpCode, Vec<u8>)> {
+    let mut out = Vec::new();
+    while let Some((h, n)) = Header::decode(bytes).unwrap() {
+        let len = h.payload_len as usize;
+        let mut payload = bytes[n..n + len].to_vec();
+        if let Some(key) = h.mask {
+            apply_mask(&mut payload, key, 0);
+        }
+        out.push((h.fin, h.rsv, h.opcode, payload));
+        bytes = &bytes[n + len..];
+    }
+    assert!(bytes.is_empty(), "trailing partial frame");
+    out
+}
+
+/// An open server connection with the handshake response drained.
+fn open_server(config: Config) -> (Connection, Instant) {
+    let now = Instant::now();
+    let mut server = Connection::server(&config, now).unwrap();
+    server.receive(REQUEST, now);
+    let Some(Event::Request(req)) = server.next_event() else { panic!("no request") };
+    assert_eq!(req.path(), "/chat");
+    server.accept(&Accept::new()).unwrap();
+    let response = drain(&mut server);
+    assert!(response.starts_with(b"HTTP/1.1 101"));
+    (server, now)
+}
+
+/// Assert that the connection failed with `code`: a close frame with it was sent, the TCP
+/// connection is to be closed, and the failure is reported.
+fn assert_failing(conn: &mut Connection, code: CloseCode) {
+    let sent = frames(&drain(conn));
+    let close = sent.iter().find(|f| f.2 == OpCode::Close).expect("a close frame was sent");
+    assert_eq!(u16::from_be_bytes([close.3[0], close.3[1]]), code.0, "close code sent");
+    assert!(conn.wants_shutdown(), "fails by closing the connection");
+    let reason = conn.close_reason().expect("close reason");
+    assert_eq!(reason.error.as_ref().map(|e| e.close_code()), Some(code), "{reason}");
+}
+
+/// Deterministic masks for the client.
+fn counter_rng() -> impl FnMut(&mut [u8]) + Send + 'static {
+    let mut n = 0u8;
+    move |dest: &mut [u8]| {
+        for b in dest {
+            n = n.wrapping_add(37);
+            *b = n;
+        }
+    }
+}
+
+/// A client and a server core connected by buffers, with a fake clock.
+struct Pair {
+    client: Connection,
+    server: Connection,
+    now: Instant,
+}
+
+impl Pair {
+    fn new(client: Config, server: Config) -> Self {
+        let now = Instant::now();
+        let request = http::Request::get("ws://example.com/chat").body(()).unwrap();
+        let client = Connection::client(&client, &request, counter_rng(), now).unwrap();
+        let server = Connection::server(&server, now).unwrap();
+        let mut pair = Self { client, server, now };
+        pair.drive();
+        let Some(Event::Request(_)) = pair.server.next_event() else { panic!("no request") };
+        pair.server.accept(&Accept::new()).unwrap();
+        pair.drive();
+        let Some(Event::Opened(_)) = pair.client.next_event() else { panic!("not opened") };
+        pair
+    }
+
+    /// Shuttle bytes both ways until neither side has anything to write; pass on shutdowns
+    /// as EOF.
+    fn drive(&mut self) {
+        loop {
+            let c = drain(&mut self.client);
+            let s = drain(&mut self.server);
+            if !c.is_empty() {
+                self.server.receive(&c, self.now);
+            }
+            if !s.is_empty() {
+                self.client.receive(&s, self.now);
+            }
+            if c.is_empty() && s.is_empty() {
+                break;
+            }
+        }
+    }
+
+    fn server_events(&mut self) -> Vec<Event> {
+        events(&mut self.server)
+    }
+
+    fn client_events(&mut self) -> Vec<Event> {
+        events(&mut self.client)
+    }
+}
+
+fn message(event: &Event) -> &Message {
+    match event {
+        Event::Message(m) => m,
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+/// §5.2 Base Framing Protocol.
+mod framing {
+    use super::*;
+
+    #[test]
+    fn reserved_opcode_fails_with_1002() {
+        for op in [3, 7, 0xB, 0xF] {
+            let (mut server, now) = open_server(Config::default());
+            server.receive(&cframe(true, op, b""), now);
+            assert_failing(&mut server, CloseCode::PROTOCOL);
+        }
+    }
+
+    #[test]
+    fn rsv_bits_without_extension_fail_with_1002() {
+        for rsv in [1, 2, 4, 7] {
+            let (mut server, now) = open_server(Config::default());
+            server.receive(&frame(true, rsv, 1, Some([0; 4]), b"x"), now);
+            assert_failing(&mut server, CloseCode::PROTOCOL);
+        }
+    }
+
+    #[test]
+    fn length_with_top_bit_fails_with_1002() {
+        let (mut server, now) = open_server(Config::default());
+        server.receive(&[0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4], now);
+        assert_failing(&mut server, CloseCode::PROTOCOL);
+    }
+
+    #[test]
+    fn all_three_length_forms_arrive_intact() {
+        for len in [0, 1, 125, 126, 127, 65535, 65536, 100_000] {
+            let mut pair = Pair::new(Config::default(), Config::default());
+            let data: Bytes = (0..len).map(|i| (i % 251) as u8).collect();
+            pair.client.send(Message::Binary(data.clone())).unwrap();
+            pair.server.send(Message::Binary(data.clone())).unwrap();
+            pair.drive();
+            assert_eq!(message(&pair.server_events()[0]), &Message::Binary(data.clone()));
+            assert_eq!(message(&pair.client_events()[0]), &Message::Binary(data));
+        }
+    }
+}
+
+/// §5.3 Client-to-Server Masking.
+mod masking {
+    use super::*;
+
+    #[test]
+    fn server_fails_on_unmasked_frame() {
+        let (mut server, now) = open_server(Config::default());
+        server.receive(&frame(true, 0, 1, None, b"hi"), now);
+        assert_failing(&mut server, CloseCode::PROTOCOL);
+    }
+
+    #[test]
+    fn server_can_be_told_to_accept_unmasked_frames() {
+        let (mut server, now) = open_server(Config::default().accept_unmasked(true));
+        server.receive(&frame(true, 0, 1, None, b"hi"), now);
+        assert_eq!(message(&events(&mut server)[0]), &Message::text("hi"));
+    }
+
+    #[test]
+    fn client_fails_on_masked_frame() {
+        let mut pair = Pair::new(Config::default(), Config::default());
+        pair.client.receive(&frame(true, 0, 2, Some([9, 9, 9, 9]), b"x"), pair.now);
+        assert_failing(&mut pair.client, CloseCode::PROTOCOL);
+    }
+
+    #[test]
+    fn client_masks_every_frame_with_a_fresh_key() {
+        let mut pair = Pair::new(Config::default(), Config::default());
+        pair.client.send(Message::text("a")).unwrap();
+        pair.client.send(Message::text("a")).unwrap();
+        pair.client.ping(Bytes::from_static(b"p")).unwrap();
+        let out = drain(&mut pair.client);
+        let mut keys = Vec::new();
+        let mut rest = &out[..];
+        while let Some((h, n)) = Header::decode(rest).unwrap() {
+            keys.push(h.mask.expect("client frames are masked"));
+            rest = &rest[n + h.payload_len as usize..];
+        }
+        assert_eq!(keys.len(), 3);
+        assert!(keys[0] != keys[1] && keys[1] != keys[2]);
+    }
+
+    #[test]
+    fn server_frames_are_not_masked() {
+        let (mut server, _) = open_server(Config::default());
+        server.send(Message::text("hi")).unwrap();
+        server.send(Message::Binary(vec![7; 5000].into())).unwrap();
+        let out = drain(&mut server);
+        assert_eq!(&out[..4], &[0x81, 0x02, b'h', b'i']);
+        assert_eq!(frames(&out[4..])[0].3, vec![7; 5000]);
+    }
+}
+
+/// §5.4 Fragmentation.
+mod fragmentation {
+    use super::*;
+
+    #[test]
+    fn fragments_are_assembled_around_control_frames() {
+        let (mut server, now) = open_server(Config::default());
+        let mut bytes = cframe(false, 1, "κό".as_bytes());
+        bytes.extend(cframe(true, 9, b"ping"));
+        bytes.extend(cframe(false, 0, &[]));
+        bytes.extend(cframe(true, 0, "σμε".as_bytes()));
+        server.receive(&bytes, now);
+        let ev = events(&mut server);
+        assert!(matches!(&ev[0], Event::Ping(p) if &p[..] == b"ping"));
+        assert_eq!(message(&ev[1]), &Message::text("κόσμε"));
+        assert_eq!(frames(&drain(&mut server)), vec![(true, 0, OpCode::Pong, b"ping".to_vec())]);
+    }
+
+    #[test]
+    fn utf8_character_split_across_fragments_is_valid() {
+        let (mut server, now) = open_server(Config::default());
+        let euro = "€".as_bytes();
+        let mut bytes = cframe(false, 1, &euro[..1]);
+        bytes.extend(cframe(false, 0, &euro[1..2]));
+        bytes.extend(cframe(true, 0, &euro[2..]));
+        server.receive(&bytes, now);
+        assert_eq!(message(&events(&mut server)[0]), &Message::text("€"));
+    }
+
+    #[test]
+    fn continuation_without_start_fails_with_1002() {
+        let (mut server, now) = open_server(Config::default());
+        server.receive(&cframe(true, 0, b"x"), now);
+        assert_failing(&mut server, CloseCode::PROTOCOL);
+    }
+
+    #[test]
+    fn new_message_inside_fragmented_one_fails_with_1002() {
+        let (mut server, now) = open_server(Config::default());
+        let mut bytes = cframe(false, 1, b"a");
+        bytes.extend(cframe(true, 2, b"b"));
+        server.receive(&bytes, now);
+        assert_failing(&mut server, CloseCode::PROTOCOL);
+    }
+
+    #[test]
+    fn sending_fragments_checks_the_sequence() {
+        let mut pair = Pair::new(Config::default(), Config::default());
+        assert_eq!(pair.client.send_frame(Frame::continuation("x", true)), Err(SendError::InvalidFragment));
+        pair.client.send_frame(Frame::text("he", false)).unwrap();
+        assert_eq!(pair.client.send(Message::text("no")), Err(SendError::InvalidFragment));
+        pair.client.ping(Bytes::new()).unwrap();
+        pair.client.send_frame(Frame::continuation("llo", true)).unwrap();
+        pair.drive();
+        let ev = pair.server_events();
+        assert!(matches!(ev[0], Event::Ping(_)));
+        assert_eq!(message(&ev[1]), &Message::text("hello"));
+    }
+}
+
+/// §5.5 Control Frames.
+mod control {
+    use super::*;
+
+    #[test]
+    fn ping_is_answered_with_the_same_payload() {
+        let mut pair = Pair::new(Config::default(), Config::default());
+        pair.client.ping(Bytes::from_static(b"abc")).unwrap();
+        pair.drive();
+        assert!(matches!(&pair.server_events()[0], Event::Ping(p) if &p[..] == b"abc"));
+        assert!(matches!(&pair.client_events()[0], Event::Pong(p) if &p[..] == b"abc"));
+    }
+
+    #[test]
+    fn auto_pong_can_be_switched_off() {
+        let (mut server, now) = open_server(Config::default().auto_pong(false));
+        server.receive(&cframe(true, 9, b"x"), now);
+        assert!(drain(&mut server).is_empty());
+        assert!(matches!(&events(&mut server)[0], Event::Ping(_)));
+    }
+
+    #[test]
+    fn unsolicited_pong_is_accepted() {
+        let (mut server, now) = open_server(Config::default());
+        server.receive(&cframe(true, 0xA, b"hb"), now);
+        assert!(matches!(&events(&mut server)[0], Event::Pong(p) if &p[..] == b"hb"));
+        assert!(server.is_open());
+    }
+
+    #[test]
+    fn long_or_fragmented_control_frames_fail_with_1002() {
+        let (mut server, now) = open_server(Config::default());
+        server.receive(&cframe(true, 9, &[0; 126]), now);
+        assert_failing(&mut server, CloseCode::PROTOCOL);
+        let (mut server, now) = open_server(Config::default());
+        server.receive(&cframe(false, 9, b""), now);
+        assert_failing(&mut server, CloseCode::PROTOCOL);
+    }
+
+    #[test]
+    fn control_payload_over_125_is_refused_locally() {
+        let (mut server, _) = open_server(Config::default());
+        assert_eq!(server.ping(Bytes::from(vec![0; 126])), Err(SendError::ControlTooLong));
+        assert_eq!(server.close(CloseCode::NORMAL, &"x".repeat(124), Instant::now()), Err(SendError::ControlTooLong));
+    }
+}
+
+/// §8.1 Handling Errors in UTF-8-Encoded Data.
+mod utf8 {
+    use super::*;
+
+    #[test]
+    fn invalid_text_fails_with_1007() {
+        let (mut server, now) = open_server(Config::default());
+        server.receive(&cframe(true, 1, &[0xCE, 0xBA, 0xFF]), now);
+        assert_failing(&mut server, CloseCode::INVALID_DATA);
+    }
+
+    #[test]
+    fn invalid_text_fails_as_soon_as_the_bad_byte_arrives() {
+        let (mut server, now) = open_server(Config::default());
+        let mut payload = b"hello ".to_vec();
+        payload.push(0xF5); // never valid in UTF-8
+        payload.extend_from_slice(&[b'a'; 1000]);
+        let bytes = cframe(true, 1, &payload);
+        // Only the header and the first 7 payload bytes arrive.
+        let header_len = 2 + 2 + 4;
+        server.receive(&bytes[..header_len + 7], now);
+        assert_failing(&mut server, CloseCode::INVALID_DATA);
+    }
+
+    #[test]
+    fn invalid_text_across_fragments_fails_before_the_end() {
+        let (mut server, now) = open_server(Config::default());
+        server.receive(&cframe(false, 1, &[0xED]), now);
+        assert!(server.is_open());
+        server.receive(&cframe(false, 0, &[0xA0, 0x80]), now); // a surrogate
+        assert_failing(&mut server, CloseCode::INVALID_DATA);
+    }
+
+    #[test]
+    fn truncated_character_at_message_end_fails_with_1007() {
+        let (mut server, now) = open_server(Config::default());
+        server.receive(&cframe(true, 1, &[b'a', 0xE2, 0x82]), now);
+        assert_failing(&mut server, CloseCode::INVALID_DATA);
+    }
+
+    #[test]
+    fn invalid_close_reason_fails_with_1007() {
+        let (mut server, now) = open_server(Config::default());
+        server.receive(&cframe(true, 8, &[0x03, 0xE8, 0xFF]), now);
+        assert_failing(&mut server, CloseCode::INVALID_DATA);
+    }
+
+    #[test]
+    fn binary_is_not_validated() {
+        let (mut server, now) = open_server(Config::default());
+        server.receive(&cframe(true, 2, &[0xFF, 0xFE]), now);
+        assert_eq!(message(&events(&mut server)[0]), &Message::Binary(Bytes::from_static(&[0xFF, 0xFE])));
+    }
+}
+
+/// §7 Closing the Connection.
+mod closing {
+    use super::*;
+
+    #[test]
+    fn peer_close_is_echoed_and_server_closes_tcp_first() {
+        let (mut server, now) = open_server(Config::default());
+        server.receive(&cframe(true, 8, &[0x0F, 0xA1, b'b', b'y', b'e']), now);
+        let ev = events(&mut server);
+        assert!(matches!(&ev[0], Event::Closing(f) if f.code == CloseCode(4001) && f.reason == "bye"));
+        let sent = frames(&drain(&mut server));
+        assert_eq!(sent, vec![(true, 0, OpCode::Close, vec![0x0F, 0xA1])]);
+        assert!(server.wants_shutdown());
+        assert!(!server.is_finished());
+        server.receive_eof(now);
+        let Some(Event::Closed(reason)) = server.next_event() else { panic!() };
+        assert!(reason.is_clean(), "{reason:?}");
+        assert_eq!(reason.code(), CloseCode(4001));
+    }
+
+    #[test]
+    fn close_without_status_is_echoed_empty() {
+        let (mut server, now) = open_server(Config::default());
+        server.receive(&cframe(true, 8, &[]), now);
+        assert_eq!(frames(&drain(&mut server)), vec![(true, 0, OpCode::Close, vec![])]);
+        let Some(Event::Closing(f)) = server.next_event() else { panic!() };
+        assert_eq!(f.code, CloseCode::NO_STATUS);
+    }
+
+    #[test]
+    fn invalid_close_payloads_fail_with_1002() {
+        for payload in [&[0x03][..], &[0x03, 0xEC], &[0x03, 0xED], &[0x03, 0xEE], &[0x03, 0xF7], &[0x00, 0x00], &[0x13, 0x88]] {
+            let (mut server, now) = open_server(Config::default());
+            server.receive(&cframe(true, 8, payload), now);
+            assert_failing(&mut server, CloseCode::PROTOCOL);
+        }
+    }
+
+    #[test]
+    fn client_initiated_close_completes_and_waits_for_server_eof() {
+        let mut pair = Pair::new(Config::default(), Config::default());
+        pair.client.close(CloseCode::NORMAL, "done", pair.now).unwrap();
+        assert_eq!(pair.client.send(Message::text("late")), Err(SendError::Closed));
+        pair.drive();
+        assert!(matches!(&pair.server_events()[0], Event::Closing(f) if f.reason == "done"));
+        assert!(matches!(&pair.client_events()[0], Event::Closing(f) if f.code == CloseCode::NORMAL));
+        assert!(pair.server.wants_shutdown(), "server closes TCP first");
+        assert!(!pair.client.wants_shutdown(), "client waits for the server");
+        pair.client.receive_eof(pair.now);
+        let Some(Event::Closed(reason)) = pair.client.next_event() else { panic!() };
+        assert!(reason.is_clean());
+        assert!(pair.client.wants_shutdown());
+    }
+
+    #[test]
+    fn messages_still_arrive_after_we_sent_close() {
+        let (mut server, now) = open_server(Config::default());
+        server.close(CloseCode::AWAY, "", now).unwrap();
+        server.receive(&cframe(true, 1, b"in flight"), now);
+        assert_eq!(message(&events(&mut server)[0]), &Message::text("in flight"));
+    }
+
+    #[test]
+    fn close_timeout_gives_up_on_a_silent_peer() {
+        let (mut server, now) = open_server(Config::default().close_timeout(Duration::from_secs(3)));
+        server.close(CloseCode::NORMAL, "", now).unwrap();
+        assert_eq!(server.deadline(), Some(now + Duration::from_secs(3)));
+        server.handle_timeout(now + Duration::from_secs(2));
+        assert!(!server.is_finished());
+        server.handle_timeout(now + Duration::from_secs(3));
+        let Some(Event::Closed(reason)) = server.next_event() else { panic!() };
+        assert_eq!(reason.error, Some(ProtocolError::CloseTimeout));
+        assert_eq!(server.deadline(), None);
+    }
+
+    #[test]
+    fn close_sent_through_send_arms_the_timer_at_the_next_input() {
+        let (mut server, now) = open_server(Config::default().close_timeout(Duration::from_secs(3)));
+        server.send(Message::Close(Some(CloseFrame::new(CloseCode::NORMAL, "")))).unwrap();
+        assert_eq!(server.deadline(), Some(now), "asks to be called at once");
+        let later = now + Duration::from_secs(100);
+        server.handle_timeout(later);
+        assert_eq!(server.deadline(), Some(later + Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn eof_without_close_is_abnormal() {
+        let (mut server, now) = open_server(Config::default());
+        server.receive_eof(now);
+        let Some(Event::Closed(reason)) = server.next_event() else { panic!() };
+        assert_eq!(reason.error, Some(ProtocolError::UnexpectedEof));
+        assert_eq!(reason.code(), CloseCode::ABNORMAL);
+    }
+
+    #[test]
+    fn data_after_close_is_ignored() {
+        let (mut server, now) = open_server(Config::default());
+        let mut bytes = cframe(true, 8, &[0x03, 0xE8]);
+        bytes.extend(cframe(true, 1, b"ignored"));
+        server.receive(&bytes, now);
+        let ev = events(&mut server);
+        assert_eq!(ev.len(), 1, "{ev:?}");
+    }
+
+    #[test]
+    fn invalid_local_close_codes_are_refused() {
+        let (mut server, now) = open_server(Config::default());
+        for code in [1004, 1006, 1015, 999, 5000] {
+            assert_eq!(server.close(CloseCode(code), "", now), Err(SendError::InvalidCloseCode(code)));
+        }
+    }
+}
+
+/// Limits: checked on the declared length, before any payload is buffered.
+mod limits {
+    use super::*;
+
+    #[test]
+    fn oversized_frame_is_refused_from_its_header() {
+        let (mut server, now) = open_server(Config::default().max_frame_size(1000));
+        // Only the header of a 1001-byte frame.
+        server.receive(&[0x82, 0xFE, 0x03, 0xE9, 1, 2, 3, 4], now);
+        assert_failing(&mut server, CloseCode::TOO_BIG);
+    }
+
+    #[test]
+    fn huge_declared_length_is_refused_without_allocating() {
+        let (mut server, now) = open_server(Config::default());
+        server.receive(&[0x82, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3, 4], now);
+        assert_failing(&mut server, CloseCode::TOO_BIG);
+        assert!(server.rbuf.capacity() < 1 << 16);
+    }
+
+    #[test]
+    fn message_size_counts_all_fragments() {
+        let (mut server, now) = open_server(Config::default().max_message_size(10));
+        server.receive(&cframe(false, 2, &[0; 6]), now);
+        assert!(server.is_open());
+        server.receive(&[0x80, 0x85, 0, 0, 0, 0], now); // header of 5 more bytes: 11 > 10
+        assert_failing(&mut server, CloseCode::TOO_BIG);
+    }
+
+    #[test]
+    fn empty_continuations_count_against_max_fragments() {
+        let (mut server, now) = open_server(Config::default().max_fragments(3));
+        let mut bytes = cframe(false, 2, b"a");
+        bytes.extend(cframe(false, 0, b""));
+        bytes.extend(cframe(false, 0, b""));
+        server.receive(&bytes, now);
+        assert!(server.is_open());
+        server.receive(&cframe(false, 0, b""), now);
+        assert_failing(&mut server, CloseCode::TOO_BIG);
+    }
+}
+
+/// §4 Opening Handshake, as the connection drives it.
+mod handshake {
+    use super::*;
+
+    #[test]
+    fn request_fed_byte_by_byte_then_frames_in_the_same_read() {
+        let now = Instant::now();
+        let mut server = Connection::server(&Config::default(), now).unwrap();
+        for b in REQUEST {
+            assert!(server.next_event().is_none());
+            server.receive(&[*b], now);
+        }
+        server.receive(&cframe(true, 1, b"early"), now);
+        let Some(Event::Request(req)) = server.next_event() else { panic!() };
+        assert_eq!(req.query(), Some("room=1"));
+        assert!(server.next_event().is_none(), "frames wait for accept");
+        server.accept(&Accept::new()).unwrap();
+        assert_eq!(message(&server.next_event().unwrap()), &Message::text("early"));
+    }
+
+    #[test]
+    fn bad_version_gets_426() {
+        let now = Instant::now();
+        let mut server = Connection::server(&Config::default(), now).unwrap();
+        let req = String::from_utf8(REQUEST.to_vec()).unwrap().replace("Version: 13", "Version: 8");
+        server.receive(req.as_bytes(), now);
+        let out = String::from_utf8(drain(&mut server)).unwrap();
+        assert!(out.starts_with("HTTP/1.1 426"), "{out}");
+        assert!(out.contains("Sec-WebSocket-Version: 13") || out.contains("sec-websocket-version: 13"), "{out}");
+        assert!(server.wants_shutdown());
+    }
+
+    #[test]
+    fn garbage_gets_400_not_a_panic() {
+        let now = Instant::now();
+        let mut server = Connection::server(&Config::default(), now).unwrap();
+        server.receive(b"\x00\x01\x02 hello\r\n\r\n", now);
+        let out = String::from_utf8_lossy(&drain(&mut server)).to_string();
+        assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    }
+
+    #[test]
+    fn reject_sends_the_applications_response() {
+        let now = Instant::now();
+        let mut server = Connection::server(&Config::default(), now).unwrap();
+        server.receive(REQUEST, now);
+        let _ = server.next_event();
+        let response = http::Response::builder().status(403).body(Bytes::from_static(b"no")).unwrap();
+        server.reject(response).unwrap();
+        let out = String::from_utf8(drain(&mut server)).unwrap();
+        assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+        assert!(out.ends_with("no"));
+        assert!(server.wants_shutdown());
+    }
+
+    #[test]
+    fn client_reports_refusal_with_status_headers_and_body() {
+        let now = Instant::now();
+        let request = http::Request::get("ws://example.com/").body(()).unwrap();
+        let mut client = Connection::client(&Config::default(), &request, counter_rng(), now).unwrap();
+        let sent = String::from_utf8(drain(&mut client)).unwrap();
+        assert!(sent.starts_with("GET / HTTP/1.1\r\n"), "{sent}");
+        client.receive(b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nX-Why: gone\r\n\r\nnot ", now);
+        assert!(!client.is_finished());
+        client.receive(b"here", now);
+        client.receive(b"!", now);
+        let Some(Event::Closed(reason)) = std::iter::from_fn(|| client.next_event()).last() else { panic!() };
+        let Some(ProtocolError::Handshake(HandshakeError::Refused { status, headers, body })) = reason.error else {
+            panic!("{reason:?}")
+        };
+        assert_eq!(status, 404);
+        assert_eq!(headers["x-why"], "gone");
+        assert_eq!(body, b"not here!");
+    }
+
+    #[test]
+    fn handshake_timeout() {
+        let now = Instant::now();
+        let mut server = Connection::server(&Config::default().handshake_timeout(Duration::from_secs(5)), now).unwrap();
+        server.receive(&REQUEST[..20], now);
+        assert_eq!(server.deadline(), Some(now + Duration::from_secs(5)));
+        server.handle_timeout(now + Duration::from_secs(5));
+        let Some(Event::Closed(reason)) = server.next_event() else { panic!() };
+        assert!(reason.error.unwrap().is_timeout());
+    }
+}
+
+/// Keep-alive and idle timers.
+mod timers {
+    use super::*;
+
+    #[test]
+    fn keepalive_ping_and_pong_timeout() {
+        let config = Config::default().ping_interval(Some(Duration::from_secs(10))).pong_timeout(Duration::from_secs(5));
+        let (mut server, now) = open_server(config);
+        assert_eq!(server.deadline(), Some(now + Duration::from_secs(10)));
+        server.handle_timeout(now + Duration::from_secs(10));
+        let sent = frames(&drain(&mut server));
+        assert_eq!(sent[0].2, OpCode::Ping);
+        server.handle_timeout(now + Duration::from_secs(15));
+        assert_failing(&mut server, CloseCode::INTERNAL);
+        assert!(server.close_reason().unwrap().error.unwrap().is_timeout());
+    }
+
+    #[test]
+    fn answered_keepalive_keeps_the_connection() {
+        let config = Config::default().ping_interval(Some(Duration::from_secs(10))).pong_timeout(Duration::from_secs(5));
+        let mut pair = Pair::new(config.clone(), config);
+        let mut t = pair.now;
+        for _ in 0..5 {
+            t += Duration::from_secs(10);
+            pair.now = t;
+            pair.server.handle_timeout(t);
+            pair.client.handle_timeout(t);
+            pair.drive();
+        }
+        assert!(pair.server.is_open() && pair.client.is_open());
+    }
+
+    #[test]
+    fn idle_timeout_closes_with_1001() {
+        let (mut server, now) = open_server(Config::default().idle_timeout(Some(Duration::from_secs(30))));
+        server.receive(&cframe(true, 1, b"x"), now + Duration::from_secs(20));
+        server.handle_timeout(now + Duration::from_secs(30));
+        assert!(server.is_open(), "activity moved the deadline");
+        server.handle_timeout(now + Duration::from_secs(50));
+        assert_failing(&mut server, CloseCode::AWAY);
+    }
+}
+
+/// Any split of the same bytes gives the same events.
+mod chunking {
+    use super::*;
+
+    fn stream() -> Vec<u8> {
+        let mut bytes = REQUEST.to_vec();
+        bytes.extend(cframe(true, 1, "héllo wörld".as_bytes()));
+        bytes.extend(cframe(false, 2, &[1; 300]));
+        bytes.extend(cframe(true, 9, b"p"));
+        bytes.extend(cframe(true, 0, &[2; 70_000]));
+        bytes.extend(cframe(false, 1, "€".as_bytes()));
+        bytes.extend(cframe(true, 0, "€".as_bytes()));
+        bytes.extend(cframe(true, 8, &[0x03, 0xE8, b'o', b'k']));
+        bytes
+    }
+
+    fn run(chunks: &[usize]) -> Vec<String> {
+        let now = Instant::now();
+        let mut server = Connection::server(&Config::default(), now).unwrap();
+        let bytes = stream();
+        let mut rest = &bytes[..];
+        let mut log = Vec::new();
+        let mut chunk_sizes = chunks.iter().cycle();
+        while !rest.is_empty() {
+            let n = (*chunk_sizes.next().unwrap()).clamp(1, rest.len());
+            server.receive(&rest[..n], now);
+            rest = &rest[n..];
+            while let Some(ev) = server.next_event() {
+                if let Event::Request(_) = ev {
+                    server.accept(&Accept::new()).unwrap();
+                    log.push("request".to_string());
+                } else {
+                    log.push(format!("{ev:?}"));
+                }
+            }
+        }
+        log.push(format!("{:?}", frames(&drain(&mut server)[129..])));
+        log
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn any_split_gives_the_same_events(chunks in proptest::collection::vec(1usize..5000, 1..20)) {
+            let whole = run(&[usize::MAX]);
+            prop_assert_eq!(run(&chunks), whole);
+        }
+    }
+
+    #[test]
+    fn one_byte_at_a_time() {
+        assert_eq!(run(&[1]), run(&[usize::MAX]));
+    }
+}

@@ -1,0 +1,300 @@
+//! One connection's compressor and decompressor (RFC 7692 §7.2), on flate2 with zlib-rs.
+//!
+//! Sending: each message is deflated with the connection's compressor and ended with a sync
+//! flush, whose trailing `00 00 ff ff` is cut off (§7.2.1). Receiving: frame payloads are
+//! inflated as they come, and `00 00 ff ff` is fed after the last one (§7.2.2). Both states are
+//! created on first use and then reused for every message; the only allocation on the hot path
+//! is growing the caller's output buffer.
+
+use std::mem::MaybeUninit;
+
+use bytes::BytesMut;
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+
+use super::{DeflateConfig, MAX_WINDOW_BITS, Params};
+use crate::Role;
+
+/// The end of the empty stored block a sync flush emits: cut from the end of every message we
+/// compress, and fed after every message we inflate (RFC 7692 §7.2.1, §7.2.2).
+const TRAILER: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// Smallest window flate2 can compress with, as a base-2 logarithm. An agreed 8 runs as 9,
+/// which zlib-rs keeps within 256-byte distances (see the module docs of `deflate`).
+const MIN_BACKEND_WINDOW_BITS: u8 = 9;
+
+/// Smallest step, in bytes, by which `decompress` grows its output buffer.
+const MIN_GROW: usize = 4 << 10;
+
+/// Why inflating failed.
+#[derive(Debug)]
+pub(crate) enum InflateError {
+    /// The output passed the limit.
+    TooBig,
+    /// The compressed data is invalid.
+    Invalid(String),
+}
+
+/// A connection's compressor and decompressor.
+///
+/// After `decompress` returns an error the decompressor is in an undefined state: the
+/// connection is failing, and must not feed it again.
+pub(crate) struct Deflate {
+    encoder: Encoder,
+    decoder: Decoder,
+    threshold: usize,
+}
+
+impl Deflate {
+    /// Compressor and decompressor for `role` with the agreed `params`.
+    ///
+    /// Allocates nothing yet: each state is created on first use (see [`DeflateConfig`] for
+    /// the sizes).
+    pub(crate) fn new(params: Params, role: Role, config: &DeflateConfig) -> Self {
+        let (own_reset, own_bits) = match role {
+            Role::Client => (params.client_no_context_takeover, params.client_max_window_bits),
+            Role::Server => (params.server_no_context_takeover, params.server_max_window_bits),
+        };
+        let peer_resets = match role {
+            Role::Client => params.server_no_context_takeover,
+            Role::Server => params.client_no_context_takeover,
+        };
+        Self {
+            encoder: Encoder {
+                state: None,
+                level: Compression::new(config.level.min(9)),
+                window_bits: own_bits.clamp(MIN_BACKEND_WINDOW_BITS, MAX_WINDOW_BITS),
+                reset: own_reset,
+            },
+            decoder: Decoder { state: None, peer_resets, has_input: false, ended: false },
+            threshold: config.threshold,
+        }
+    }
+
+    /// Whether a message of `len` bytes should be compressed (the threshold).
+    pub(crate) fn should_compress(&self, len: usize) -> bool {
+        len >= self.threshold
+    }
+
+    /// Compress one piece of a message being sent and append it to `out`. `fin` ends the
+    /// message: the output is then flushed and the trailing 00 00 ff ff removed (§7.2.1).
+    ///
+    /// A piece before the last may append nothing (the compressor holds on to input until it
+    /// has a block's worth or the message ends); its frame is then sent empty, which is
+    /// valid. Whatever is appended must be sent: the compressor's window now holds this data,
+    /// and later messages may refer to it. Pieces of one message must not be interleaved with
+    /// another message's.
+    pub(crate) fn compress(&mut self, input: &[u8], fin: bool, out: &mut BytesMut) {
+        self.encoder.compress(input, fin, out);
+    }
+
+    /// Inflate one frame's payload of a received message and append it to `out`. `fin` ends
+    /// the message (the 00 00 ff ff trailer is appended internally, §7.2.2). Fails with
+    /// `TooBig` as soon as `out` would grow past `limit` bytes in total.
+    ///
+    /// `limit` bounds `out.len()`, counting what `out` held before the call: pass the same
+    /// buffer for every frame of a message and the message limit. `out`'s capacity never grows
+    /// past `limit` either, so a compression bomb costs at most `limit` bytes of memory.
+    pub(crate) fn decompress(
+        &mut self,
+        input: &[u8],
+        fin: bool,
+        out: &mut BytesMut,
+        limit: usize,
+    ) -> Result<(), InflateError> {
+        self.decoder.decompress(input, fin, out, limit)
+    }
+}
+
+/// This side's compressor.
+struct Encoder {
+    /// Created on the first compressed message, then reused.
+    state: Option<Compress>,
+    level: Compression,
+    /// The window the backend runs with: the agreed one, or 9 for an agreed 8.
+    window_bits: u8,
+    /// This side agreed not to take context over: reset after every message (§7.1.1).
+    reset: bool,
+}
+
+impl Encoder {
+    fn compress(&mut self, input: &[u8], fin: bool, out: &mut BytesMut) {
+        let (level, window_bits) = (self.level, self.window_bits);
+        // `window_bits` is in 9..=15, as flate2 requires (clamped in `Deflate::new`).
+        let state = self.state.get_or_insert_with(|| Compress::new_with_window_bits(level, false, window_bits));
+        let start = out.len();
+        let flush = if fin { FlushCompress::Sync } else { FlushCompress::None };
+        let mut rest = input;
+        loop {
+            if out.capacity() - out.len() < 64 {
+                // About what text compresses to; the loop comes back for more if needed.
+                out.reserve(rest.len() / 2 + 64);
+            }
+            let (offered, written, (status, consumed)) = fill_spare(out, usize::MAX, |spare| {
+                let (before_in, before_out) = (state.total_in(), state.total_out());
+                let status = state.compress_uninit(rest, spare, flush);
+                (state.total_out() - before_out, (status, state.total_in() - before_in))
+            });
+            // Invariant: deflate fails only on a stream that was finished or set up with bad
+            // parameters; this one is never finished and flate2 built it from checked ones. No
+            // progress (nothing to flush) comes back as Ok(BufError).
+            status.expect("deflate on a valid, unfinished stream");
+            rest = rest.get(usize::try_from(consumed).unwrap_or(usize::MAX)..).unwrap_or_default();
+            // Done once the input is in and the compressor had room to spare: with a sync
+            // flush that means the flush is complete (zlib's "avail_out != 0").
+            if rest.is_empty() && written < offered {
+                break;
+            }
+        }
+        if fin {
+            // §7.2.1: "Remove 4 octets (that are 0x00 0x00 0xff 0xff) from the tail end."
+            // A sync flush always ends with them.
+            debug_assert!(out[start..].ends_with(&TRAILER));
+            if out[start..].ends_with(&TRAILER) {
+                out.truncate(out.len() - TRAILER.len());
+            }
+            if self.reset {
+                state.reset();
+            }
+        }
+    }
+}
+
+/// The decompressor for the peer's messages.
+struct Decoder {
+    /// Created on the first compressed message, then reused. Always a 15-bit window: it
+    /// inflates whatever the peer's agreed window, costs zlib-rs the same memory as smaller
+    /// ones, and is the only size flate2 resets without re-allocating.
+    state: Option<Decompress>,
+    /// The peer agreed not to take context over: reset after every message (§7.1.1). Not
+    /// required (the peer never refers back), but it is cheap and keeps a bad message from
+    /// spoiling the next.
+    peer_resets: bool,
+    /// The current message had payload bytes (see `decompress`).
+    has_input: bool,
+    /// The current message's deflate stream ended with a block marked BFINAL (§7.2.3.4).
+    ended: bool,
+}
+
+impl Decoder {
+    fn decompress(&mut self, input: &[u8], fin: bool, out: &mut BytesMut, limit: usize) -> Result<(), InflateError> {
+        let state = self.state.get_or_insert_with(|| Decompress::new_with_window_bits(false, MAX_WINDOW_BITS));
+        let mut result = Ok(());
+        if !input.is_empty() && !self.ended {
+            self.has_input = true;
+            result = inflate(state, input, out, limit, &mut self.ended);
+        }
+        if fin {
+            // An empty compressed message has no payload at all to end: the trailer alone is
+            // not a complete block and would leave the stream mid-header, so it is skipped.
+            if result.is_ok() && self.has_input && !self.ended {
+                result = inflate(state, &TRAILER, out, limit, &mut self.ended);
+            }
+            // A stream that ended (BFINAL) cannot go on; the peer starts the next message on
+            // a fresh one, so context takeover is over for it anyway.
+            if self.peer_resets || self.ended {
+                state.reset(false);
+            }
+            self.has_input = false;
+            self.ended = false;
+        }
+        result
+    }
+}
+
+/// Inflate `input` into `out`, keeping `out.len()` and `out.capacity()` within `limit`. Sets
+/// `ended` at the end of the deflate stream; anything after it is ignored (RFC 7692 §7.2.3.4
+/// has a sender pad a BFINAL block with an empty stored block header).
+fn inflate(
+    state: &mut Decompress,
+    mut input: &[u8],
+    out: &mut BytesMut,
+    limit: usize,
+    ended: &mut bool,
+) -> Result<(), InflateError> {
+    loop {
+        let room = limit.saturating_sub(out.len());
+        let (before_in, before_out) = (state.total_in(), state.total_out());
+        let (offered, status) = if room == 0 {
+            // At the limit: any further output byte makes the message too big. Probe with a
+            // one-byte buffer on the stack rather than grow `out`.
+            let mut probe = [MaybeUninit::uninit()];
+            let status = state.decompress_uninit(input, &mut probe, FlushDecompress::None);
+            if state.total_out() != before_out {
+                return Err(InflateError::TooBig);
+            }
+            (1, status)
+        } else {
+            reserve_bounded(out, room, input.len());
+            let (offered, _, status) = fill_spare(out, room, |spare| {
+                let status = state.decompress_uninit(input, spare, FlushDecompress::None);
+                (state.total_out() - before_out, status)
+            });
+            (offered, status)
+        };
+        let status = status.map_err(|e| InflateError::Invalid(e.message().unwrap_or("invalid deflate data").to_owned()))?;
+        let consumed = usize::try_from(state.total_in() - before_in).unwrap_or(usize::MAX);
+        let written = usize::try_from(state.total_out() - before_out).unwrap_or(usize::MAX);
+        input = input.get(consumed..).unwrap_or_default();
+        if status == Status::StreamEnd {
+            *ended = true;
+            return Ok(());
+        }
+        if written < offered {
+            // Room to spare: everything inflatable so far is out.
+            if input.is_empty() {
+                return Ok(());
+            }
+            if consumed == 0 {
+                // Input left, room to spare, no progress: cannot happen with zlib's inflate;
+                // refuse rather than spin.
+                return Err(InflateError::Invalid("inflate made no progress".to_owned()));
+            }
+        }
+    }
+}
+
+/// Make sure `out` has spare capacity, never taking its capacity past `out.len() + room`.
+///
+/// Grows by doubling (amortized O(1) per byte), by at least [`MIN_GROW`] and four times the
+/// compressed `input_len` (a typical ratio for text), and exactly up to the limit once doubling would pass it:
+/// `BytesMut::reserve` may double a buffer, so the last step is an exact reallocation.
+fn reserve_bounded(out: &mut BytesMut, room: usize, input_len: usize) {
+    let len = out.len();
+    if out.capacity() > len {
+        return;
+    }
+    let grow = len.max(input_len.saturating_mul(4)).max(MIN_GROW).min(room);
+    if grow >= len {
+        // Doubling gives `len + grow` at most, which fits in the room.
+        out.reserve(grow);
+    } else {
+        let mut exact = BytesMut::with_capacity(len + grow);
+        exact.extend_from_slice(out);
+        *out = exact;
+    }
+}
+
+/// Let `fill` write into at most `max` bytes of `out`'s spare capacity, and extend `out` by
+/// the count it returns. Returns the size offered, the count written and `fill`'s result.
+///
+/// `fill` must return how many bytes at the start of the slice it initialized; the deflate
+/// backends report exactly that as the growth of `total_out`.
+fn fill_spare<T>(
+    out: &mut BytesMut,
+    max: usize,
+    fill: impl FnOnce(&mut [MaybeUninit<u8>]) -> (u64, T),
+) -> (usize, usize, T) {
+    let spare = out.spare_capacity_mut();
+    let offered = spare.len().min(max);
+    let (written, result) = fill(&mut spare[..offered]);
+    let written = usize::try_from(written).unwrap_or(usize::MAX).min(offered);
+    let len = out.len() + written;
+    // SAFETY: `len` is at most `out.len() + offered`, within the capacity, and the `written`
+    // bytes past the old length were initialized by `fill` (the backend's `total_out` counts
+    // the bytes it wrote to the start of the slice).
+    unsafe { out.set_len(len) };
+    (offered, written, result)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1175 @@
+//! Server side of the opening handshake (RFC 6455 §4.2).
+//!
+//! This file also holds the HTTP/1.1 helpers both roles share (head limits, header maps,
+//! comma-separated token lists); [`client`](super::client) imports them from here.
+
+use base64::Engine as _;
+use bytes::BytesMut;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
+
+use crate::{config::Config, error::HandshakeError};
+
+/// A client's opening handshake request, as the application sees it when it decides whether
+/// to accept the connection.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub(crate) head: http::Request<()>,
+    pub(crate) key: String,
+    pub(crate) protocols: Vec<String>,
+}
+
+impl Request {
+    /// The whole request head: method, URI, version and headers.
+    pub fn head(&self) -> &http::Request<()> {
+        &self.head
+    }
+
+    /// The request target's path, e.g. `/chat`.
+    pub fn path(&self) -> &str {
+        self.head.uri().path()
+    }
+
+    /// The query string without the `?`, if any.
+    pub fn query(&self) -> Option<&str> {
+        self.head.uri().query()
+    }
+
+    /// All request headers.
+    pub fn headers(&self) -> &HeaderMap {
+        self.head.headers()
+    }
+
+    /// The `Origin` header (sent by browsers; check it to stop cross-site WebSocket hijacking).
+    pub fn origin(&self) -> Option<&str> {
+        self.head
+            .headers()
+            .get(http::header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+    }
+
+    /// The `Host` header.
+    pub fn host(&self) -> Option<&str> {
+        self.head
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+    }
+
+    /// The subprotocols the client offered, in its order of preference.
+    pub fn protocols(&self) -> &[String] {
+        &self.protocols
+    }
+
+    /// The client's `Sec-WebSocket-Key`.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+/// How the application accepts a request: the subprotocol it picked and any extra response
+/// headers.
+#[derive(Debug, Clone, Default)]
+pub struct Accept {
+    pub(crate) protocol: Option<String>,
+    pub(crate) headers: HeaderMap,
+}
+
+impl Accept {
+    /// Accept with no subprotocol and no extra headers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Select one of the subprotocols the client offered.
+    pub fn protocol(mut self, protocol: impl Into<String>) -> Self {
+        self.protocol = Some(protocol.into());
+        self
+    }
+
+    /// Add a response header (e.g. `Set-Cookie`).
+    pub fn header(mut self, name: http::HeaderName, value: http::HeaderValue) -> Self {
+        self.headers.append(name, value);
+        self
+    }
+
+    /// The subprotocol selected, if any.
+    pub fn selected_protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+}
+
+/// Parse a request head from the front of `buf`.
+///
+/// `Ok(None)`: incomplete, read more (unless `buf` already holds `config.max_header_bytes`,
+/// which is an error: 431). `Ok(Some((request, n)))`: a valid WebSocket upgrade request whose
+/// head is the first `n` bytes. `Err(BadRequest { status, reason })`: the status to answer
+/// with — 400 for malformed HTTP or a missing/invalid header, 405 for a method other than GET,
+/// 426 for a `Sec-WebSocket-Version` other than 13, 431 for a head over the limits.
+///
+/// Only the first `config.max_header_bytes` bytes are ever looked at, so the answer for a
+/// buffer is the answer for its first decisive prefix: feeding the same bytes in any pieces
+/// gives the same result. A request that announces a body (`Transfer-Encoding`, or a
+/// `Content-Length` other than 0) is refused with 400, since the bytes after the head are
+/// WebSocket frames.
+pub(crate) fn parse_request(
+    buf: &[u8],
+    config: &Config,
+) -> Result<Option<(Request, usize)>, HandshakeError> {
+    let too_large = |reason| refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, reason);
+    let bad = |reason| refuse(StatusCode::BAD_REQUEST, reason);
+    let window = head_window(buf, config);
+    let mut slots = header_slots(window, config);
+    let mut parsed = httparse::Request::new(&mut slots);
+    let len = match classify(parsed.parse(window), buf, config) {
+        Head::Complete(len) => len,
+        Head::Partial => return Ok(None),
+        Head::TooLarge => return Err(too_large("request head too large")),
+        Head::TooManyHeaders => return Err(too_large("too many headers")),
+        Head::Malformed(reason) => return Err(bad(reason)),
+    };
+    // httparse fills in the request line before it reports `Complete`; the `else` arm is
+    // unreachable but costs nothing.
+    let (Some(method), Some(target), Some(minor)) = (parsed.method, parsed.path, parsed.version)
+    else {
+        return Err(bad("malformed request line"));
+    };
+
+    // §4.2.1 point 1: "An HTTP/1.1 or higher GET request, including a "Request-URI"".
+    if method != "GET" {
+        return Err(refuse(StatusCode::METHOD_NOT_ALLOWED, "method must be GET"));
+    }
+    if minor != 1 {
+        return Err(bad("HTTP/1.1 required"));
+    }
+    let uri = parse_target(target).map_err(bad)?;
+    let headers = header_map(parsed.headers).map_err(|e| match e {
+        MapError::TooMany => too_large("too many headers"),
+        MapError::Invalid(reason) => bad(reason),
+    })?;
+    let (key, protocols) = check_headers(&headers)?;
+
+    let mut head = http::Request::new(());
+    *head.method_mut() = Method::GET;
+    *head.uri_mut() = uri;
+    *head.version_mut() = Version::HTTP_11;
+    *head.headers_mut() = headers;
+    let request = Request {
+        head,
+        key,
+        protocols,
+    };
+    Ok(Some((request, len)))
+}
+
+/// Check the header fields RFC 6455 §4.2.1 requires; return the key and the offered
+/// subprotocols.
+fn check_headers(headers: &HeaderMap) -> Result<(String, Vec<String>), HandshakeError> {
+    let bad = |reason| refuse(StatusCode::BAD_REQUEST, reason);
+
+    // Point 2: "A |Host| header field containing the server's authority." RFC 9112 §3.2: a
+    // server "MUST respond with a 400 (Bad Request) status code to any HTTP/1.1 request
+    // message that lacks a Host header field and to any such message that contains more than
+    // one Host header field line".
+    match occurrences(headers, header::HOST) {
+        Occurs::Once(host) if !trim_ows(host.as_bytes()).is_empty() => {}
+        Occurs::Repeated => return Err(bad("duplicate Host")),
+        Occurs::Absent | Occurs::Once(_) => return Err(bad("missing Host")),
+    }
+    // Point 3: "An |Upgrade| header field containing the value "websocket", treated as an
+    // ASCII case-insensitive value."
+    if !has_token(headers, header::UPGRADE, "websocket") {
+        return Err(bad("missing Upgrade: websocket"));
+    }
+    // Point 4: "A |Connection| header field that includes the token "Upgrade", treated as an
+    // ASCII case-insensitive value."
+    if !has_token(headers, header::CONNECTION, "upgrade") {
+        return Err(bad("missing Connection: upgrade"));
+    }
+    // Point 6, and §4.2.2: if the version is not understood, "the server MUST abort the
+    // WebSocket handshake described in this section and instead send an appropriate HTTP
+    // error code (such as 426 Upgrade Required) and a |Sec-WebSocket-Version| header field".
+    // A missing version gets the same answer: it tells the client which version to speak.
+    match occurrences(headers, header::SEC_WEBSOCKET_VERSION) {
+        Occurs::Once(version) if trim_ows(version.as_bytes()) == b"13" => {}
+        Occurs::Absent => {
+            return Err(refuse(
+                StatusCode::UPGRADE_REQUIRED,
+                "missing Sec-WebSocket-Version",
+            ));
+        }
+        Occurs::Once(_) | Occurs::Repeated => {
+            return Err(refuse(
+                StatusCode::UPGRADE_REQUIRED,
+                "unsupported Sec-WebSocket-Version",
+            ));
+        }
+    }
+    // Point 5: "A |Sec-WebSocket-Key| header field with a base64-encoded value that, when
+    // decoded, is 16 bytes in length."
+    let key = match occurrences(headers, header::SEC_WEBSOCKET_KEY) {
+        Occurs::Once(key) => trim_ows(key.as_bytes()),
+        Occurs::Absent => return Err(bad("missing Sec-WebSocket-Key")),
+        Occurs::Repeated => return Err(bad("duplicate Sec-WebSocket-Key")),
+    };
+    // 16 bytes encode to exactly 24 characters; checking that first bounds the decode.
+    let decodes_to_16 = key.len() == 24
+        && base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .is_ok_and(|nonce| nonce.len() == 16);
+    let key = match std::str::from_utf8(key) {
+        Ok(key) if decodes_to_16 => key.to_owned(),
+        _ => return Err(bad("invalid Sec-WebSocket-Key")),
+    };
+    // Point 8 (optional): "|Sec-WebSocket-Protocol| header field, with a list of values
+    // indicating which protocols the client would like to speak, ordered by preference."
+    let protocols = protocol_list(headers).ok_or_else(|| bad("invalid Sec-WebSocket-Protocol"))?;
+    // Not in RFC 6455: the bytes after the head are frames, so a body would be misread as
+    // frames. Refuse it rather than guess where it ends.
+    if headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .any(|n| trim_ows(n.as_bytes()) != b"0")
+    {
+        return Err(bad("request has a body"));
+    }
+    Ok((key, protocols))
+}
+
+/// Parse the request target: origin-form (`/path?query`) or absolute-form
+/// (`ws://host/path?query`, RFC 9112 §3.2.2). The asterisk and authority forms are refused.
+fn parse_target(target: &str) -> Result<Uri, &'static str> {
+    const INVALID: &str = "invalid request target";
+    let uri = Uri::try_from(target).map_err(|_| INVALID)?;
+    if target.starts_with('/') {
+        return Ok(uri);
+    }
+    match (uri.scheme_str(), uri.authority()) {
+        (Some(scheme), Some(_)) if default_port(scheme).is_some() => Ok(uri),
+        _ => Err(INVALID),
+    }
+}
+
+/// Write the 101 response accepting `request` into `out`.
+///
+/// `extensions` is the negotiated `Sec-WebSocket-Extensions` value, if any (an empty string
+/// writes no header). Fails with [`SendError::InvalidState`](crate::SendError::InvalidState),
+/// writing nothing, if `accept` selects a subprotocol the client did not offer, if
+/// `extensions` is not a valid header value, or if `accept`'s headers set one of the headers
+/// this function writes (`Upgrade`, `Connection`, `Sec-WebSocket-Accept`,
+/// `Sec-WebSocket-Protocol`, `Sec-WebSocket-Extensions`).
+pub(crate) fn write_accept(
+    request: &Request,
+    accept: &Accept,
+    extensions: Option<&str>,
+    out: &mut BytesMut,
+) -> Result<(), crate::SendError> {
+    let owned = [
+        header::UPGRADE,
+        header::CONNECTION,
+        header::SEC_WEBSOCKET_ACCEPT,
+        header::SEC_WEBSOCKET_PROTOCOL,
+        header::SEC_WEBSOCKET_EXTENSIONS,
+    ];
+    // §4.2.2 point 5, /subprotocol/: "the value chosen MUST be derived from the client's
+    // handshake, specifically by selecting one of the values from the
+    // |Sec-WebSocket-Protocol| field". The offered values are tokens, so the selected one
+    // is safe to write.
+    let offered = |protocol: &String| request.protocols.contains(protocol);
+    let extensions = extensions.filter(|e| !e.is_empty());
+    if !accept.protocol.as_ref().is_none_or(offered)
+        || extensions.is_some_and(|e| HeaderValue::from_str(e).is_err())
+        || owned.iter().any(|name| accept.headers.contains_key(name))
+    {
+        return Err(crate::SendError::InvalidState);
+    }
+
+    out.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+    );
+    put_header(
+        out,
+        b"Sec-WebSocket-Accept",
+        super::accept_key(request.key.as_bytes()).as_bytes(),
+    );
+    if let Some(protocol) = &accept.protocol {
+        put_header(out, b"Sec-WebSocket-Protocol", protocol.as_bytes());
+    }
+    if let Some(extensions) = extensions {
+        put_header(out, b"Sec-WebSocket-Extensions", extensions.as_bytes());
+    }
+    put_headers(out, &accept.headers, &[]);
+    out.extend_from_slice(b"\r\n");
+    Ok(())
+}
+
+/// Write a complete non-101 response (with `Connection: close` and `Content-Length`) into
+/// `out`; for 426 it adds `Sec-WebSocket-Version: 13`.
+///
+/// `headers` are written as given, except `Connection`, `Content-Length` and
+/// `Transfer-Encoding`, which this function owns. `Content-Type: text/plain; charset=utf-8`
+/// is added unless `headers` has a `Content-Type`; `Allow: GET` is added to a 405 (RFC 9110
+/// §15.5.6 requires it) and `Sec-WebSocket-Version: 13` to a 426, unless `headers` has them.
+/// After writing it, close the connection.
+pub(crate) fn write_response(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    out: &mut BytesMut,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    put_headers(
+        out,
+        headers,
+        &[
+            header::CONNECTION,
+            header::CONTENT_LENGTH,
+            header::TRANSFER_ENCODING,
+        ],
+    );
+    if !headers.contains_key(header::CONTENT_TYPE) {
+        put_header(out, b"Content-Type", b"text/plain; charset=utf-8");
+    }
+    put_header(out, b"Content-Length", body.len().to_string().as_bytes());
+    put_header(out, b"Connection", b"close");
+    if status == StatusCode::METHOD_NOT_ALLOWED && !headers.contains_key(header::ALLOW) {
+        put_header(out, b"Allow", b"GET");
+    }
+    if status == StatusCode::UPGRADE_REQUIRED
+        && !headers.contains_key(header::SEC_WEBSOCKET_VERSION)
+    {
+        put_header(out, b"Sec-WebSocket-Version", b"13");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+}
+
+/// A `BadRequest` with this status and reason.
+fn refuse(status: StatusCode, reason: &'static str) -> HandshakeError {
+    HandshakeError::BadRequest { status, reason }
+}
+
+// HTTP/1.1 helpers shared with the client.
+
+/// How far a request or response head has got, once the limits are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Head {
+    /// The head is complete and is this many bytes long.
+    Complete(usize),
+    /// More bytes are needed, and the limit leaves room for them.
+    Partial,
+    /// The head does not end within `max_header_bytes`.
+    TooLarge,
+    /// The head has more than `max_headers` header fields.
+    TooManyHeaders,
+    /// The head is not valid HTTP/1.x.
+    Malformed(&'static str),
+}
+
+/// The part of `buf` a head may occupy: its first `max_header_bytes` bytes.
+///
+/// Parsing only this much bounds the work per call, and makes the outcome depend only on the
+/// bytes that may belong to the head, whatever follows them.
+pub(super) fn head_window<'b>(buf: &'b [u8], config: &Config) -> &'b [u8] {
+    &buf[..buf.len().min(config.max_header_bytes)]
+}
+
+/// Empty header slots for httparse: `max_headers`, but never more than `window` could hold.
+///
+/// A header line takes at least 3 bytes (`a:\n`), so `window.len() / 3 + 1` slots are more
+/// than `window` can fill: running out of slots still means more than `max_headers` fields,
+/// and a huge `max_headers` costs no more memory than the bytes received.
+pub(super) fn header_slots<'b>(window: &[u8], config: &Config) -> Vec<httparse::Header<'b>> {
+    vec![httparse::EMPTY_HEADER; config.max_headers.min(window.len() / 3 + 1)]
+}
+
+/// Apply the limits to httparse's verdict on `head_window(buf)`.
+pub(super) fn classify(result: httparse::Result<usize>, buf: &[u8], config: &Config) -> Head {
+    match result {
+        Ok(httparse::Status::Complete(len)) => Head::Complete(len),
+        Ok(httparse::Status::Partial) if buf.len() < config.max_header_bytes => Head::Partial,
+        Ok(httparse::Status::Partial) => Head::TooLarge,
+        Err(httparse::Error::TooManyHeaders) => Head::TooManyHeaders,
+        Err(httparse::Error::HeaderName) => Head::Malformed("invalid header name"),
+        Err(httparse::Error::HeaderValue) => Head::Malformed("invalid header value"),
+        Err(httparse::Error::NewLine) => Head::Malformed("invalid line ending"),
+        Err(httparse::Error::Status) => Head::Malformed("invalid status line"),
+        Err(httparse::Error::Token) => Head::Malformed("invalid method or token"),
+        Err(httparse::Error::Version) => Head::Malformed("invalid HTTP version"),
+    }
+}
+
+/// Why httparse's headers did not fit in a [`HeaderMap`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum MapError {
+    /// More fields than a `HeaderMap` holds.
+    TooMany,
+    /// A name or value that `http` refuses.
+    Invalid(&'static str),
+}
+
+/// Copy httparse's headers into a [`HeaderMap`], keeping repeated fields in order.
+pub(super) fn header_map(parsed: &[httparse::Header<'_>]) -> Result<HeaderMap, MapError> {
+    let mut map = HeaderMap::try_with_capacity(parsed.len()).map_err(|_| MapError::TooMany)?;
+    for field in parsed {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|_| MapError::Invalid("invalid header name"))?;
+        let value = HeaderValue::from_bytes(field.value)
+            .map_err(|_| MapError::Invalid("invalid header value"))?;
+        map.try_append(name, value).map_err(|_| MapError::TooMany)?;
+    }
+    Ok(map)
+}
+
+/// How often a header field occurs.
+pub(super) enum Occurs<'a> {
+    /// Not at all.
+    Absent,
+    /// Exactly once, with this value.
+    Once(&'a HeaderValue),
+    /// More than once.
+    Repeated,
+}
+
+/// How often `name` occurs in `headers`.
+pub(super) fn occurrences(headers: &HeaderMap, name: HeaderName) -> Occurs<'_> {
+    let mut values = headers.get_all(name).into_iter();
+    match (values.next(), values.next()) {
+        (None, _) => Occurs::Absent,
+        (Some(value), None) => Occurs::Once(value),
+        (Some(_), Some(_)) => Occurs::Repeated,
+    }
+}
+
+/// The elements of the comma-separated lists in every `name` field, trimmed, empty ones
+/// skipped (RFC 9110 §5.6.1: a recipient "MUST accept empty list elements").
+pub(super) fn list_elements(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(name)
+        .into_iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(trim_ows)
+        .filter(|element| !element.is_empty())
+}
+
+/// Whether a `name` list contains `token`, compared ASCII case-insensitively.
+pub(super) fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    list_elements(headers, name).any(|element| element.eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// The subprotocols listed in every `Sec-WebSocket-Protocol` field, in order; `None` if one
+/// is not a token (RFC 6455 §4.1: "elements that comprise this value MUST be non-empty
+/// strings with characters in the range U+0021 to U+007E not including separator
+/// characters").
+pub(super) fn protocol_list(headers: &HeaderMap) -> Option<Vec<String>> {
+    list_elements(headers, header::SEC_WEBSOCKET_PROTOCOL)
+        .map(|element| match std::str::from_utf8(element) {
+            Ok(token) if is_token(element) => Some(token.to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether `s` is an RFC 9110 §5.6.2 token: one or more `tchar`s.
+pub(super) fn is_token(s: &[u8]) -> bool {
+    !s.is_empty()
+        && s.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// `s` without leading and trailing spaces and tabs (RFC 9110 §5.6.3 OWS).
+pub(super) fn trim_ows(s: &[u8]) -> &[u8] {
+    let start = s
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(start, |last| last + 1);
+    &s[start..end]
+}
+
+/// The default port of a WebSocket or HTTP URI scheme (RFC 6455 §3), `None` for any other
+/// scheme.
+pub(super) fn default_port(scheme: &str) -> Option<u16> {
+    if scheme.eq_ignore_ascii_case("ws") || scheme.eq_ignore_ascii_case("http") {
+        Some(80)
+    } else if scheme.eq_ignore_ascii_case("wss") || scheme.eq_ignore_ascii_case("https") {
+        Some(443)
+    } else {
+        None
+    }
+}
+
+/// Write one `name: value` line.
+pub(super) fn put_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Write every field of `headers` except those named in `skip`, repeated fields in order.
+pub(super) fn put_headers(out: &mut BytesMut, headers: &HeaderMap, skip: &[HeaderName]) {
+    for (name, value) in headers {
+        if !skip.contains(name) {
+            put_header(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use http::{HeaderMap, HeaderValue, StatusCode, header};
+    use proptest::prelude::*;
+
+    use super::{Accept, Request, parse_request, write_accept, write_response};
+    use crate::{Config, HandshakeError, SendError};
+
+    /// The client handshake of RFC 6455 §1.3 (with the `Origin` and `Version` of §4.1's
+    /// example).
+    const RFC_REQUEST: &[u8] = b"GET /chat HTTP/1.1\r\n\
+        Host: server.example.com\r\n\
+        Upgrade: websocket\r\n\
+        Connection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Origin: http://example.com\r\n\
+        Sec-WebSocket-Protocol: chat, superchat\r\n\
+        Sec-WebSocket-Version: 13\r\n\
+        \r\n";
+
+    /// A request for `target` with the required headers and then `extra` header lines.
+    fn request(target: &str, extra: &str) -> Vec<u8> {
+        format!(
+            "GET {target} HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+        )
+        .into_bytes()
+    }
+
+    /// `RFC_REQUEST` with the line starting with `name` replaced by `line` (or removed if
+    /// `line` is empty).
+    fn replace(name: &str, line: &str) -> Vec<u8> {
+        let text = std::str::from_utf8(RFC_REQUEST).expect("the RFC request is ASCII");
+        let mut out = String::new();
+        let mut found = false;
+        for l in text.split_inclusive("\r\n") {
+            if l.starts_with(name) {
+                found = true;
+                out.push_str(line);
+            } else {
+                out.push_str(l);
+            }
+        }
+        assert!(found, "no {name} line");
+        out.into_bytes()
+    }
+
+    fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, HandshakeError> {
+        parse_request(buf, &Config::default())
+    }
+
+    fn parse_ok(buf: &[u8]) -> Request {
+        match parse(buf) {
+            Ok(Some((request, len))) => {
+                assert_eq!(len, buf.len());
+                request
+            }
+            other => panic!("expected a request, got {other:?}"),
+        }
+    }
+
+    #[track_caller]
+    fn assert_refused(buf: &[u8], status: u16, reason: &str) {
+        match parse(buf) {
+            Err(HandshakeError::BadRequest {
+                status: s,
+                reason: r,
+            }) => {
+                assert_eq!((s.as_u16(), r), (status, reason));
+            }
+            other => panic!("expected {status} {reason:?}, got {other:?}"),
+        }
+    }
+
+    /// A summary of a result that can be compared.
+    fn summary(result: &Result<Option<(Request, usize)>, HandshakeError>) -> String {
+        match result {
+            Ok(Some((request, len))) => {
+                format!(
+                    "{len} {:?} {} {:?}",
+                    request.head, request.key, request.protocols
+                )
+            }
+            other => format!("{other:?}"),
+        }
+    }
+
+    mod request_parsing {
+        //! RFC 6455 §4.2.1, Reading the Client's Opening Handshake.
+
+        use super::*;
+
+        #[test]
+        fn rfc_example() {
+            let request = parse_ok(RFC_REQUEST);
+            assert_eq!(request.path(), "/chat");
+            assert_eq!(request.query(), None);
+            assert_eq!(request.host(), Some("server.example.com"));
+            assert_eq!(request.origin(), Some("http://example.com"));
+            assert_eq!(request.key(), "dGhlIHNhbXBsZSBub25jZQ==");
+            assert_eq!(request.protocols(), ["chat", "superchat"]);
+            assert_eq!(request.head().method(), http::Method::GET);
+            assert_eq!(request.head().version(), http::Version::HTTP_11);
+            assert_eq!(request.headers().len(), 7);
+        }
+
+        #[test]
+        fn bytes_after_the_head_are_not_consumed() {
+            let mut buf = RFC_REQUEST.to_vec();
+            buf.extend_from_slice(&[0x81, 0x85, 1, 2, 3, 4]);
+            let (_, len) = parse(&buf).unwrap().unwrap();
+            assert_eq!(len, RFC_REQUEST.len());
+        }
+
+        #[test]
+        fn byte_by_byte_is_incomplete_until_the_last_byte() {
+            for end in 0..RFC_REQUEST.len() {
+                assert!(
+                    matches!(parse(&RFC_REQUEST[..end]), Ok(None)),
+                    "prefix of {end} bytes"
+                );
+            }
+            parse_ok(RFC_REQUEST);
+        }
+
+        #[test]
+        fn bare_lf_line_endings() {
+            let text = std::str::from_utf8(RFC_REQUEST)
+                .unwrap()
+                .replace("\r\n", "\n");
+            parse_ok(text.as_bytes());
+        }
+
+        #[test]
+        fn path_and_query() {
+            let request = parse_ok(&request("/a/b?x=1&y=%20", ""));
+            assert_eq!(request.path(), "/a/b");
+            assert_eq!(request.query(), Some("x=1&y=%20"));
+        }
+
+        #[test]
+        fn absolute_form_target() {
+            let absolute = parse_ok(&request("http://example.com:8080/chat?room=1", ""));
+            assert_eq!(absolute.path(), "/chat");
+            assert_eq!(absolute.query(), Some("room=1"));
+            assert_eq!(
+                absolute.head().uri().authority().unwrap().as_str(),
+                "example.com:8080"
+            );
+            assert_eq!(parse_ok(&request("wss://example.com", "")).path(), "/");
+        }
+
+        #[test]
+        fn asterisk_and_authority_form_are_refused() {
+            assert_refused(&request("*", ""), 400, "invalid request target");
+            assert_refused(
+                &request("example.com:80", ""),
+                400,
+                "invalid request target",
+            );
+            assert_refused(
+                &request("ftp://example.com/", ""),
+                400,
+                "invalid request target",
+            );
+        }
+
+        #[test]
+        fn method_must_be_get() {
+            let buf = [b"POST", &RFC_REQUEST[3..]].concat();
+            assert_refused(&buf, 405, "method must be GET");
+            let buf = [b"get", &RFC_REQUEST[3..]].concat();
+            assert_refused(&buf, 405, "method must be GET");
+        }
+
+        #[test]
+        fn http_1_0_is_refused() {
+            let buf = replace("GET", "GET /chat HTTP/1.0\r\n");
+            assert_refused(&buf, 400, "HTTP/1.1 required");
+        }
+
+        #[test]
+        fn other_versions_are_malformed() {
+            let buf = replace("GET", "GET /chat HTTP/2.0\r\n");
+            assert_refused(&buf, 400, "invalid HTTP version");
+        }
+
+        #[test]
+        fn malformed_http_is_400() {
+            assert_refused(
+                b"GET /chat HTTP/1.1\r\nNo colon here\r\n\r\n",
+                400,
+                "invalid header name",
+            );
+            assert_refused(
+                b"GET /chat HTTP/1.1\r\nA: b\rc\r\n\r\n",
+                400,
+                "invalid header value",
+            );
+            assert_refused(
+                b"GET /chat HTTP/1.1\r\nA: b\r\r\n",
+                400,
+                "invalid header value",
+            );
+            assert_refused(
+                b"G(T /chat HTTP/1.1\r\n\r\n",
+                400,
+                "invalid method or token",
+            );
+            // The start of a TLS ClientHello, sent to a plain port: refused at once.
+            assert_refused(b"\x16\x03\x01\x02\x00\x01", 400, "invalid method or token");
+        }
+
+        #[test]
+        fn host_is_required_once() {
+            assert_refused(&replace("Host", ""), 400, "missing Host");
+            assert_refused(&replace("Host", "Host: \r\n"), 400, "missing Host");
+            assert_refused(
+                &replace("Host", "Host: a\r\nHost: b\r\n"),
+                400,
+                "duplicate Host",
+            );
+        }
+
+        #[test]
+        fn upgrade_must_list_websocket() {
+            assert_refused(&replace("Upgrade", ""), 400, "missing Upgrade: websocket");
+            assert_refused(
+                &replace("Upgrade", "Upgrade: h2c\r\n"),
+                400,
+                "missing Upgrade: websocket",
+            );
+            assert_refused(
+                &replace("Upgrade", "Upgrade: websockets\r\n"),
+                400,
+                "missing Upgrade: websocket",
+            );
+            parse_ok(&replace("Upgrade", "Upgrade: WebSocket\r\n"));
+            parse_ok(&replace("Upgrade", "Upgrade: h2c ,, websocket \r\n"));
+            parse_ok(&replace(
+                "Upgrade",
+                "Upgrade: h2c\r\nUpgrade: WEBSOCKET\r\n",
+            ));
+        }
+
+        #[test]
+        fn connection_must_list_upgrade() {
+            assert_refused(
+                &replace("Connection", ""),
+                400,
+                "missing Connection: upgrade",
+            );
+            let buf = replace("Connection", "Connection: keep-alive\r\n");
+            assert_refused(&buf, 400, "missing Connection: upgrade");
+            let buf = replace("Connection", "Connection: upgrade-insecure\r\n");
+            assert_refused(&buf, 400, "missing Connection: upgrade");
+            parse_ok(&replace(
+                "Connection",
+                "Connection: keep-alive, upgrade\r\n",
+            ));
+            parse_ok(&replace(
+                "Connection",
+                "Connection: keep-alive\r\nConnection: UPGRADE\r\n",
+            ));
+        }
+
+        #[test]
+        fn version_must_be_13() {
+            let unsupported = "unsupported Sec-WebSocket-Version";
+            assert_refused(
+                &replace("Sec-WebSocket-Version", ""),
+                426,
+                "missing Sec-WebSocket-Version",
+            );
+            let buf = replace("Sec-WebSocket-Version", "Sec-WebSocket-Version: 8\r\n");
+            assert_refused(&buf, 426, unsupported);
+            let buf = replace("Sec-WebSocket-Version", "Sec-WebSocket-Version: 13, 8\r\n");
+            assert_refused(&buf, 426, unsupported);
+            let buf = replace(
+                "Sec-WebSocket-Version",
+                "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Version: 13\r\n",
+            );
+            assert_refused(&buf, 426, unsupported);
+            parse_ok(&replace(
+                "Sec-WebSocket-Version",
+                "Sec-WebSocket-Version:13  \r\n",
+            ));
+        }
+
+        #[test]
+        fn key_must_be_one_base64_nonce_of_16_bytes() {
+            let key = "Sec-WebSocket-Key";
+            assert_refused(&replace(key, ""), 400, "missing Sec-WebSocket-Key");
+            let two = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+            assert_refused(&replace(key, two), 400, "duplicate Sec-WebSocket-Key");
+            for bad in [
+                "",
+                "dGhlIHNhbXBsZSBub25jZQ",       // unpadded
+                "dGhlIHNhbXBsZSBub25jZR==",     // non-zero trailing bits
+                "dGhlIHNhbXBsZSBub25j",         // 15 bytes
+                "dGhlIHNhbXBsZSBub25jZXMh",     // 18 bytes
+                "dGhlIHNhbXBsZSBub25jZQ==AAAA", // 19 bytes
+                "dGhl*HNhbXBsZSBub25jZQ==",
+            ] {
+                let buf = replace(key, &format!("Sec-WebSocket-Key: {bad}\r\n"));
+                assert_refused(&buf, 400, "invalid Sec-WebSocket-Key");
+            }
+            let request = parse_ok(&replace(
+                key,
+                "Sec-WebSocket-Key:   AAAAAAAAAAAAAAAAAAAAAA==  \r\n",
+            ));
+            assert_eq!(request.key(), "AAAAAAAAAAAAAAAAAAAAAA==");
+        }
+
+        #[test]
+        fn protocols_from_every_header() {
+            let buf = replace(
+                "Sec-WebSocket-Protocol",
+                "Sec-WebSocket-Protocol: a , b,,\r\nSec-WebSocket-Protocol:\r\nSec-WebSocket-Protocol: v2.c\r\n",
+            );
+            assert_eq!(parse_ok(&buf).protocols(), ["a", "b", "v2.c"]);
+            assert!(
+                parse_ok(&replace("Sec-WebSocket-Protocol", ""))
+                    .protocols()
+                    .is_empty()
+            );
+        }
+
+        #[test]
+        fn protocols_must_be_tokens() {
+            let buf = replace("Sec-WebSocket-Protocol", "Sec-WebSocket-Protocol: a b\r\n");
+            assert_refused(&buf, 400, "invalid Sec-WebSocket-Protocol");
+            let buf = replace(
+                "Sec-WebSocket-Protocol",
+                "Sec-WebSocket-Protocol: chat/1\r\n",
+            );
+            assert_refused(&buf, 400, "invalid Sec-WebSocket-Protocol");
+        }
+
+        #[test]
+        fn a_body_is_refused() {
+            assert_refused(
+                &request("/", "Content-Length: 5\r\n"),
+                400,
+                "request has a body",
+            );
+            assert_refused(
+                &request("/", "Transfer-Encoding: chunked\r\n"),
+                400,
+                "request has a body",
+            );
+            parse_ok(&request("/", "Content-Length: 0\r\n"));
+        }
+
+        #[test]
+        fn repeated_headers_are_kept_in_order() {
+            let request = parse_ok(&request("/", "X-A: 1\r\nx-a: 2\r\n"));
+            let values: Vec<_> = request.headers().get_all("x-a").iter().collect();
+            assert_eq!(values, ["1", "2"]);
+        }
+    }
+
+    mod limits {
+        //! `max_header_bytes` and `max_headers` (431).
+
+        use super::*;
+
+        #[test]
+        fn head_over_max_header_bytes() {
+            let config = Config::default().max_header_bytes(RFC_REQUEST.len() - 1);
+            let result = parse_request(RFC_REQUEST, &config);
+            assert!(matches!(
+                result,
+                Err(HandshakeError::BadRequest {
+                    status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    ..
+                })
+            ));
+            // Incomplete until the limit, then refused: same answer as the whole buffer.
+            assert!(matches!(
+                parse_request(&RFC_REQUEST[..RFC_REQUEST.len() - 2], &config),
+                Ok(None)
+            ));
+            assert_eq!(
+                summary(&parse_request(
+                    &RFC_REQUEST[..RFC_REQUEST.len() - 1],
+                    &config
+                )),
+                summary(&result)
+            );
+        }
+
+        #[test]
+        fn head_of_exactly_max_header_bytes() {
+            let config = Config::default().max_header_bytes(RFC_REQUEST.len());
+            assert!(matches!(parse_request(RFC_REQUEST, &config), Ok(Some(_))));
+        }
+
+        #[test]
+        fn endless_head_is_refused_at_the_limit() {
+            let mut buf = b"GET / HTTP/1.1\r\nX-Filler: ".to_vec();
+            buf.resize(9000, b'a');
+            assert!(matches!(parse(&buf[..(8 << 10) - 1]), Ok(None)));
+            assert_refused(&buf[..8 << 10], 431, "request head too large");
+            assert_refused(&buf, 431, "request head too large");
+        }
+
+        #[test]
+        fn too_many_headers() {
+            let config = Config::default().max_headers(8);
+            let extra = "X-1: a\r\nX-2: b\r\nX-3: c\r\n";
+            // 5 required headers + 3 = 8: accepted; one more is refused.
+            assert!(matches!(
+                parse_request(&request("/", extra), &config),
+                Ok(Some(_))
+            ));
+            let result = parse_request(&request("/", &format!("{extra}X-4: d\r\n")), &config);
+            match result {
+                Err(HandshakeError::BadRequest { status, reason }) => {
+                    assert_eq!((status.as_u16(), reason), (431, "too many headers"));
+                }
+                other => panic!("expected 431, got {other:?}"),
+            }
+        }
+
+        #[test]
+        fn huge_limits_allocate_by_input() {
+            // No allocation proportional to `max_headers` itself.
+            let config = Config::default()
+                .max_headers(usize::MAX)
+                .max_header_bytes(usize::MAX);
+            assert!(matches!(parse_request(RFC_REQUEST, &config), Ok(Some(_))));
+            assert!(matches!(parse_request(b"GET", &config), Ok(None)));
+        }
+    }
+
+    mod responses {
+        //! RFC 6455 §4.2.2, Sending the Server's Opening Handshake.
+
+        use super::*;
+
+        fn accept(
+            request: &Request,
+            accept: &Accept,
+            extensions: Option<&str>,
+        ) -> Result<String, SendError> {
+            let mut out = BytesMut::new();
+            write_accept(request, accept, extensions, &mut out)?;
+            Ok(String::from_utf8(out.to_vec()).expect("the response is ASCII"))
+        }
+
+        #[test]
+        fn rfc_example_accept() {
+            let request = parse_ok(RFC_REQUEST);
+            let response = accept(&request, &Accept::new().protocol("chat"), None).unwrap();
+            assert_eq!(
+                response,
+                "HTTP/1.1 101 Switching Protocols\r\n\
+                 Upgrade: websocket\r\n\
+                 Connection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
+                 Sec-WebSocket-Protocol: chat\r\n\
+                 \r\n"
+            );
+        }
+
+        #[test]
+        fn accept_with_extensions_and_headers() {
+            let request = parse_ok(RFC_REQUEST);
+            let with = Accept::new()
+                .header(header::SET_COOKIE, HeaderValue::from_static("a=1"))
+                .header(header::SET_COOKIE, HeaderValue::from_static("b=2"));
+            let response = accept(&request, &with, Some("permessage-deflate")).unwrap();
+            assert_eq!(
+                response,
+                "HTTP/1.1 101 Switching Protocols\r\n\
+                 Upgrade: websocket\r\n\
+                 Connection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
+                 Sec-WebSocket-Extensions: permessage-deflate\r\n\
+                 set-cookie: a=1\r\n\
+                 set-cookie: b=2\r\n\
+                 \r\n"
+            );
+            let response = accept(&request, &Accept::new(), Some("")).unwrap();
+            assert!(!response.contains("Extensions"));
+        }
+
+        #[test]
+        fn protocol_must_have_been_offered() {
+            let request = parse_ok(RFC_REQUEST);
+            let mut out = BytesMut::new();
+            let result = write_accept(&request, &Accept::new().protocol("Chat"), None, &mut out);
+            assert_eq!(result, Err(SendError::InvalidState));
+            assert!(out.is_empty());
+            let request = parse_ok(&replace("Sec-WebSocket-Protocol", ""));
+            let result = write_accept(&request, &Accept::new().protocol("chat"), None, &mut out);
+            assert_eq!(result, Err(SendError::InvalidState));
+            assert!(out.is_empty());
+        }
+
+        #[test]
+        fn handshake_headers_and_bad_extensions_are_misuse() {
+            let request = parse_ok(RFC_REQUEST);
+            let mut out = BytesMut::new();
+            let with = Accept::new().header(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static("x"),
+            );
+            assert_eq!(
+                write_accept(&request, &with, None, &mut out),
+                Err(SendError::InvalidState)
+            );
+            let with = Accept::new().header(header::CONNECTION, HeaderValue::from_static("close"));
+            assert_eq!(
+                write_accept(&request, &with, None, &mut out),
+                Err(SendError::InvalidState)
+            );
+            let result = write_accept(&request, &Accept::new(), Some("a\r\nX: y"), &mut out);
+            assert_eq!(result, Err(SendError::InvalidState));
+            assert!(out.is_empty());
+        }
+
+        fn response(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> String {
+            let mut out = BytesMut::new();
+            write_response(status, headers, body, &mut out);
+            String::from_utf8(out.to_vec()).expect("the response is UTF-8")
+        }
+
+        #[test]
+        fn bad_request() {
+            assert_eq!(
+                response(StatusCode::BAD_REQUEST, &HeaderMap::new(), b"missing Host"),
+                "HTTP/1.1 400 Bad Request\r\n\
+                 Content-Type: text/plain; charset=utf-8\r\n\
+                 Content-Length: 12\r\n\
+                 Connection: close\r\n\
+                 \r\n\
+                 missing Host"
+            );
+        }
+
+        #[test]
+        fn upgrade_required_names_version_13() {
+            assert_eq!(
+                response(StatusCode::UPGRADE_REQUIRED, &HeaderMap::new(), b""),
+                "HTTP/1.1 426 Upgrade Required\r\n\
+                 Content-Type: text/plain; charset=utf-8\r\n\
+                 Content-Length: 0\r\n\
+                 Connection: close\r\n\
+                 Sec-WebSocket-Version: 13\r\n\
+                 \r\n"
+            );
+        }
+
+        #[test]
+        fn method_not_allowed_names_get() {
+            let text = response(StatusCode::METHOD_NOT_ALLOWED, &HeaderMap::new(), b"");
+            assert!(text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
+            assert!(text.contains("\r\nAllow: GET\r\n"));
+        }
+
+        #[test]
+        fn given_headers_win_except_framing() {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("999"));
+            headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
+            assert_eq!(
+                response(StatusCode::UNAUTHORIZED, &headers, b"<p>no</p>"),
+                "HTTP/1.1 401 Unauthorized\r\n\
+                 content-type: text/html\r\n\
+                 www-authenticate: Basic\r\n\
+                 Content-Length: 9\r\n\
+                 Connection: close\r\n\
+                 \r\n\
+                 <p>no</p>"
+            );
+        }
+
+        #[test]
+        fn status_without_a_canonical_reason() {
+            let status = StatusCode::from_u16(599).unwrap();
+            assert!(response(status, &HeaderMap::new(), b"").starts_with("HTTP/1.1 599 \r\n"));
+        }
+    }
+
+    mod properties {
+        //! No input panics, and how the input is split does not change the answer.
+
+        use super::*;
+
+        /// `RFC_REQUEST` followed by frame bytes, with some bytes overwritten.
+        fn mutated_request() -> impl Strategy<Value = Vec<u8>> {
+            (
+                prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+                prop::collection::vec(any::<u8>(), 0..16),
+            )
+                .prop_map(|(edits, tail)| {
+                    let mut buf = [RFC_REQUEST, &tail].concat();
+                    for (at, byte) in edits {
+                        let at = at.index(buf.len());
+                        buf[at] = byte;
+                    }
+                    buf
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_do_not_panic(buf in prop::collection::vec(any::<u8>(), 0..2048)) {
+                let _ = parse(&buf);
+            }
+
+            #[test]
+            fn any_split_of_a_valid_request(tail in prop::collection::vec(any::<u8>(), 0..32), split in any::<prop::sample::Index>()) {
+                let buf = [RFC_REQUEST, &tail].concat();
+                let split = split.index(buf.len() + 1);
+                let first = parse(&buf[..split]);
+                if split < RFC_REQUEST.len() {
+                    prop_assert!(matches!(first, Ok(None)));
+                } else {
+                    prop_assert_eq!(summary(&first), summary(&parse(RFC_REQUEST)));
+                }
+                let (_, len) = parse(&buf).unwrap().unwrap();
+                prop_assert_eq!(len, RFC_REQUEST.len());
+            }
+
+            /// Feeding a longer and longer buffer: once a prefix gives an answer, every longer
+            /// buffer gives the same one.
+            #[test]
+            fn the_first_answer_is_final(buf in mutated_request(), max in 64usize..400) {
+                let config = Config::default().max_header_bytes(max);
+                let whole = summary(&parse_request(&buf, &config));
+                let mut decided = None;
+                for end in 0..=buf.len() {
+                    let result = summary(&parse_request(&buf[..end], &config));
+                    match &decided {
+                        Some(first) => prop_assert_eq!(first, &result, "prefix of {} bytes", end),
+                        None if result != "Ok(None)" => decided = Some(result),
+                        None => {}
+                    }
+                }
+                prop_assert_eq!(decided.unwrap_or_else(|| "Ok(None)".to_owned()), whole);
+            }
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The one error type of the tokio layer.
+
+use std::{fmt, io};
+
+use wsx_proto::{CloseCode, ConfigError, HandshakeError, ProtocolError, SendError};
+
+/// A `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong on a WebSocket, opaque so that it can grow.
+///
+/// Ask it what happened with the predicates ([`is_io`](Self::is_io),
+/// [`is_protocol`](Self::is_protocol), [`is_timeout`](Self::is_timeout), …) or
+/// [`close_code`](Self::close_code); the underlying error is its
+/// [`source`](std::error::Error::source). `Display` describes only this level and its text is
+/// not part of the API. A normal close is never an error: the stream just ends.
+pub struct Error {
+    kind: Kind,
+}
+
+#[derive(Debug)]
+pub(crate) enum Kind {
+    /// Reading or writing the socket failed (including TLS failures, which rustls reports as
+    /// I/O errors).
+    Io(io::Error),
+    /// The peer broke the protocol, failed the handshake or timed out.
+    Protocol(ProtocolError),
+    /// The application misused the connection (sent after close, control frame too long, …).
+    Send(SendError),
+    /// The configuration is invalid.
+    Config(ConfigError),
+    /// The URL or request could not be used.
+    Url(String),
+    /// Connecting (TCP and TLS) took longer than the connect timeout.
+    ConnectTimeout,
+    /// TLS could not be set up (bad certificate file, no usable key, unknown server name).
+    Tls(String),
+}
+
+impl Error {
+    pub(crate) fn new(kind: Kind) -> Self {
+        Self { kind }
+    }
+
+    pub(crate) fn url(message: impl Into<String>) -> Self {
+        Self::new(Kind::Url(message.into()))
+    }
+
+    pub(crate) fn tls(message: impl Into<String>) -> Self {
+        Self::new(Kind::Tls(message.into()))
+    }
+
+    pub(crate) fn connect_timeout() -> Self {
+        Self::new(Kind::ConnectTimeout)
+    }
+
+    /// Whether the socket failed (connection refused or reset, broken pipe, TLS alert, …).
+    pub fn is_io(&self) -> bool {
+        matches!(self.kind, Kind::Io(_))
+    }
+
+    /// Whether the peer broke the WebSocket protocol or failed the handshake.
+    pub fn is_protocol(&self) -> bool {
+        matches!(self.kind, Kind::Protocol(_))
+    }
+
+    /// Whether the opening handshake failed (refused, invalid, or timed out).
+    pub fn is_handshake(&self) -> bool {
+        matches!(self.kind, Kind::Protocol(ProtocolError::Handshake(_)))
+    }
+
+    /// Whether a timeout fired: connect, handshake, pong, idle or close.
+    pub fn is_timeout(&self) -> bool {
+        match &self.kind {
+            Kind::ConnectTimeout => true,
+            Kind::Protocol(e) => e.is_timeout(),
+            Kind::Io(e) => e.kind() == io::ErrorKind::TimedOut,
+            _ => false,
+        }
+    }
+
+    /// Whether the application used a closed connection.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.kind, Kind::Send(SendError::Closed))
+    }
+
+    /// Whether the URL, request or configuration was unusable.
+    pub fn is_config(&self) -> bool {
+        matches!(self.kind, Kind::Config(_) | Kind::Url(_) | Kind::Tls(_))
+    }
+
+    /// Whether TLS failed: setting it up, or during the handshake (certificate not trusted,
+    /// name mismatch, alert from the peer).
+    pub fn is_tls(&self) -> bool {
+        match &self.kind {
+            Kind::Tls(_) => true,
+            Kind::Io(e) => e.get_ref().is_some_and(is_rustls_error),
+            _ => false,
+        }
+    }
+
+    /// The close code the failure was reported to the peer with, for a protocol failure.
+    pub fn close_code(&self) -> Option<CloseCode> {
+        match &self.kind {
+            Kind::Protocol(e) => Some(e.close_code()),
+            _ => None,
+        }
+    }
+
+    /// For a client whose handshake the server refused: the HTTP status it answered.
+    pub fn http_status(&self) -> Option<http::StatusCode> {
+        match &self.kind {
+            Kind::Protocol(ProtocolError::Handshake(HandshakeError::Refused { status, .. })) => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The protocol error, if that is what this is.
+    pub fn protocol_error(&self) -> Option<&ProtocolError> {
+        match &self.kind {
+            Kind::Protocol(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The I/O error, if that is what this is.
+    pub fn io_error(&self) -> Option<&io::Error> {
+        match &self.kind {
+            Kind::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(feature = "__tls")]
+fn is_rustls_error(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    e.is::<rustls::Error>()
+}
+
+#[cfg(not(feature = "__tls"))]
+fn is_rustls_error(_: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    false
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("wsx::Error").field(&self.kind).finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Io(e) if e.get_ref().is_some_and(is_rustls_error) => write!(f, "TLS error: {e}"),
+            Kind::Io(e) => write!(f, "I/O error: {e}"),
+            Kind::Protocol(ProtocolError::Handshake(e)) => write!(f, "WebSocket handshake failed: {e}"),
+            Kind::Protocol(e) => write!(f, "WebSocket protocol error (close {}): {e}", e.close_code().0),
+            Kind::Send(e) => write!(f, "cannot send: {e}"),
+            Kind::Config(e) => write!(f, "{e}"),
+            Kind::Url(e) => write!(f, "invalid URL: {e}"),
+            Kind::ConnectTimeout => f.write_str("connect timed out"),
+            Kind::Tls(e) => write!(f, "TLS setup failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            Kind::Io(e) => Some(e),
+            Kind::Protocol(e) => Some(e),
+            Kind::Send(e) => Some(e),
+            Kind::Config(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Self::new(Kind::Io(e))
+    }
+}
+
+impl From<ProtocolError> for Error {
+    fn from(e: ProtocolError) -> Self {
+        Self::new(Kind::Protocol(e))
+    }
+}
+
+impl From<HandshakeError> for Error {
+    fn from(e: HandshakeError) -> Self {
+        Self::new(Kind::Protocol(e.into()))
+    }
+}
+
+impl From<SendError> for Error {
+    fn from(e: SendError) -> Self {
+        Self::new(Kind::Send(e))
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Self::new(Kind::Config(e))
+    }
+}
+
+impl From<wsx_proto::ClientError> for Error {
+    fn from(e: wsx_proto::ClientError) -> Self {
+        match e {
+            wsx_proto::ClientError::Config(c) => c.into(),
+            wsx_proto::ClientError::Request(r) => Self::url(r.to_string()),
+            _ => Self::url(e.to_string()),
+        }
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> Self {
+        match e.kind {
+            Kind::Io(io) => io,
+            other => io::Error::other(Error::new(other)),
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! WebSockets for tokio: a server, a client, TLS and split halves, over the sans-I/O
+//! [`wsx_proto`] engine.
+//!
+//! ```no_run
+//! # async fn run() -> wsx::Result<()> {
+//! use wsx::Message;
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! let (tcp, _) = listener.accept().await?;
+//! let mut ws = wsx::accept(tcp).await?;
+//! ws.send("ho!").await?;
+//! while let Some(message) = ws.recv().await? {
+//!     if let Message::Text(text) = message {
+//!         println!("Received message => {text}");
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs, unreachable_pub)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+mod error;
+mod handshake;
+mod stream;
+
+pub use error::{Error, Result};
+pub use handshake::{accept, accept_with, client};
+pub use stream::{WebSocket, WsReader, WsWriter};
+pub use wsx_proto::{
+    Accept, CloseCode, CloseFrame, CloseReason, Config, DeflateConfig, Message, Request, Response, Utf8Bytes,
+};
+
+/// The engine crate, for lower-level use.
+pub use wsx_proto as proto;

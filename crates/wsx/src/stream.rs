@@ -1,0 +1,532 @@
+//! [`WebSocket`]: a [`Connection`] driven over any `AsyncRead + AsyncWrite`.
+
+use std::{
+    future::poll_fn,
+    io::{self, IoSlice},
+    pin::Pin,
+    sync::{Arc, Mutex, MutexGuard},
+    task::{Context, Poll, Waker, ready},
+};
+
+use bytes::Buf;
+use futures_core::Stream;
+use futures_sink::Sink;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    time::Sleep,
+};
+use wsx_proto::{CloseCode, CloseFrame, CloseReason, Connection, Event, Message, SendError};
+
+use crate::error::{Error, Result};
+
+/// The current time, from tokio's clock so that paused-time tests can move it.
+pub(crate) fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// The most slices handed to one vectored write.
+const MAX_IOVECS: usize = 64;
+
+/// The socket, the engine and the timer, driven in quinn's order: events, writes, timers,
+/// reads. Owned by a [`WebSocket`], or shared by its split halves.
+pub(crate) struct Driver<S> {
+    pub(crate) io: S,
+    pub(crate) conn: Connection,
+    sleep: Option<Pin<Box<Sleep>>>,
+    shutdown_done: bool,
+    /// A socket error that ended the connection; reported once.
+    io_error: Option<io::Error>,
+    /// Set once the stream has ended (after `Event::Closed`, or an I/O error).
+    done: bool,
+    /// The writer half waiting for the queue to drain, when split.
+    writer_waker: Option<Waker>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
+    pub(crate) fn new(io: S, conn: Connection) -> Self {
+        Self { io, conn, sleep: None, shutdown_done: false, io_error: None, done: false, writer_waker: None }
+    }
+
+    /// Write what the engine has queued, and half-close when it asks. `Ready(Ok)` once the
+    /// queue is empty.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut wrote = false;
+        let result = loop {
+            let out = self.conn.transmit();
+            if out.remaining() == 0 {
+                break Poll::Ready(Ok(()));
+            }
+            let io = Pin::new(&mut self.io);
+            let polled = if io.is_write_vectored() {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let n = out.chunks_vectored(&mut slices);
+                io.poll_write_vectored(cx, &slices[..n])
+            } else {
+                io.poll_write(cx, out.chunk())
+            };
+            match polled {
+                Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    self.conn.transmit().advance(n);
+                    wrote = true;
+                }
+                Poll::Ready(Err(e)) => break Poll::Ready(Err(e)),
+                Poll::Pending => break Poll::Pending,
+            }
+        };
+        if wrote {
+            if let Some(w) = self.writer_waker.take() {
+                w.wake();
+            }
+        }
+        ready!(result)?;
+        ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+        if self.conn.wants_shutdown() && !self.shutdown_done {
+            // The peer may already have reset the connection; the close is done either way.
+            let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
+            self.shutdown_done = true;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Run the engine's timers. `Ready` when one fired (the caller loops), `Pending` with the
+    /// waker registered otherwise.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(deadline) = self.conn.deadline() else {
+            self.sleep = None;
+            return Poll::Pending;
+        };
+        let current = now();
+        if deadline <= current {
+            self.conn.handle_timeout(current);
+            return Poll::Ready(());
+        }
+        let at = tokio::time::Instant::from_std(deadline);
+        match &mut self.sleep {
+            Some(sleep) if sleep.deadline() == at => {}
+            Some(sleep) => sleep.as_mut().reset(at),
+            None => self.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+        // Invariant: set just above.
+        let sleep = self.sleep.as_mut().expect("sleep armed");
+        ready!(sleep.as_mut().poll(cx));
+        self.conn.handle_timeout(now());
+        Poll::Ready(())
+    }
+
+    /// Read once into the engine's buffer.
+    fn poll_read_in(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let buf = self.conn.read_buffer();
+        let n = ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, buf))?;
+        if n == 0 {
+            self.conn.receive_eof(now());
+        } else {
+            self.conn.receive_buffered(now());
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Drive the connection until it has an event, or it ends (`None`).
+    pub(crate) fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event>>> {
+        loop {
+            if let Some(event) = self.conn.next_event() {
+                if let Event::Closed(_) = event {
+                    self.done = true;
+                    // Flush the last bytes and shut down; errors no longer matter.
+                    let _ = self.poll_write_out(cx);
+                }
+                return Poll::Ready(Some(Ok(event)));
+            }
+            if self.done {
+                return Poll::Ready(self.io_error.take().map(|e| Err(e.into())));
+            }
+            if let Poll::Ready(Err(e)) = self.poll_write_out(cx) {
+                return Poll::Ready(Some(Err(self.fail_io(e))));
+            }
+            if self.poll_timer(cx).is_ready() {
+                continue;
+            }
+            match self.poll_read_in(cx) {
+                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(self.fail_io(e)))),
+                Poll::Pending => {
+                    if self.conn.next_event().is_none() {
+                        // Idle: hold no read buffer while waiting.
+                        self.conn.release_buffers();
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// The socket failed: the connection is over.
+    fn fail_io(&mut self, e: io::Error) -> Error {
+        self.done = true;
+        self.conn.receive_eof(now());
+        while self.conn.next_event().is_some() {}
+        e.into()
+    }
+
+    /// The next message: data, ping, pong or the peer's close; `None` once the connection has
+    /// ended cleanly.
+    pub(crate) fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
+        loop {
+            match ready!(self.poll_event(cx)) {
+                None => return Poll::Ready(None),
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                Some(Ok(event)) => {
+                    if let Some(item) = event_to_item(event) {
+                        return Poll::Ready(Some(item));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Wait until the write queue is under the high-water mark.
+    pub(crate) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if self.done {
+            return Poll::Ready(Err(SendError::Closed.into()));
+        }
+        while self.conn.is_write_blocked() {
+            match self.poll_write_out(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
+                Poll::Pending => {
+                    if self.conn.is_write_blocked() {
+                        self.writer_waker = Some(cx.waker().clone());
+                        return Poll::Pending;
+                    }
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    pub(crate) fn start_send(&mut self, message: Message) -> Result<()> {
+        if self.done {
+            return Err(SendError::Closed.into());
+        }
+        if let Message::Close(frame) = message {
+            let (code, reason) = match &frame {
+                Some(f) => (f.code, f.reason.as_str()),
+                None => (CloseCode::NO_STATUS, ""),
+            };
+            return Ok(self.conn.close(code, reason, now())?);
+        }
+        Ok(self.conn.send(message)?)
+    }
+
+    pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        match ready!(self.poll_write_out(cx)) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(e) if self.done => {
+                let _ = e;
+                Poll::Ready(Ok(()))
+            }
+            Err(e) => Poll::Ready(Err(self.fail_io(e))),
+        }
+    }
+
+    /// Close with 1000 (unless a close was already sent) and drive the closing handshake to
+    /// its end, discarding what still arrives.
+    pub(crate) fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if !self.done && self.conn.is_open() {
+            self.conn.close(CloseCode::NORMAL, "", now())?;
+        }
+        loop {
+            match ready!(self.poll_event(cx)) {
+                None => return Poll::Ready(Ok(())),
+                Some(Err(e)) if e.is_io() => return Poll::Ready(Ok(())),
+                Some(Err(e)) => return Poll::Ready(Err(e)),
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+}
+
+/// What the stream yields for an event, if anything.
+fn event_to_item(event: Event) -> Option<Result<Message>> {
+    match event {
+        Event::Message(m) => Some(Ok(m)),
+        Event::Ping(p) => Some(Ok(Message::Ping(p))),
+        Event::Pong(p) => Some(Ok(Message::Pong(p))),
+        Event::Closing(frame) => {
+            let frame = (frame.code != CloseCode::NO_STATUS).then_some(frame);
+            Some(Ok(Message::Close(frame)))
+        }
+        Event::Closed(reason) => close_error(reason).map(Err),
+        _ => None,
+    }
+}
+
+/// A failure worth reporting when the connection ends; `None` for a normal end.
+fn close_error(reason: CloseReason) -> Option<Error> {
+    match reason.error {
+        // The peer closed TCP after its close frame without waiting for ours: done anyway.
+        Some(wsx_proto::ProtocolError::UnexpectedEof) if reason.received.is_some() => None,
+        Some(wsx_proto::ProtocolError::CloseTimeout) if reason.sent.is_some() => None,
+        Some(e) => Some(e.into()),
+        None => None,
+    }
+}
+
+/// A WebSocket connection over `S` (a `TcpStream`, a TLS stream, or anything
+/// `AsyncRead + AsyncWrite + Unpin`).
+///
+/// Read with [`recv`](Self::recv) or as a [`Stream`] of [`Message`]s; write with
+/// [`send`](Self::send) or as a [`Sink`]. Pings are answered and the closing handshake is
+/// run for you; the stream ends (`None`) after a clean close and yields an [`Error`] when the
+/// connection fails. [`split`](Self::split) gives a reader and a writer for two tasks.
+pub struct WebSocket<S> {
+    driver: Driver<S>,
+}
+
+impl<S> std::fmt::Debug for WebSocket<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocket").field("conn", &self.driver.conn).finish_non_exhaustive()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
+    /// Wrap a connection whose handshake is done (or will be done by the driver).
+    pub(crate) fn from_driver(driver: Driver<S>) -> Self {
+        Self { driver }
+    }
+
+    /// Drive an engine [`Connection`] whose opening handshake has completed over `io`.
+    ///
+    /// For custom handshakes; [`accept`](crate::accept) and [`connect`](crate::connect) are
+    /// the usual way in.
+    pub fn from_connection(io: S, conn: Connection) -> Self {
+        Self::from_driver(Driver::new(io, conn))
+    }
+
+    /// The next message: text, binary, ping, pong, or the peer's close. `Ok(None)` once the
+    /// connection has ended cleanly; an error if it failed.
+    ///
+    /// Pings are answered automatically (unless `auto_pong` is off) before they are returned.
+    pub async fn recv(&mut self) -> Result<Option<Message>> {
+        poll_fn(|cx| self.driver.poll_message(cx)).await.transpose()
+    }
+
+    /// Send a message and write it out. Waits while the write queue is over
+    /// `write_high_water`.
+    pub async fn send(&mut self, message: impl Into<Message>) -> Result<()> {
+        self.feed(message).await?;
+        self.flush().await
+    }
+
+    /// Queue a message without writing it yet: several fed messages go out in one write at
+    /// the next [`flush`](Self::flush), `send`, or `recv`.
+    pub async fn feed(&mut self, message: impl Into<Message>) -> Result<()> {
+        poll_fn(|cx| self.driver.poll_ready(cx)).await?;
+        self.driver.start_send(message.into())
+    }
+
+    /// Write out everything queued.
+    pub async fn flush(&mut self) -> Result<()> {
+        poll_fn(|cx| self.driver.poll_flush(cx)).await
+    }
+
+    /// Close with `code` and `reason` and wait for the closing handshake to finish (up to
+    /// `close_timeout`). Messages that arrive meanwhile are dropped; to read them, send
+    /// [`Message::Close`] and keep calling `recv` until it returns `None`.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
+        if !self.driver.done && self.driver.conn.is_open() {
+            self.driver.conn.close(code, reason, now())?;
+        }
+        poll_fn(|cx| self.driver.poll_close(cx)).await
+    }
+
+    /// Send a ping.
+    pub async fn ping(&mut self, payload: impl Into<bytes::Bytes>) -> Result<()> {
+        self.send(Message::Ping(payload.into())).await
+    }
+
+    /// Bytes queued but not yet written.
+    pub fn buffered_amount(&self) -> usize {
+        self.driver.conn.buffered_amount()
+    }
+
+    /// Whether another message has already arrived and `recv` will return it without waiting.
+    pub fn has_pending_messages(&self) -> bool {
+        self.driver.conn.has_pending_events()
+    }
+
+    /// The subprotocol agreed in the handshake.
+    pub fn protocol(&self) -> Option<&str> {
+        self.driver.conn.protocol()
+    }
+
+    /// Whether permessage-deflate is on.
+    pub fn is_compressed(&self) -> bool {
+        self.driver.conn.is_compressed()
+    }
+
+    /// How the connection closed, once it has.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.driver.conn.close_reason()
+    }
+
+    /// The engine, for inspection.
+    pub fn connection(&self) -> &Connection {
+        &self.driver.conn
+    }
+
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &S {
+        &self.driver.io
+    }
+
+    /// Split into a reader and a writer that can live in different tasks.
+    ///
+    /// Both halves share the connection: pings are still answered and the closing handshake
+    /// still runs while only the reader is polled, and the writer's close is completed by the
+    /// reader. Each half takes a short, uncontended lock per operation.
+    pub fn split(self) -> (WsReader<S>, WsWriter<S>) {
+        let shared = Arc::new(Mutex::new(self.driver));
+        (WsReader { shared: shared.clone() }, WsWriter { shared })
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<S> {
+    type Item = Result<Message>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().driver.poll_message(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().driver.poll_ready(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<()> {
+        self.get_mut().driver.start_send(item)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().driver.poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().driver.poll_close(cx)
+    }
+}
+
+type Shared<S> = Arc<Mutex<Driver<S>>>;
+
+fn lock<S>(shared: &Shared<S>) -> MutexGuard<'_, Driver<S>> {
+    // A panic while holding the lock leaves the driver in a consistent state (every method
+    // finishes its state change before it can panic), so a poisoned lock is still usable.
+    shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The reading half of a split [`WebSocket`]: a [`Stream`] of messages.
+///
+/// It also writes what the connection owes the peer (pongs, the close echo), so keep polling
+/// it for as long as the connection lives.
+pub struct WsReader<S> {
+    shared: Shared<S>,
+}
+
+/// The writing half of a split [`WebSocket`]: a [`Sink`] of messages.
+pub struct WsWriter<S> {
+    shared: Shared<S>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WsReader<S> {
+    /// The next message; see [`WebSocket::recv`].
+    pub async fn recv(&mut self) -> Result<Option<Message>> {
+        poll_fn(|cx| lock(&self.shared).poll_message(cx)).await.transpose()
+    }
+
+    /// Whether `other` is the writer split from the same connection.
+    pub fn is_pair_of(&self, other: &WsWriter<S>) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    /// Put the halves back together.
+    ///
+    /// Fails, giving both back, if they come from different connections.
+    pub fn unsplit(self, writer: WsWriter<S>) -> std::result::Result<WebSocket<S>, (Self, WsWriter<S>)> {
+        if !self.is_pair_of(&writer) {
+            return Err((self, writer));
+        }
+        drop(writer);
+        match Arc::try_unwrap(self.shared) {
+            Ok(mutex) => Ok(WebSocket { driver: mutex.into_inner().unwrap_or_else(|p| p.into_inner()) }),
+            // Invariant: the writer was dropped just above and the halves are the only owners.
+            Err(_) => unreachable!("both halves were given back"),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WsWriter<S> {
+    /// Send a message and write it out; see [`WebSocket::send`].
+    pub async fn send(&mut self, message: impl Into<Message>) -> Result<()> {
+        self.feed(message).await?;
+        self.flush().await
+    }
+
+    /// Queue a message without writing it yet.
+    pub async fn feed(&mut self, message: impl Into<Message>) -> Result<()> {
+        let message = message.into();
+        poll_fn(|cx| lock(&self.shared).poll_ready(cx)).await?;
+        lock(&self.shared).start_send(message)
+    }
+
+    /// Write out everything queued.
+    pub async fn flush(&mut self) -> Result<()> {
+        poll_fn(|cx| lock(&self.shared).poll_flush(cx)).await
+    }
+
+    /// Send a close frame and write it out. The reader sees the peer's answer and then ends.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
+        let frame = CloseFrame::new(code, reason);
+        self.send(Message::Close(Some(frame))).await
+    }
+
+    /// Bytes queued but not yet written.
+    pub fn buffered_amount(&self) -> usize {
+        lock(&self.shared).conn.buffered_amount()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WsReader<S> {
+    type Item = Result<Message>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        lock(&self.shared).poll_message(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WsWriter<S> {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        lock(&self.shared).poll_ready(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<()> {
+        lock(&self.shared).start_send(item)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        lock(&self.shared).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        // Send our close and flush it; the reader completes the handshake.
+        let mut driver = lock(&self.shared);
+        if !driver.done && driver.conn.is_open() {
+            driver.conn.close(CloseCode::NORMAL, "", now())?;
+        }
+        driver.poll_flush(cx)
+    }
+}
