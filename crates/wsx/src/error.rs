@@ -31,6 +31,8 @@ pub(crate) enum Kind {
     Config(ConfigError),
     /// The URL or request could not be used.
     Url(String),
+    /// A header or subprotocol given for the opening handshake is invalid.
+    Request(String),
     /// Connecting (TCP and TLS) took longer than the connect timeout.
     ConnectTimeout,
     /// TLS could not be set up (bad certificate file, no usable key, unknown server name).
@@ -44,6 +46,10 @@ impl Error {
 
     pub(crate) fn url(message: impl Into<String>) -> Self {
         Self::new(Kind::Url(message.into()))
+    }
+
+    pub(crate) fn request(message: impl Into<String>) -> Self {
+        Self::new(Kind::Request(message.into()))
     }
 
     pub(crate) fn tls(message: impl Into<String>) -> Self {
@@ -86,7 +92,7 @@ impl Error {
 
     /// Whether the URL, request or configuration was unusable.
     pub fn is_config(&self) -> bool {
-        matches!(self.kind, Kind::Config(_) | Kind::Url(_) | Kind::Tls(_))
+        matches!(self.kind, Kind::Config(_) | Kind::Url(_) | Kind::Request(_) | Kind::Tls(_))
     }
 
     /// Whether TLS failed: setting it up, or during the handshake (certificate not trusted,
@@ -158,6 +164,7 @@ impl fmt::Display for Error {
             Kind::Send(e) => write!(f, "cannot send: {e}"),
             Kind::Config(e) => write!(f, "{e}"),
             Kind::Url(e) => write!(f, "invalid URL: {e}"),
+            Kind::Request(e) => write!(f, "invalid request: {e}"),
             Kind::ConnectTimeout => f.write_str("connect timed out"),
             Kind::Tls(e) => write!(f, "TLS setup failed: {e}"),
         }
@@ -210,7 +217,8 @@ impl From<wsx_proto::ClientError> for Error {
     fn from(e: wsx_proto::ClientError) -> Self {
         match e {
             wsx_proto::ClientError::Config(c) => c.into(),
-            wsx_proto::ClientError::Request(r) => Self::url(r.to_string()),
+            wsx_proto::ClientError::Request(HandshakeError::InvalidRequest(why)) => Self::request(why),
+            wsx_proto::ClientError::Request(r) => Self::request(r.to_string()),
             _ => Self::url(e.to_string()),
         }
     }

@@ -20,12 +20,22 @@
 #![warn(missing_docs, unreachable_pub)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+#[cfg(feature = "client")]
+mod client;
 mod error;
 mod handshake;
+#[cfg(feature = "server")]
+pub mod server;
 mod stream;
+#[cfg(feature = "__tls")]
+pub mod tls;
 
+#[cfg(feature = "client")]
+pub use client::{ClientBuilder, MaybeTlsStream, connect};
 pub use error::{Error, Result};
 pub use handshake::{accept, accept_with, client};
+#[cfg(feature = "server")]
+pub use server::{ConnectionInfo, Server, ShutdownHandle};
 pub use stream::{WebSocket, WsReader, WsWriter};
 pub use wsx_proto::{
     Accept, CloseCode, CloseFrame, CloseReason, Config, DeflateConfig, Message, Request, Response, Utf8Bytes,

@@ -40,11 +40,42 @@ pub(crate) struct Driver<S> {
     done: bool,
     /// The writer half waiting for the queue to drain, when split.
     writer_waker: Option<Waker>,
+    /// Server shutdown: when it fires, the connection closes itself with 1001.
+    #[cfg(feature = "server")]
+    away: Option<crate::server::Away>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     pub(crate) fn new(io: S, conn: Connection) -> Self {
-        Self { io, conn, sleep: None, shutdown_done: false, io_error: None, done: false, writer_waker: None }
+        Self {
+            io,
+            conn,
+            sleep: None,
+            shutdown_done: false,
+            io_error: None,
+            done: false,
+            writer_waker: None,
+            #[cfg(feature = "server")]
+            away: None,
+        }
+    }
+
+    /// Server shutdown hook: once `away` fires, start the closing handshake with 1001 (once),
+    /// then keep driving it as usual. `cx` registers for the signal; without it, only look.
+    #[cfg(feature = "server")]
+    fn poll_away(&mut self, cx: Option<&mut Context<'_>>) {
+        let Some(away) = &mut self.away else { return };
+        let fired = match cx {
+            Some(cx) => away.poll_fired(cx),
+            None => away.is_fired(),
+        };
+        if fired {
+            self.away = None;
+            if !self.done && self.conn.is_open() {
+                // Cannot fail: the connection is open and 1001 is a sendable code.
+                let _ = self.conn.close(CloseCode::AWAY, "server shutting down", now());
+            }
+        }
     }
 
     /// Write what the engine has queued, and half-close when it asks. `Ready(Ok)` once the
@@ -128,6 +159,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// Drive the connection until it has an event, or it ends (`None`).
     pub(crate) fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event>>> {
+        #[cfg(feature = "server")]
+        self.poll_away(Some(cx));
         loop {
             if let Some(event) = self.conn.next_event() {
                 if let Event::Closed(_) = event {
@@ -141,31 +174,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 return Poll::Ready(self.io_error.take().map(|e| Err(e.into())));
             }
             if let Poll::Ready(Err(e)) = self.poll_write_out(cx) {
-                return Poll::Ready(Some(Err(self.fail_io(e))));
+                self.io_failed(e);
+                continue;
             }
             if self.poll_timer(cx).is_ready() {
                 continue;
             }
             match self.poll_read_in(cx) {
                 Poll::Ready(Ok(())) => continue,
-                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(self.fail_io(e)))),
+                Poll::Ready(Err(e)) => {
+                    self.io_failed(e);
+                    continue;
+                }
                 Poll::Pending => {
-                    if self.conn.next_event().is_none() {
-                        // Idle: hold no read buffer while waiting.
-                        self.conn.release_buffers();
-                    }
+                    // Idle: hold no read buffer while waiting (kept if it holds data).
+                    self.conn.release_buffers();
                     return Poll::Pending;
                 }
             }
         }
     }
 
-    /// The socket failed: the connection is over.
-    fn fail_io(&mut self, e: io::Error) -> Error {
-        self.done = true;
+    /// The socket failed. Treat it as the end of the connection: events already queued are
+    /// still delivered, then the error, unless the peer had already sent its close frame
+    /// (a peer that resets the connection right after closing has still closed).
+    fn io_failed(&mut self, e: io::Error) {
+        let closed_by_peer = self.conn.close_reason().is_some_and(|r| r.received.is_some());
+        if !closed_by_peer && self.io_error.is_none() {
+            self.io_error = Some(e);
+        }
+        self.shutdown_done = true;
         self.conn.receive_eof(now());
-        while self.conn.next_event().is_some() {}
-        e.into()
+    }
+
+    /// A socket error on the sending side: end the connection, and report the error to the
+    /// sender now (the reader sees it too).
+    fn fail_io(&mut self, e: io::Error) -> Error {
+        let report = io::Error::new(e.kind(), e.to_string());
+        self.io_failed(e);
+        report.into()
     }
 
     /// The next message: data, ping, pong or the peer's close; `None` once the connection has
@@ -175,6 +222,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             match ready!(self.poll_event(cx)) {
                 None => return Poll::Ready(None),
                 Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                Some(Ok(Event::Closed(reason))) => {
+                    if let Some(e) = self.io_error.take() {
+                        return Poll::Ready(Some(Err(e.into())));
+                    }
+                    if let Some(e) = close_error(reason) {
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                }
                 Some(Ok(event)) => {
                     if let Some(item) = event_to_item(event) {
                         return Poll::Ready(Some(item));
@@ -189,6 +244,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if self.done {
             return Poll::Ready(Err(SendError::Closed.into()));
         }
+        // Only look: in split halves the reader's task is the one registered for the signal.
+        #[cfg(feature = "server")]
+        self.poll_away(None);
         while self.conn.is_write_blocked() {
             match self.poll_write_out(cx) {
                 Poll::Ready(Ok(())) => {}
@@ -221,10 +279,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
         match ready!(self.poll_write_out(cx)) {
             Ok(()) => Poll::Ready(Ok(())),
-            Err(e) if self.done => {
-                let _ = e;
-                Poll::Ready(Ok(()))
-            }
+            Err(_) if self.done => Poll::Ready(Ok(())),
             Err(e) => Poll::Ready(Err(self.fail_io(e))),
         }
     }
@@ -295,6 +350,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         Self { driver }
     }
 
+    /// Have the connection close itself with 1001 when the server shuts down.
+    #[cfg(feature = "server")]
+    pub(crate) fn set_away(&mut self, away: crate::server::Away) {
+        self.driver.away = Some(away);
+    }
+
     /// Drive an engine [`Connection`] whose opening handshake has completed over `io`.
     ///
     /// For custom handshakes; [`accept`](crate::accept) and [`connect`](crate::connect) are
@@ -351,7 +412,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     /// Whether another message has already arrived and `recv` will return it without waiting.
-    pub fn has_pending_messages(&self) -> bool {
+    pub fn has_pending_messages(&mut self) -> bool {
         self.driver.conn.has_pending_events()
     }
 

@@ -377,13 +377,33 @@ impl Connection {
     }
 
     /// Whether [`next_event`](Self::next_event) has something to return.
-    pub fn has_pending_events(&self) -> bool {
+    ///
+    /// May parse more of what was already received to find out.
+    pub fn has_pending_events(&mut self) -> bool {
+        if self.events.is_empty() {
+            self.parse_more();
+        }
         !self.events.is_empty()
     }
 
     /// The next event, if any. Events stop after [`Event::Closed`].
+    ///
+    /// Frames are parsed as events are taken, one event ahead: a message is handed to the
+    /// application before the frames behind it are looked at. So the replies the application
+    /// sends to it go out before a close that a later, bad frame would cause (the conformance
+    /// suite's strict order), and pongs for pings later in the same read follow them too.
     pub fn next_event(&mut self) -> Option<Event> {
+        if self.events.is_empty() {
+            self.parse_more();
+        }
         self.events.pop_front()
+    }
+
+    /// Parse frames still waiting in the read buffer.
+    fn parse_more(&mut self) {
+        if matches!(self.state, State::Open | State::CloseSent) && !self.rbuf.is_empty() {
+            self.process();
+        }
     }
 
     // Inputs.

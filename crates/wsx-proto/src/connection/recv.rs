@@ -173,8 +173,10 @@ impl Connection {
 
     /// Parse and handle every complete frame in the read buffer, and unmask and validate what
     /// has arrived of the next one.
+    ///
+    /// Stops at the first event: the rest is parsed when the application has taken it.
     fn read_frames(&mut self) -> Result<(), ProtocolError> {
-        while matches!(self.state, State::Open | State::CloseSent) {
+        while matches!(self.state, State::Open | State::CloseSent) && self.events.is_empty() {
             let mut frame = match self.frame {
                 Some(frame) => frame,
                 None => {

@@ -685,6 +685,10 @@ mod timers {
             pair.server.handle_timeout(t);
             pair.client.handle_timeout(t);
             pair.drive();
+            // Pings are answered as the application takes events.
+            pair.server_events();
+            pair.client_events();
+            pair.drive();
         }
         assert!(pair.server.is_open() && pair.client.is_open());
     }

@@ -1,0 +1,503 @@
+//! Closed-loop WebSocket echo load generator that stays out of the way of the server it
+//! measures.
+//!
+//! One thread and a raw level-triggered epoll loop drive N connections. Each connection
+//! sends one pre-built masked binary frame, waits for the whole echo, checks its header (and
+//! every 16th payload), and sends again. No WebSocket library runs on this side: the
+//! handshake is a fixed HTTP request, frames are encoded once up front, and an echo is
+//! recognised by comparing its bytes with the expected header. So the client's cost per
+//! message is a `write` and a `read` or two, and the same for every server.
+//!
+//! ```text
+//! loadgen --port 9001 --connections 100 --size 20 --warmup 1 --duration 5 \
+//!         [--server-pid PID] [--label NAME] [--host 127.0.0.1]
+//! ```
+//!
+//! Prints one JSON object on stdout: messages/s, payload MB/s (each way), latency
+//! percentiles in microseconds, the loadgen's own CPU time and share of one core, and —
+//! with `--server-pid` — the server's CPU time (utime + stime from `/proc/PID/stat`, summed
+//! over its threads) over exactly the measured window, per message.
+
+use std::{
+    io::{self, Read, Write},
+    net::{SocketAddr, TcpStream},
+    os::fd::AsRawFd,
+    time::{Duration, Instant},
+};
+
+use hdrhistogram::Histogram;
+use wsx_bench::{arg, arg_or};
+
+/// The handshake key from RFC 6455 §1.3, and the accept value it must produce.
+const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+/// A fixed masking key: the server must unmask whatever it is; a constant costs nothing.
+const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+/// After the window closes, how long outstanding echoes may take to arrive.
+const DRAIN: Duration = Duration::from_secs(2);
+/// The longest the closing handshakes may take, all connections together.
+const CLOSE_BUDGET: Duration = Duration::from_secs(5);
+/// Check the payload of every this-many-th echo on each connection (headers always).
+const VERIFY_EVERY: u64 = 16;
+
+struct Options {
+    addr: SocketAddr,
+    connections: usize,
+    size: usize,
+    warmup: Duration,
+    duration: Duration,
+    server_pid: Option<u32>,
+    label: String,
+}
+
+/// The bytes of one exchange, built once and shared by every connection.
+struct Frames {
+    /// The masked client frame sent each round.
+    request: Vec<u8>,
+    /// The unmasked header the server's echo must start with.
+    echo_header: Vec<u8>,
+    /// The payload, to check echoes against.
+    payload: Vec<u8>,
+}
+
+impl Frames {
+    fn new(size: usize) -> Self {
+        // Pseudo-random bytes (xorshift), so that no compressor or shortcut can help.
+        let mut x: u32 = 0x9e37_79b9;
+        let payload: Vec<u8> = (0..size)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        let mut request = header(0x82, size, true);
+        request.extend_from_slice(&MASK);
+        request.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+        Self { request, echo_header: header(0x82, size, false), payload }
+    }
+
+    fn echo_len(&self) -> usize {
+        self.echo_header.len() + self.payload.len()
+    }
+}
+
+/// A frame header (RFC 6455 §5.2) without the masking key.
+fn header(first: u8, len: usize, masked: bool) -> Vec<u8> {
+    let m = if masked { 0x80 } else { 0 };
+    let mut h = vec![first];
+    if len < 126 {
+        h.push(m | len as u8);
+    } else if len <= 0xffff {
+        h.push(m | 126);
+        h.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        h.push(m | 127);
+        h.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    h
+}
+
+struct Conn {
+    tcp: TcpStream,
+    /// The echo being received; exactly one echo long.
+    rbuf: Box<[u8]>,
+    rlen: usize,
+    /// How much of the request frame has been written.
+    woff: usize,
+    /// Whether EPOLLOUT is registered (a partial write is pending).
+    want_out: bool,
+    sent_at: Instant,
+    /// Echoes received on this connection.
+    echoes: u64,
+    /// Waiting for an echo (a request was sent and not yet answered).
+    busy: bool,
+    alive: bool,
+}
+
+fn main() {
+    let opts = Options {
+        addr: SocketAddr::new(
+            arg_or("host", std::net::IpAddr::from([127, 0, 0, 1])),
+            arg_or("port", 9001u16),
+        ),
+        connections: arg_or("connections", 100usize),
+        size: arg_or("size", 20usize),
+        warmup: Duration::from_secs_f64(arg_or("warmup", 1.0f64)),
+        duration: Duration::from_secs_f64(arg_or("duration", 5.0f64)),
+        server_pid: arg("server-pid").map(|p| p.parse().expect("--server-pid: a process id")),
+        label: arg("label").unwrap_or_default(),
+    };
+    if let Err(e) = run(&opts) {
+        eprintln!("loadgen: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(opts: &Options) -> io::Result<()> {
+    let frames = Frames::new(opts.size);
+    let mut conns = Vec::with_capacity(opts.connections);
+    for _ in 0..opts.connections {
+        conns.push(connect(opts.addr, &frames)?);
+    }
+    let epoll = Epoll::new()?;
+    for (i, c) in conns.iter().enumerate() {
+        c.tcp.set_nonblocking(true)?;
+        epoll.add(c.tcp.as_raw_fd(), i as u64)?;
+    }
+
+    let start = Instant::now();
+    let window_start_at = start + opts.warmup;
+    let window_end_at = window_start_at + opts.duration;
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds");
+    let mut in_window = false;
+    let mut messages: u64 = 0;
+    let mut errors: u64 = 0;
+    let mut snap_start = Snapshot::default();
+    let mut snap_end = None;
+
+    for (i, c) in conns.iter_mut().enumerate() {
+        if let Err(e) = send(c, &frames.request, start, &epoll, i) {
+            fail(c, &epoll, &mut errors, e);
+        }
+    }
+
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
+    loop {
+        let now = Instant::now();
+        if !in_window && snap_end.is_none() && now >= window_start_at {
+            in_window = true;
+            hist.reset();
+            messages = 0;
+            snap_start = Snapshot::take(now, opts.server_pid);
+        }
+        if in_window && now >= window_end_at {
+            in_window = false;
+            snap_end = Some(Snapshot::take(now, opts.server_pid));
+        }
+        let sending = snap_end.is_none();
+        let busy = conns.iter().filter(|c| c.alive && c.busy).count();
+        if !sending && (busy == 0 || now >= window_end_at + DRAIN) {
+            break;
+        }
+        if conns.iter().all(|c| !c.alive) {
+            return Err(io::Error::other("every connection failed"));
+        }
+
+        let n = epoll.wait(&mut events, 50)?;
+        for ev in &events[..n] {
+            let i = ev.u64 as usize;
+            let c = &mut conns[i];
+            if !c.alive {
+                continue;
+            }
+            if ev.events & libc::EPOLLOUT as u32 != 0 && c.want_out {
+                if let Err(e) = write_out(c, &frames.request, &epoll, i) {
+                    fail(c, &epoll, &mut errors, e);
+                    continue;
+                }
+            }
+            if ev.events & (libc::EPOLLIN | libc::EPOLLERR | libc::EPOLLHUP) as u32 == 0 {
+                continue;
+            }
+            match read_echo(c, &frames) {
+                Ok(false) => {}
+                Ok(true) => {
+                    let done = Instant::now();
+                    if in_window {
+                        messages += 1;
+                        hist.saturating_record(done.duration_since(c.sent_at).as_nanos() as u64);
+                    }
+                    if sending {
+                        if let Err(e) = send(c, &frames.request, done, &epoll, i) {
+                            fail(c, &epoll, &mut errors, e);
+                        }
+                    }
+                }
+                Err(e) => fail(c, &epoll, &mut errors, e),
+            }
+        }
+    }
+
+    close_all(&mut conns, &epoll);
+    // Invariant: the loop above only breaks once the window has ended.
+    let end = snap_end.expect("window ended");
+    report(opts, &hist, messages, errors, &snap_start, &end);
+    Ok(())
+}
+
+/// Open a connection and run the opening handshake with a fixed request.
+fn connect(addr: SocketAddr, frames: &Frames) -> io::Result<Conn> {
+    let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    tcp.set_nodelay(true)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes())?;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let head_end = loop {
+        let n = tcp.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::Error::other("server closed during the handshake"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        if buf.len() > 8192 {
+            return Err(io::Error::other("handshake response too long"));
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]);
+    let accepted = head.starts_with("HTTP/1.1 101")
+        && head.lines().any(|l| {
+            l.split_once(':').is_some_and(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("sec-websocket-accept") && v.trim() == ACCEPT
+            })
+        });
+    if !accepted || head_end != buf.len() {
+        return Err(io::Error::other(format!("unexpected handshake response: {head:?}")));
+    }
+    tcp.set_read_timeout(None)?;
+    Ok(Conn {
+        tcp,
+        rbuf: vec![0; frames.echo_len()].into_boxed_slice(),
+        rlen: 0,
+        woff: 0,
+        want_out: false,
+        sent_at: Instant::now(),
+        echoes: 0,
+        busy: false,
+        alive: true,
+    })
+}
+
+/// Start one request: reset the receive state and write the frame.
+fn send(c: &mut Conn, request: &[u8], now: Instant, epoll: &Epoll, i: usize) -> io::Result<()> {
+    c.sent_at = now;
+    c.woff = 0;
+    c.rlen = 0;
+    c.busy = true;
+    write_out(c, request, epoll, i)
+}
+
+/// Write what is left of the request; on a short write, wait for EPOLLOUT.
+fn write_out(c: &mut Conn, request: &[u8], epoll: &Epoll, i: usize) -> io::Result<()> {
+    while c.woff < request.len() {
+        match c.tcp.write(&request[c.woff..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => c.woff += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !c.want_out {
+                    epoll.modify(c.tcp.as_raw_fd(), i as u64, true)?;
+                    c.want_out = true;
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if c.want_out {
+        epoll.modify(c.tcp.as_raw_fd(), i as u64, false)?;
+        c.want_out = false;
+    }
+    Ok(())
+}
+
+/// Read towards the expected echo; `Ok(true)` once all of it has arrived and checked out.
+fn read_echo(c: &mut Conn, frames: &Frames) -> io::Result<bool> {
+    let want = c.rbuf.len();
+    while c.rlen < want {
+        match c.tcp.read(&mut c.rbuf[c.rlen..]) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "server closed the connection")),
+            Ok(n) => c.rlen += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    if !c.busy {
+        return Err(io::Error::other("unsolicited data from the server"));
+    }
+    let h = frames.echo_header.len();
+    if c.rbuf[..h] != frames.echo_header[..] {
+        return Err(io::Error::other(format!("unexpected echo header {:02x?}", &c.rbuf[..h])));
+    }
+    if c.echoes % VERIFY_EVERY == 0 && c.rbuf[h..] != frames.payload[..] {
+        return Err(io::Error::other("echoed payload differs"));
+    }
+    c.echoes += 1;
+    c.busy = false;
+    Ok(true)
+}
+
+fn fail(c: &mut Conn, epoll: &Epoll, errors: &mut u64, e: io::Error) {
+    if *errors < 5 {
+        eprintln!("loadgen: connection error: {e}");
+    }
+    *errors += 1;
+    c.alive = false;
+    let _ = epoll.delete(c.tcp.as_raw_fd());
+}
+
+/// Send a masked close frame (1000) on every live connection and wait, within
+/// `CLOSE_BUDGET` overall, for each server to answer and close.
+fn close_all(conns: &mut [Conn], epoll: &Epoll) {
+    let deadline = Instant::now() + CLOSE_BUDGET;
+    let code = 1000u16.to_be_bytes();
+    let close = [0x88, 0x82, MASK[0], MASK[1], MASK[2], MASK[3], code[0] ^ MASK[0], code[1] ^ MASK[1]];
+    for c in conns.iter_mut().filter(|c| c.alive) {
+        let _ = epoll.delete(c.tcp.as_raw_fd());
+        let _ = c.tcp.set_nonblocking(false);
+        if c.busy || c.tcp.write_all(&close).is_err() {
+            continue;
+        }
+        let mut sink = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || c.tcp.set_read_timeout(Some(left)).is_err() {
+                break;
+            }
+            match c.tcp.read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// CPU clocks at one instant.
+#[derive(Default)]
+struct Snapshot {
+    at: Option<Instant>,
+    self_cpu: Duration,
+    server_cpu: Option<Duration>,
+}
+
+impl Snapshot {
+    fn take(at: Instant, server_pid: Option<u32>) -> Self {
+        Self { at: Some(at), self_cpu: self_cpu(), server_cpu: server_pid.and_then(process_cpu) }
+    }
+}
+
+/// This process's user + system CPU time (getrusage).
+fn self_cpu() -> Duration {
+    // SAFETY: `rusage` is plain old data, so all-zero bytes are a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable `rusage` for the call's duration.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// A process's user + system CPU time over all its threads, from `/proc/PID/stat`.
+fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces:
+    // state is field 3, utime 14 and stime 15 (proc(5)).
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Some(Duration::from_nanos(ticks * 1_000_000_000 / hz.max(1)))
+}
+
+fn report(opts: &Options, hist: &Histogram<u64>, messages: u64, errors: u64, start: &Snapshot, end: &Snapshot) {
+    // Invariant: both snapshots are taken with a time.
+    let secs = end.at.expect("time").duration_since(start.at.expect("time")).as_secs_f64();
+    let rate = messages as f64 / secs;
+    let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    let self_cpu = (end.self_cpu - start.self_cpu).as_secs_f64();
+    let server_cpu = match (start.server_cpu, end.server_cpu) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a).as_secs_f64()),
+        _ => None,
+    };
+    let opt = |v: Option<f64>| v.map_or("null".to_owned(), |v| format!("{v:.4}"));
+    println!(
+        "{{\"label\":\"{}\",\"connections\":{},\"size\":{},\"seconds\":{:.3},\"messages\":{},\"errors\":{},\
+         \"msgs_per_s\":{:.1},\"mb_per_s\":{:.3},\
+         \"latency_us\":{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1},\"mean\":{:.1}}},\
+         \"loadgen_cpu_s\":{:.4},\"loadgen_cpu_share\":{:.4},\"server_cpu_s\":{},\"server_cpu_us_per_msg\":{}}}",
+        opts.label.replace(['"', '\\'], ""),
+        opts.connections,
+        opts.size,
+        secs,
+        messages,
+        errors,
+        rate,
+        rate * opts.size as f64 / 1e6,
+        us(0.5),
+        us(0.9),
+        us(0.99),
+        us(0.999),
+        hist.max() as f64 / 1000.0,
+        hist.mean() / 1000.0,
+        self_cpu,
+        self_cpu / secs,
+        opt(server_cpu),
+        opt(server_cpu.filter(|_| messages > 0).map(|s| s * 1e6 / messages as f64)),
+    );
+}
+
+/// A minimal epoll wrapper: level-triggered, a `u64` token per file descriptor.
+struct Epoll {
+    fd: i32,
+}
+
+impl Epoll {
+    fn new() -> io::Result<Self> {
+        // SAFETY: epoll_create1 has no memory preconditions.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 { Err(io::Error::last_os_error()) } else { Ok(Self { fd }) }
+    }
+
+    fn ctl(&self, op: i32, fd: i32, token: u64, out: bool) -> io::Result<()> {
+        let mut flags = libc::EPOLLIN | libc::EPOLLRDHUP;
+        if out {
+            flags |= libc::EPOLLOUT;
+        }
+        let mut ev = libc::epoll_event { events: flags as u32, u64: token };
+        // SAFETY: `ev` is a valid event for the call's duration; the kernel validates the fds.
+        if unsafe { libc::epoll_ctl(self.fd, op, fd, &mut ev) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn add(&self, fd: i32, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, token, false)
+    }
+
+    fn modify(&self, fd: i32, token: u64, out: bool) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, token, out)
+    }
+
+    fn delete(&self, fd: i32) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, false)
+    }
+
+    /// Wait up to `timeout_ms` for events; returns how many of `events` were filled.
+    fn wait(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> io::Result<usize> {
+        let max = events.len().min(i32::MAX as usize) as i32;
+        // SAFETY: `events` is valid for writes of `max` entries for the call's duration.
+        let n = unsafe { libc::epoll_wait(self.fd, events.as_mut_ptr(), max, timeout_ms) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted { Ok(0) } else { Err(e) };
+        }
+        Ok(n as usize)
+    }
+}
+
+impl Drop for Epoll {
+    fn drop(&mut self) {
+        // SAFETY: `fd` is an epoll descriptor this value owns and closes once.
+        unsafe { libc::close(self.fd) };
+    }
+}

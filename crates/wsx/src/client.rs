@@ -1,0 +1,479 @@
+//! The client: connect to a `ws://` or `wss://` URL over TCP and, for `wss`, TLS.
+
+use std::{
+    fmt, io,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
+use wsx_proto::{Config, DeflateConfig, Response};
+
+#[cfg(feature = "__tls")]
+use crate::tls::TlsConfig;
+use crate::{
+    error::{Error, Result},
+    stream::WebSocket,
+};
+
+/// How long TCP connect and the TLS handshake may take together, by default.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connect to `url` (`ws://` or `wss://`) with the defaults of [`ClientBuilder`]: certificates
+/// checked against the `webpki-roots` Mozilla roots, permessage-deflate offered, a 10 s connect
+/// timeout.
+///
+/// ```no_run
+/// # async fn run() -> wsx::Result<()> {
+/// let (mut ws, _response) = wsx::connect("wss://example.com/socket").await?;
+/// ws.send("hello").await?;
+/// # Ok(()) }
+/// ```
+pub async fn connect(url: &str) -> Result<(WebSocket<MaybeTlsStream<TcpStream>>, Response)> {
+    ClientBuilder::new(url).connect().await
+}
+
+/// Sets up a client connection: the URL, extra request headers, subprotocols, limits, TLS and
+/// timeouts; then [`connect`](Self::connect).
+///
+/// Setters never fail: an invalid URL, header or certificate file is reported by `connect`, as
+/// an error where [`Error::is_config`] holds. `connect` takes `&self`, so one builder can
+/// connect again and again (to reconnect, say).
+///
+/// ```no_run
+/// # async fn run() -> wsx::Result<()> {
+/// use std::time::Duration;
+///
+/// let (mut ws, response) = wsx::ClientBuilder::new("wss://chat.example.com/room?id=7")
+///     .protocol("chat.v2")
+///     .protocol("chat.v1")
+///     .origin("https://chat.example.com")
+///     .header("authorization", "Bearer s3cr3t")
+///     .connect_timeout(Duration::from_secs(5))
+///     .connect()
+///     .await?;
+/// println!("subprotocol: {:?}", response.protocol());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ClientBuilder {
+    target: std::result::Result<Target, Invalid>,
+    headers: HeaderMap,
+    protocols: Vec<String>,
+    config: Config,
+    connect_timeout: Duration,
+    #[cfg(feature = "__tls")]
+    tls: Option<TlsConfig>,
+    #[cfg(feature = "__tls")]
+    accept_invalid_certs: bool,
+    /// The first setter failure, reported by `connect`.
+    invalid: Option<Invalid>,
+}
+
+impl ClientBuilder {
+    /// Start with `url`: `ws://` or `wss://` (`http://` and `https://` mean the same, as in
+    /// browsers), a host name or IP literal (`ws://[::1]:9001/`), and an optional port (80 or
+    /// 443 by default), path and query. A fragment is ignored.
+    ///
+    /// The URL is checked now and any problem reported by [`connect`](Self::connect).
+    pub fn new(url: impl AsRef<str>) -> Self {
+        Self {
+            target: Target::parse(url.as_ref()),
+            headers: HeaderMap::new(),
+            protocols: Vec::new(),
+            config: Config::default().deflate(Some(DeflateConfig::default())),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            #[cfg(feature = "__tls")]
+            tls: None,
+            #[cfg(feature = "__tls")]
+            accept_invalid_certs: false,
+            invalid: None,
+        }
+    }
+
+    /// Add a header to the opening request (repeat for several values).
+    ///
+    /// The handshake's own headers (`Upgrade`, `Connection`, `Sec-WebSocket-Key`,
+    /// `Sec-WebSocket-Version`) cannot be set; `Host` and `Sec-WebSocket-Extensions` replace
+    /// the computed ones.
+    pub fn header<K, V>(mut self, name: K, value: V) -> Self
+    where
+        HeaderName: TryFrom<K>,
+        <HeaderName as TryFrom<K>>::Error: Into<http::Error>,
+        HeaderValue: TryFrom<V>,
+        <HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
+    {
+        match header_pair(name, value) {
+            Ok((name, value)) => {
+                self.headers.append(name, value);
+            }
+            Err(e) => self.fail(e),
+        }
+        self
+    }
+
+    /// Offer a subprotocol (`Sec-WebSocket-Protocol`); repeat to offer several, most preferred
+    /// first. The server's choice is [`Response::protocol`] and [`WebSocket::protocol`]; the
+    /// connection fails if it picks one that was not offered.
+    pub fn protocol(mut self, protocol: impl Into<String>) -> Self {
+        self.protocols.push(protocol.into());
+        self
+    }
+
+    /// Set the `Origin` header, which browsers send and servers may check (RFC 6455 §10.2).
+    pub fn origin(mut self, origin: impl AsRef<str>) -> Self {
+        match HeaderValue::from_str(origin.as_ref()) {
+            Ok(value) => {
+                self.headers.insert(header::ORIGIN, value);
+            }
+            Err(e) => self.fail(Invalid::Request(format!("invalid origin {:?}: {e}", origin.as_ref()))),
+        }
+        self
+    }
+
+    /// Use `config` for limits, timeouts (including the opening handshake's
+    /// `handshake_timeout`) and compression.
+    ///
+    /// The default is [`Config::default`] with permessage-deflate offered, as browsers do; a
+    /// config given here is used as it is, so add `.deflate(Some(DeflateConfig::default()))`
+    /// to keep offering it.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Bound TCP connect and the TLS handshake together (default 10 s). Past it, `connect`
+    /// fails with an error where [`Error::is_timeout`] holds. The WebSocket handshake that
+    /// follows is bounded by the config's `handshake_timeout`.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Use these TLS settings for `wss://` (default: [`TlsConfig::new`], the webpki roots).
+    #[cfg(feature = "__tls")]
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Trust only the root certificates in `pem` for `wss://`, instead of the built-in roots;
+    /// see [`TlsConfig::with_root_certificates_pem`].
+    #[cfg(feature = "__tls")]
+    pub fn root_certificates_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
+        match TlsConfig::roots_from_pem(pem.as_ref(), "the root certificates") {
+            Ok(tls) => self.tls = Some(tls),
+            Err(e) => self.fail(Invalid::Tls(e)),
+        }
+        self
+    }
+
+    /// Trust only the root certificates in the PEM file at `path` for `wss://`; see
+    /// [`TlsConfig::with_root_certificates_pem_file`]. The file is read now.
+    #[cfg(feature = "__tls")]
+    pub fn root_certificates_pem_file(mut self, path: impl AsRef<std::path::Path>) -> Self {
+        match TlsConfig::roots_from_pem_file(path.as_ref()) {
+            Ok(tls) => self.tls = Some(tls),
+            Err(e) => self.fail(Invalid::Tls(e)),
+        }
+        self
+    }
+
+    /// Accept any certificate for any host name when `true`: **anyone on the path can read and
+    /// change the connection**. Overrides the other TLS settings; for testing only (a CLI's
+    /// `--insecure`). See [`TlsConfig::danger_accept_invalid_certs`].
+    #[cfg(feature = "__tls")]
+    pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
+        self.accept_invalid_certs = accept;
+        self
+    }
+
+    /// Connect: resolve the host and try each address, run TLS for `wss://`, then the opening
+    /// handshake.
+    ///
+    /// Errors: [`Error::is_config`] for an invalid URL, header or TLS setting;
+    /// [`Error::is_io`] if no address accepted the connection (refused, unreachable, unknown
+    /// host); [`Error::is_tls`] if the certificate is not trusted or not valid for the host;
+    /// [`Error::is_timeout`] past the connect or handshake timeout; and
+    /// [`Error::http_status`] if the server answered the upgrade with another HTTP status.
+    pub async fn connect(&self) -> Result<(WebSocket<MaybeTlsStream<TcpStream>>, Response)> {
+        let target = self.target.as_ref().map_err(Invalid::to_error)?;
+        if let Some(invalid) = &self.invalid {
+            return Err(invalid.to_error());
+        }
+        let request = self.request(target)?;
+        // Check the request and config before touching the network, so that a bad header or
+        // limit is a config error rather than a connection that is opened and dropped.
+        wsx_proto::Connection::client(&self.config, &request, NoRng, crate::stream::now())?;
+        let io = tokio::time::timeout(self.connect_timeout, self.open(target))
+            .await
+            .map_err(|_| Error::connect_timeout())??;
+        crate::handshake::client(io, &request, &self.config).await
+    }
+
+    /// The opening request: URI, the headers given, and the offered subprotocols.
+    fn request(&self, target: &Target) -> Result<http::Request<()>> {
+        let mut request = http::Request::new(());
+        *request.uri_mut() = target.uri.clone();
+        *request.headers_mut() = self.headers.clone();
+        if !self.protocols.is_empty() {
+            let offer = HeaderValue::from_str(&self.protocols.join(", "))
+                .map_err(|_| Error::request(format!("invalid subprotocols {:?}", self.protocols)))?;
+            request.headers_mut().append(header::SEC_WEBSOCKET_PROTOCOL, offer);
+        }
+        Ok(request)
+    }
+
+    /// TCP to the first address that answers, then TLS for `wss`.
+    async fn open(&self, target: &Target) -> Result<MaybeTlsStream<TcpStream>> {
+        let tcp = connect_tcp(&target.host, target.port).await?;
+        if !target.tls {
+            return Ok(MaybeTlsStream { inner: Inner::Plain(tcp) });
+        }
+        #[cfg(feature = "__tls")]
+        {
+            let tls = if self.accept_invalid_certs {
+                TlsConfig::accept_any().map_err(Error::tls)?
+            } else {
+                match &self.tls {
+                    Some(tls) => tls.clone(),
+                    None => TlsConfig::webpki().map_err(Error::tls)?,
+                }
+            };
+            let stream = tls.connect(&target.host, tcp).await?;
+            Ok(MaybeTlsStream { inner: Inner::Tls(Box::new(stream)) })
+        }
+        #[cfg(not(feature = "__tls"))]
+        Err(Error::tls("wss:// needs TLS: enable the `rustls-ring` or `rustls-aws-lc-rs` feature of wsx"))
+    }
+
+    fn fail(&mut self, invalid: Invalid) {
+        self.invalid.get_or_insert(invalid);
+    }
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("ClientBuilder");
+        match &self.target {
+            Ok(target) => d.field("uri", &target.uri),
+            Err(invalid) => d.field("uri", invalid),
+        };
+        // Header values may hold credentials: show the names only.
+        d.field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("protocols", &self.protocols)
+            .field("config", &self.config)
+            .field("connect_timeout", &self.connect_timeout);
+        #[cfg(feature = "__tls")]
+        d.field("tls", &self.tls).field("accept_invalid_certs", &self.accept_invalid_certs);
+        d.finish()
+    }
+}
+
+fn header_pair<K, V>(name: K, value: V) -> std::result::Result<(HeaderName, HeaderValue), Invalid>
+where
+    HeaderName: TryFrom<K>,
+    <HeaderName as TryFrom<K>>::Error: Into<http::Error>,
+    HeaderValue: TryFrom<V>,
+    <HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
+{
+    let name = HeaderName::try_from(name).map_err(|e| Invalid::Request(e.into().to_string()))?;
+    let value = HeaderValue::try_from(value).map_err(|e| Invalid::Request(format!("header {name}: {}", e.into())))?;
+    Ok((name, value))
+}
+
+/// Randomness for the throwaway connection that checks a request: it is never used to send.
+struct NoRng;
+
+impl wsx_proto::MaskRng for NoRng {
+    fn fill(&mut self, dest: &mut [u8]) {
+        dest.fill(0);
+    }
+}
+
+/// A setter's failure, kept until `connect` reports it ([`Error`] is not `Clone`).
+#[derive(Clone, Debug)]
+enum Invalid {
+    Url(String),
+    Request(String),
+    #[cfg_attr(not(feature = "__tls"), allow(dead_code))]
+    Tls(String),
+}
+
+impl Invalid {
+    fn to_error(&self) -> Error {
+        match self {
+            Self::Url(message) => Error::url(message.clone()),
+            Self::Request(message) => Error::request(message.clone()),
+            Self::Tls(message) => Error::tls(message.clone()),
+        }
+    }
+}
+
+/// Where to connect, from the URL.
+#[derive(Clone, Debug)]
+struct Target {
+    /// The request URI: scheme `ws` or `wss`, no user info, no fragment.
+    uri: http::Uri,
+    /// The host to resolve and to check the certificate against; IPv6 without brackets.
+    host: String,
+    port: u16,
+    tls: bool,
+}
+
+impl Target {
+    fn parse(input: &str) -> std::result::Result<Self, Invalid> {
+        let invalid = |why: &str| Invalid::Url(format!("{input:?}: {why}"));
+        let mut url = url::Url::parse(input)
+            .map_err(|e| invalid(&format!("{e} (expected ws://host[:port][/path] or wss://…)")))?;
+        // RFC 6455 §3 defines ws and wss; browsers take http and https as their aliases.
+        let tls = match url.scheme() {
+            "ws" | "http" => false,
+            "wss" | "https" => true,
+            other => return Err(invalid(&format!("the scheme must be ws or wss, not {other:?}"))),
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(invalid("user info in the URL is not sent; set an Authorization header instead"));
+        }
+        let host = match url.host() {
+            Some(url::Host::Domain(domain)) if !domain.is_empty() => domain.to_owned(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            _ => return Err(invalid("the URL has no host")),
+        };
+        // ws, wss, http and https are all "special" schemes, with a known default port.
+        let port = url.port_or_known_default().ok_or_else(|| invalid("the URL has no port"))?;
+        // §3: "Fragment identifiers are meaningless in the context of WebSocket URIs".
+        url.set_fragment(None);
+        // Switching between special schemes always succeeds; the default ports are the same.
+        url.set_scheme(if tls { "wss" } else { "ws" }).map_err(|()| invalid("cannot use this scheme"))?;
+        let uri = url.as_str().parse::<http::Uri>().map_err(|e| invalid(&e.to_string()))?;
+        Ok(Self { uri, host, port, tls })
+    }
+}
+
+/// Resolve `host` and connect to the first address that accepts, with `TCP_NODELAY` (frames
+/// are written whole, so Nagle would only add latency).
+///
+/// Errors keep their [`io::ErrorKind`] and name the host or address.
+async fn connect_tcp(host: &str, port: u16) -> io::Result<TcpStream> {
+    let addrs = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve {host}: {e}")))?;
+    let mut last_error = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(tcp) => {
+                tcp.set_nodelay(true)?;
+                return Ok(tcp);
+            }
+            Err(e) => last_error = Some(io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}"))),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"))))
+}
+
+/// A client's stream: plain TCP for `ws://`, TLS over it for `wss://`.
+///
+/// Reads and writes (vectored too) go straight to the inner stream.
+pub struct MaybeTlsStream<S> {
+    inner: Inner<S>,
+}
+
+enum Inner<S> {
+    Plain(S),
+    #[cfg(feature = "__tls")]
+    Tls(Box<tokio_rustls::client::TlsStream<S>>),
+}
+
+impl<S> MaybeTlsStream<S> {
+    /// Whether the connection runs over TLS.
+    pub fn is_tls(&self) -> bool {
+        !matches!(self.inner, Inner::Plain(_))
+    }
+
+    /// The underlying stream (the TCP socket under TLS).
+    pub fn get_ref(&self) -> &S {
+        match &self.inner {
+            Inner::Plain(io) => io,
+            #[cfg(feature = "__tls")]
+            Inner::Tls(tls) => tls.get_ref().0,
+        }
+    }
+
+    /// The ALPN protocol agreed in the TLS handshake, if any.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        match &self.inner {
+            Inner::Plain(_) => None,
+            #[cfg(feature = "__tls")]
+            Inner::Tls(tls) => tls.get_ref().1.alpn_protocol(),
+        }
+    }
+}
+
+impl<S> fmt::Debug for MaybeTlsStream<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MaybeTlsStream").field("tls", &self.is_tls()).finish_non_exhaustive()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTlsStream<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().inner {
+            Inner::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            #[cfg(feature = "__tls")]
+            Inner::Tls(tls) => Pin::new(tls).poll_read(cx, buf),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTlsStream<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().inner {
+            Inner::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            #[cfg(feature = "__tls")]
+            Inner::Tls(tls) => Pin::new(tls).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().inner {
+            Inner::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "__tls")]
+            Inner::Tls(tls) => Pin::new(tls).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.inner {
+            Inner::Plain(io) => io.is_write_vectored(),
+            #[cfg(feature = "__tls")]
+            Inner::Tls(tls) => tls.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().inner {
+            Inner::Plain(io) => Pin::new(io).poll_flush(cx),
+            #[cfg(feature = "__tls")]
+            Inner::Tls(tls) => Pin::new(tls).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().inner {
+            Inner::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            #[cfg(feature = "__tls")]
+            Inner::Tls(tls) => Pin::new(tls).poll_shutdown(cx),
+        }
+    }
+}

@@ -1,0 +1,629 @@
+//! [`Server`]: an accept loop with a connection cap and graceful shutdown, in the manner of
+//! mini-redis.
+//!
+//! ```no_run
+//! # async fn run() -> wsx::Result<()> {
+//! let server = wsx::Server::bind("0.0.0.0:8080").await?;
+//! server
+//!     .serve(|mut ws, _info| async move {
+//!         ws.send("ho!").await?;
+//!         while let Some(msg) = ws.recv().await? {
+//!             println!("Received message => {msg}");
+//!         }
+//!         Ok(())
+//!     })
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Each connection runs in its own task, owned by the server: a [`Semaphore`] caps how many
+//! are open (the rest are answered `503 Service Unavailable`), and on shutdown every open
+//! connection is sent close 1001 and given [`Builder::shutdown_timeout`] to finish before it
+//! is aborted. Handler errors are logged with `tracing` and never stop the server.
+
+use std::{
+    fmt,
+    future::Future,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll, Waker},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::{TcpListener, TcpStream, ToSocketAddrs},
+    sync::{OwnedSemaphorePermit, Semaphore},
+    task::{JoinError, JoinSet},
+};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tracing::{debug, error, info, warn};
+use wsx_proto::{Accept, Config, Request};
+
+use crate::{
+    error::{Error, Result},
+    handshake::accept_with,
+    stream::WebSocket,
+};
+
+/// Connections over the cap that may wait at once for their request to be answered with
+/// 503; past this many the socket is just closed.
+const MAX_REFUSING: usize = 256;
+
+/// How long an over-the-cap client gets to send its request before it is dropped.
+const REFUSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The `Retry-After` an over-the-cap client is told, in seconds.
+const RETRY_AFTER_SECS: &str = "1";
+
+/// The first pause after a failed `accept`, doubled on each failure in a row.
+const BACKOFF_START: Duration = Duration::from_millis(5);
+
+/// The longest pause after failed `accept`s.
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// The handshake callback: accept (choosing a subprotocol, adding headers) or reject.
+type Decide = dyn Fn(&Request) -> std::result::Result<Accept, http::Response<Bytes>> + Send + Sync;
+
+/// A WebSocket server: accepts TCP connections, runs the opening handshake and hands each
+/// open [`WebSocket`] to your handler in a task of its own.
+///
+/// Build it with [`Server::bind`], [`Server::from_listener`] or [`Server::builder`], then run
+/// it with [`serve`](Self::serve) or [`serve_with_shutdown`](Self::serve_with_shutdown).
+pub struct Server<T: Transport = Plain> {
+    listener: TcpListener,
+    transport: T,
+    options: Options,
+    stop: CancellationToken,
+}
+
+/// What a [`Builder`] collects besides the transport.
+#[derive(Clone)]
+struct Options {
+    config: Config,
+    max_connections: usize,
+    on_request: Option<Arc<Decide>>,
+    shutdown_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            config: Config::default(),
+            max_connections: 10_000,
+            on_request: None,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Server<Plain> {
+    /// Listen on `addr` with the default settings.
+    pub async fn bind(addr: impl ToSocketAddrs) -> Result<Self> {
+        Self::builder().bind(addr).await
+    }
+
+    /// Serve on a listener bound elsewhere, with the default settings.
+    pub fn from_listener(listener: TcpListener) -> Self {
+        Self::builder().from_listener(listener)
+    }
+
+    /// Settings for a server: config, connection cap, handshake callback, shutdown timeout.
+    pub fn builder() -> Builder<Plain> {
+        Builder { transport: Plain, options: Options::default() }
+    }
+}
+
+impl<T: Transport> Server<T> {
+    /// The address the server listens on (useful after binding port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// A handle that shuts the server down gracefully from elsewhere, like the signal given
+    /// to [`serve_with_shutdown`](Self::serve_with_shutdown).
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle { stop: self.stop.clone() }
+    }
+
+    /// Accept connections and run `handler` on each until a [`ShutdownHandle`] fires, then
+    /// shut down gracefully.
+    ///
+    /// The handler gets the open [`WebSocket`] and what the handshake said
+    /// ([`ConnectionInfo`]). An `Err` it returns is logged (at debug level for peer faults:
+    /// I/O errors, protocol errors, timeouts) and ends only that connection.
+    pub async fn serve<H, F>(self, handler: H) -> Result<()>
+    where
+        H: Fn(WebSocket<T::Stream>, ConnectionInfo) -> F + Send + Sync + 'static,
+        F: Future<Output = Result<()>> + Send + 'static,
+    {
+        self.serve_with_shutdown(handler, std::future::pending::<()>()).await
+    }
+
+    /// Like [`serve`](Self::serve), and also shut down when `signal` completes (for example
+    /// `tokio::signal::ctrl_c()`).
+    ///
+    /// Shutting down stops accepting, sends close 1001 to every open connection and waits up
+    /// to the shutdown timeout for their closing handshakes and handlers to finish; what is
+    /// left is then aborted. Returns once every connection task has ended.
+    ///
+    /// The 1001 close is sent the next time the connection is polled (a `recv`, a split
+    /// reader's `recv`, or a `feed`/`send`), so handlers should keep reading.
+    pub async fn serve_with_shutdown<H, F, S>(self, handler: H, signal: S) -> Result<()>
+    where
+        H: Fn(WebSocket<T::Stream>, ConnectionInfo) -> F + Send + Sync + 'static,
+        F: Future<Output = Result<()>> + Send + 'static,
+        S: Future,
+    {
+        let Self { listener, transport, options, stop } = self;
+        let shutdown_timeout = options.shutdown_timeout;
+        let handshake_timeout = handshake_timeout(&options.config);
+        let refuse_timeout = REFUSE_TIMEOUT.min(handshake_timeout);
+        let shared = Arc::new(Shared {
+            transport,
+            handler,
+            handshake_timeout,
+            refuse_config: options.config.clone().handshake_timeout(refuse_timeout),
+            refuse_timeout,
+            options,
+            limit: Arc::new(Semaphore::new(0)),
+            refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
+            away: Shutdown::default(),
+        });
+        shared.limit.add_permits(shared.options.max_connections.min(Semaphore::MAX_PERMITS));
+        let mut tasks = JoinSet::new();
+        let mut backoff = BACKOFF_START;
+        let signal = std::pin::pin!(signal);
+        let mut stopping = std::pin::pin!(async {
+            tokio::select! {
+                _ = signal => {}
+                () = stop.cancelled() => {}
+            }
+        });
+
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut stopping => break,
+                Some(joined) = tasks.join_next(), if !tasks.is_empty() => report_join(joined),
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        backoff = BACKOFF_START;
+                        dispatch(&shared, &mut tasks, tcp, peer);
+                    }
+                    Err(e) if is_per_connection(&e) => debug!(error = %e, "accept failed"),
+                    Err(e) => {
+                        // Out of file descriptors, memory, …: back off so as not to spin,
+                        // and keep serving once resources come back.
+                        warn!(error = %e, retry_in = ?backoff, "accept failed");
+                        tokio::select! {
+                            biased;
+                            () = &mut stopping => break,
+                            () = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    }
+                },
+            }
+        }
+
+        drop(listener);
+        if !tasks.is_empty() {
+            info!(connections = tasks.len(), "shutting down: closing connections with 1001");
+        }
+        shared.away.fire();
+        let drain = async {
+            while let Some(joined) = tasks.join_next().await {
+                report_join(joined);
+            }
+        };
+        if tokio::time::timeout(shutdown_timeout, drain).await.is_err() {
+            warn!(connections = tasks.len(), "shutdown timeout passed: aborting connections");
+            tasks.shutdown().await;
+        }
+        Ok(())
+    }
+}
+
+impl<T: Transport> fmt::Debug for Server<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.listener.local_addr().ok())
+            .field("max_connections", &self.options.max_connections)
+            .field("shutdown_timeout", &self.options.shutdown_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings for a [`Server`], from [`Server::builder`].
+pub struct Builder<T: Transport = Plain> {
+    transport: T,
+    options: Options,
+}
+
+impl<T: Transport> Builder<T> {
+    /// The connection settings (limits, timers, permessage-deflate). Default:
+    /// [`Config::default()`].
+    ///
+    /// Its `handshake_timeout` bounds the whole opening handshake (TLS included), so a client
+    /// that sends half a request is dropped.
+    pub fn config(mut self, config: Config) -> Self {
+        self.options.config = config;
+        self
+    }
+
+    /// The most connections open at once, handshakes included. Default: 10,000.
+    ///
+    /// Past the cap a client's request is answered `503 Service Unavailable` with
+    /// `Retry-After`, without running the handler. Each open connection holds a task, its
+    /// socket and the buffers its traffic needs.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.options.max_connections = max;
+        self
+    }
+
+    /// Look at each upgrade request (path, query, headers, origin, offered subprotocols) and
+    /// accept it — choosing a subprotocol, adding response headers — or reject it with any
+    /// HTTP response. Default: accept every valid request, with no subprotocol.
+    ///
+    /// Malformed requests are answered (400, 426, …) without calling it.
+    pub fn on_request<D>(mut self, decide: D) -> Self
+    where
+        D: Fn(&Request) -> std::result::Result<Accept, http::Response<Bytes>> + Send + Sync + 'static,
+    {
+        self.options.on_request = Some(Arc::new(decide));
+        self
+    }
+
+    /// How long a graceful shutdown waits for connections to finish their closing handshake
+    /// and handlers before aborting them. Default: 10 s.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.options.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Listen on `addr`. Fails if the config is invalid or the address cannot be bound.
+    pub async fn bind(self, addr: impl ToSocketAddrs) -> Result<Server<T>> {
+        self.options.config.validate()?;
+        let listener = TcpListener::bind(addr).await?;
+        Ok(self.from_listener(listener))
+    }
+
+    /// Serve on a listener bound elsewhere.
+    ///
+    /// An invalid config is not reported here: every handshake then fails and is logged.
+    /// [`bind`](Self::bind) checks it up front.
+    pub fn from_listener(self, listener: TcpListener) -> Server<T> {
+        Server { listener, transport: self.transport, options: self.options, stop: CancellationToken::new() }
+    }
+}
+
+impl<T: Transport> fmt::Debug for Builder<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("config", &self.options.config)
+            .field("max_connections", &self.options.max_connections)
+            .field("on_request", &self.options.on_request.is_some())
+            .field("shutdown_timeout", &self.options.shutdown_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+// TODO(tls): when `crate::tls` has its server-side acceptor type (behind `feature = "__tls"`),
+// add `impl sealed::Sealed for Acceptor {}`, `impl Transport for Acceptor` (Stream =
+// `tokio_rustls::server::TlsStream<TcpStream>`, `wrap` runs the TLS handshake) and
+// `Builder::tls(self, acceptor) -> Builder<Acceptor>`. Nothing else here changes: the TLS
+// handshake already runs inside the handshake timeout and the 503 path.
+
+/// A cloneable handle that shuts a [`Server`] down gracefully, from any task.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    stop: CancellationToken,
+}
+
+impl ShutdownHandle {
+    /// Start the graceful shutdown: the server stops accepting, closes its connections with
+    /// 1001, and its `serve` call returns once they have ended (or the shutdown timeout has
+    /// passed).
+    pub fn shutdown(&self) {
+        self.stop.cancel();
+    }
+}
+
+/// What the opening handshake of a connection said: the peer, the request's path, query and
+/// headers. The agreed subprotocol is [`WebSocket::protocol`].
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    peer_addr: SocketAddr,
+    local_addr: Option<SocketAddr>,
+    request: Request,
+}
+
+impl ConnectionInfo {
+    /// The client's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// The local address the client connected to, if the OS reported it.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    /// The whole upgrade request.
+    pub fn request(&self) -> &Request {
+        &self.request
+    }
+
+    /// The request path, without the query.
+    pub fn path(&self) -> &str {
+        self.request.path()
+    }
+
+    /// The query string, if any.
+    pub fn query(&self) -> Option<&str> {
+        self.request.query()
+    }
+
+    /// The request headers.
+    pub fn headers(&self) -> &HeaderMap {
+        self.request.headers()
+    }
+
+    /// The `Origin` header, sent by browsers.
+    pub fn origin(&self) -> Option<&str> {
+        self.request.origin()
+    }
+}
+
+mod sealed {
+    /// Keeps [`Transport`](super::Transport) implemented only here.
+    pub trait Sealed {}
+}
+
+/// How an accepted TCP connection becomes the stream a [`WebSocket`] runs over: [`Plain`] TCP
+/// or TLS. Sealed: the server provides the implementations.
+pub trait Transport: sealed::Sealed + Send + Sync + 'static {
+    /// The stream the handler's [`WebSocket`] runs over.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// Set up the stream over a fresh TCP connection (for TLS: its handshake).
+    #[doc(hidden)]
+    fn wrap(&self, tcp: TcpStream) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+}
+
+/// Plain TCP (`ws://`): the handler gets a `WebSocket<TcpStream>`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Plain;
+
+impl sealed::Sealed for Plain {}
+
+impl Transport for Plain {
+    type Stream = TcpStream;
+
+    async fn wrap(&self, tcp: TcpStream) -> io::Result<TcpStream> {
+        Ok(tcp)
+    }
+}
+
+/// What every connection task of one `serve` call shares.
+struct Shared<T, H> {
+    transport: T,
+    handler: H,
+    options: Options,
+    /// The config's handshake timeout, which also bounds the transport's (TLS) handshake.
+    handshake_timeout: Duration,
+    /// The config for refusing over-the-cap clients: a shorter handshake timeout.
+    refuse_config: Config,
+    refuse_timeout: Duration,
+    /// One permit per open connection.
+    limit: Arc<Semaphore>,
+    /// One permit per over-the-cap client being answered 503.
+    refusing: Arc<Semaphore>,
+    /// Fired on shutdown: connections close themselves with 1001.
+    away: Shutdown,
+}
+
+/// Hand a fresh TCP connection to a task: a connection if under the cap, a 503 if over.
+fn dispatch<T, H, F>(shared: &Arc<Shared<T, H>>, tasks: &mut JoinSet<()>, tcp: TcpStream, peer: SocketAddr)
+where
+    T: Transport,
+    H: Fn(WebSocket<T::Stream>, ConnectionInfo) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<()>> + Send + 'static,
+{
+    if let Err(e) = tcp.set_nodelay(true) {
+        debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+    }
+    if let Ok(permit) = shared.limit.clone().try_acquire_owned() {
+        tasks.spawn(run_connection(shared.clone(), tcp, peer, permit));
+    } else if let Ok(permit) = shared.refusing.clone().try_acquire_owned() {
+        debug!(%peer, "over the connection cap: answering 503");
+        tasks.spawn(refuse(shared.clone(), tcp, peer, permit));
+    } else {
+        debug!(%peer, "over the connection cap: dropping the connection");
+    }
+}
+
+/// One connection: the handshake, then the handler.
+async fn run_connection<T, H, F>(
+    shared: Arc<Shared<T, H>>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+) where
+    T: Transport,
+    H: Fn(WebSocket<T::Stream>, ConnectionInfo) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<()>> + Send + 'static,
+{
+    let _permit = permit;
+    let local_addr = tcp.local_addr().ok();
+    let options = &shared.options;
+    let handshake = async {
+        let io = shared.transport.wrap(tcp).await?;
+        let mut request = None;
+        let ws = accept_with(io, &options.config, |req| {
+            request = Some(req.clone());
+            match &options.on_request {
+                Some(decide) => decide(req),
+                None => Ok(Accept::new()),
+            }
+        })
+        .await?;
+        Ok::<_, Error>((ws, request))
+    };
+    let handshake = tokio::time::timeout(shared.handshake_timeout, handshake);
+    let outcome = tokio::select! {
+        outcome = handshake => outcome,
+        () = shared.away.cancelled() => return,
+    };
+    let (mut ws, request) = match outcome {
+        Ok(Ok((ws, Some(request)))) => (ws, request),
+        // `accept_with` only returns a socket after `decide` accepted the request.
+        Ok(Ok((_, None))) => return,
+        Ok(Err(e)) => {
+            debug!(%peer, error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            debug!(%peer, "handshake timed out");
+            return;
+        }
+    };
+    ws.set_away(shared.away.watch());
+    let info = ConnectionInfo { peer_addr: peer, local_addr, request };
+    if let Err(e) = (shared.handler)(ws, info).await {
+        log_handler_error(peer, &e);
+    }
+}
+
+/// A client over the connection cap: read its request and answer 503 with `Retry-After`.
+async fn refuse<T, H>(shared: Arc<Shared<T, H>>, tcp: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit)
+where
+    T: Transport,
+{
+    let _permit = permit;
+    let config = &shared.refuse_config;
+    let answer = async {
+        let io = shared.transport.wrap(tcp).await?;
+        accept_with(io, config, |_| Err(service_unavailable())).await
+    };
+    let answer = tokio::time::timeout(shared.refuse_timeout, answer);
+    tokio::select! {
+        outcome = answer => match outcome {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => debug!(%peer, error = %e, "refused over the connection cap"),
+            Err(_) => debug!(%peer, "refusing over the connection cap: handshake timed out"),
+        },
+        () = shared.away.cancelled() => {}
+    }
+}
+
+/// The config's handshake timeout, read back from the deadline of a fresh server connection
+/// (`Config` has no getter for it). `None` (an invalid config) means the default 10 s; every
+/// handshake then fails anyway.
+fn handshake_timeout(config: &Config) -> Duration {
+    let start = std::time::Instant::now();
+    wsx_proto::Connection::server(config, start)
+        .ok()
+        .and_then(|conn| conn.deadline())
+        .map_or(Duration::from_secs(10), |deadline| deadline.saturating_duration_since(start))
+}
+
+/// `503 Service Unavailable` with `Retry-After`.
+fn service_unavailable() -> http::Response<Bytes> {
+    let mut response = http::Response::new(Bytes::from_static(b"too many connections\n"));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let headers = response.headers_mut();
+    headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}
+
+/// Accept errors about one connection (it went away before we took it): no need to back off.
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted)
+}
+
+/// Log what a handler returned: peer faults are routine, anything else is worth a warning.
+fn log_handler_error(peer: SocketAddr, e: &Error) {
+    if e.is_io() || e.is_protocol() || e.is_timeout() || e.is_closed() {
+        debug!(%peer, error = %e, "connection ended with an error");
+    } else {
+        warn!(%peer, error = %e, "connection handler failed");
+    }
+}
+
+/// Log a connection task that panicked (a handler bug); the server carries on.
+fn report_join(joined: std::result::Result<(), JoinError>) {
+    if let Err(e) = joined {
+        if e.is_panic() {
+            error!(error = %e, "connection handler panicked");
+        }
+    }
+}
+
+/// The server's shutdown broadcast to its connections.
+///
+/// A flag for the cheap check on every poll, plus a token whose wait future wakes the
+/// connection's task.
+#[derive(Clone, Default)]
+struct Shutdown {
+    fired: Arc<AtomicBool>,
+    token: CancellationToken,
+}
+
+impl Shutdown {
+    fn fire(&self) {
+        self.fired.store(true, Ordering::Release);
+        self.token.cancel();
+    }
+
+    async fn cancelled(&self) {
+        self.token.cancelled().await;
+    }
+
+    fn watch(&self) -> Away {
+        Away { fired: self.fired.clone(), token: self.token.clone(), wait: None, waker: None }
+    }
+}
+
+/// One connection's view of the server shutdown, polled by its driver (see
+/// `Driver::poll_away` in `stream.rs`).
+pub(crate) struct Away {
+    fired: Arc<AtomicBool>,
+    token: CancellationToken,
+    /// Registered with the waker of the last poll, created on the first.
+    wait: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    waker: Option<Waker>,
+}
+
+impl Away {
+    /// Whether the server is shutting down; does not register for a wake-up.
+    pub(crate) fn is_fired(&self) -> bool {
+        self.fired.load(Ordering::Acquire)
+    }
+
+    /// Whether the server is shutting down; if not, `cx` is woken when it does.
+    ///
+    /// Costs one atomic load when called again from the same task: the wait future is only
+    /// re-polled when the waker changes.
+    pub(crate) fn poll_fired(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.is_fired() {
+            return true;
+        }
+        if self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            return false;
+        }
+        self.waker = Some(cx.waker().clone());
+        let token = &self.token;
+        let wait = self.wait.get_or_insert_with(|| Box::pin(token.clone().cancelled_owned()));
+        matches!(wait.as_mut().poll(cx), Poll::Ready(()))
+    }
+}
