@@ -58,11 +58,6 @@ impl Outgoing {
             self.tail = BytesMut::new();
         }
     }
-
-    /// Capacity held by the tail (for memory accounting).
-    pub(crate) fn capacity(&self) -> usize {
-        self.tail.capacity()
-    }
 }
 
 impl Buf for Outgoing {

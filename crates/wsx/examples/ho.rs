@@ -10,7 +10,10 @@ use wsx::{Message, Server};
 
 #[tokio::main]
 async fn main() -> wsx::Result<()> {
-    let port = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8080u16);
+    let port = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(8080u16);
     let server = Server::bind(("0.0.0.0", port)).await?;
     println!("Listening on ws://{}", server.local_addr()?);
 
@@ -20,7 +23,9 @@ async fn main() -> wsx::Result<()> {
         while let Some(message) = ws.recv().await? {
             match message {
                 Message::Text(text) => println!("Received message => {text}"),
-                Message::Binary(data) => println!("Received message => <{} bytes of binary>", data.len()),
+                Message::Binary(data) => {
+                    println!("Received message => <{} bytes of binary>", data.len())
+                }
                 _ => {}
             }
         }

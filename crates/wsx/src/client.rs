@@ -147,9 +147,10 @@ impl ClientBuilder {
         self
     }
 
-    /// Bound TCP connect and the TLS handshake together (default 10 s). Past it, `connect`
-    /// fails with an error where [`Error::is_timeout`] holds. The WebSocket handshake that
-    /// follows is bounded by the config's `handshake_timeout`.
+    /// Bound name resolution, TCP connect and the TLS handshake together (default 10 s), across
+    /// all the addresses tried. Past it, `connect` fails with an error where
+    /// [`Error::is_timeout`] holds. The WebSocket handshake that follows is bounded by the
+    /// config's `handshake_timeout`.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -231,25 +232,29 @@ impl ClientBuilder {
 
     /// TCP to the first address that answers, then TLS for `wss`.
     async fn open(&self, target: &Target) -> Result<MaybeTlsStream<TcpStream>> {
-        let tcp = connect_tcp(&target.host, target.port).await?;
-        if !target.tls {
-            return Ok(MaybeTlsStream { inner: Inner::Plain(tcp) });
-        }
         #[cfg(feature = "__tls")]
-        {
-            let tls = if self.accept_invalid_certs {
-                TlsConfig::accept_any().map_err(Error::tls)?
-            } else {
-                match &self.tls {
-                    Some(tls) => tls.clone(),
-                    None => TlsConfig::webpki().map_err(Error::tls)?,
-                }
-            };
-            let stream = tls.connect(&target.host, tcp).await?;
-            Ok(MaybeTlsStream { inner: Inner::Tls(Box::new(stream)) })
-        }
+        let tls = if target.tls { Some(self.tls_config()?) } else { None };
         #[cfg(not(feature = "__tls"))]
-        Err(Error::tls("wss:// needs TLS: enable the `rustls-ring` or `rustls-aws-lc-rs` feature of wsx"))
+        if target.tls {
+            return Err(Error::tls("wss:// needs TLS: enable the `rustls-ring` or `rustls-aws-lc-rs` feature of wsx"));
+        }
+        let tcp = connect_tcp(&target.host, target.port).await?;
+        #[cfg(feature = "__tls")]
+        if let Some(tls) = tls {
+            let stream = tls.connect(&target.host, tcp).await?;
+            return Ok(MaybeTlsStream { inner: Inner::Tls(Box::new(stream)) });
+        }
+        Ok(MaybeTlsStream { inner: Inner::Plain(tcp) })
+    }
+
+    /// The TLS settings to use: insecure if asked, else those given, else the webpki roots.
+    #[cfg(feature = "__tls")]
+    fn tls_config(&self) -> Result<TlsConfig> {
+        match (&self.tls, self.accept_invalid_certs) {
+            (_, true) => TlsConfig::accept_any().map_err(Error::tls),
+            (Some(tls), false) => Ok(tls.clone()),
+            (None, false) => TlsConfig::webpki().map_err(Error::tls),
+        }
     }
 
     fn fail(&mut self, invalid: Invalid) {

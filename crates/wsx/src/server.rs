@@ -117,7 +117,10 @@ impl Server<Plain> {
 
     /// Settings for a server: config, connection cap, handshake callback, shutdown timeout.
     pub fn builder() -> Builder<Plain> {
-        Builder { transport: Plain, options: Options::default() }
+        Builder {
+            transport: Plain,
+            options: Options::default(),
+        }
     }
 }
 
@@ -130,7 +133,9 @@ impl<T: Transport> Server<T> {
     /// A handle that shuts the server down gracefully from elsewhere, like the signal given
     /// to [`serve_with_shutdown`](Self::serve_with_shutdown).
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle { stop: self.stop.clone() }
+        ShutdownHandle {
+            stop: self.stop.clone(),
+        }
     }
 
     /// Accept connections and run `handler` on each until a [`ShutdownHandle`] fires, then
@@ -144,7 +149,8 @@ impl<T: Transport> Server<T> {
         H: Fn(WebSocket<T::Stream>, ConnectionInfo) -> F + Send + Sync + 'static,
         F: Future<Output = Result<()>> + Send + 'static,
     {
-        self.serve_with_shutdown(handler, std::future::pending::<()>()).await
+        self.serve_with_shutdown(handler, std::future::pending::<()>())
+            .await
     }
 
     /// Like [`serve`](Self::serve), and also shut down when `signal` completes (for example
@@ -162,7 +168,12 @@ impl<T: Transport> Server<T> {
         F: Future<Output = Result<()>> + Send + 'static,
         S: Future,
     {
-        let Self { listener, transport, options, stop } = self;
+        let Self {
+            listener,
+            transport,
+            options,
+            stop,
+        } = self;
         let shutdown_timeout = options.shutdown_timeout;
         let handshake_timeout = handshake_timeout(&options.config);
         let refuse_timeout = REFUSE_TIMEOUT.min(handshake_timeout);
@@ -177,7 +188,9 @@ impl<T: Transport> Server<T> {
             refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
             away: Shutdown::default(),
         });
-        shared.limit.add_permits(shared.options.max_connections.min(Semaphore::MAX_PERMITS));
+        shared
+            .limit
+            .add_permits(shared.options.max_connections.min(Semaphore::MAX_PERMITS));
         let mut tasks = JoinSet::new();
         let mut backoff = BACKOFF_START;
         let signal = std::pin::pin!(signal);
@@ -216,7 +229,10 @@ impl<T: Transport> Server<T> {
 
         drop(listener);
         if !tasks.is_empty() {
-            info!(connections = tasks.len(), "shutting down: closing connections with 1001");
+            info!(
+                connections = tasks.len(),
+                "shutting down: closing connections with 1001"
+            );
         }
         shared.away.fire();
         let drain = async {
@@ -225,7 +241,10 @@ impl<T: Transport> Server<T> {
             }
         };
         if tokio::time::timeout(shutdown_timeout, drain).await.is_err() {
-            warn!(connections = tasks.len(), "shutdown timeout passed: aborting connections");
+            warn!(
+                connections = tasks.len(),
+                "shutdown timeout passed: aborting connections"
+            );
             tasks.shutdown().await;
         }
         Ok(())
@@ -276,7 +295,10 @@ impl<T: Transport> Builder<T> {
     /// Malformed requests are answered (400, 426, …) without calling it.
     pub fn on_request<D>(mut self, decide: D) -> Self
     where
-        D: Fn(&Request) -> std::result::Result<Accept, http::Response<Bytes>> + Send + Sync + 'static,
+        D: Fn(&Request) -> std::result::Result<Accept, http::Response<Bytes>>
+            + Send
+            + Sync
+            + 'static,
     {
         self.options.on_request = Some(Arc::new(decide));
         self
@@ -301,7 +323,12 @@ impl<T: Transport> Builder<T> {
     /// An invalid config is not reported here: every handshake then fails and is logged.
     /// [`bind`](Self::bind) checks it up front.
     pub fn from_listener(self, listener: TcpListener) -> Server<T> {
-        Server { listener, transport: self.transport, options: self.options, stop: CancellationToken::new() }
+        Server {
+            listener,
+            transport: self.transport,
+            options: self.options,
+            stop: CancellationToken::new(),
+        }
     }
 }
 
@@ -316,11 +343,17 @@ impl<T: Transport> fmt::Debug for Builder<T> {
     }
 }
 
-// TODO(tls): when `crate::tls` has its server-side acceptor type (behind `feature = "__tls"`),
-// add `impl sealed::Sealed for Acceptor {}`, `impl Transport for Acceptor` (Stream =
-// `tokio_rustls::server::TlsStream<TcpStream>`, `wrap` runs the TLS handshake) and
-// `Builder::tls(self, acceptor) -> Builder<Acceptor>`. Nothing else here changes: the TLS
-// handshake already runs inside the handshake timeout and the 503 path.
+#[cfg(feature = "__tls")]
+impl Builder<Plain> {
+    /// Serve `wss://`: run the TLS handshake on every connection, within the handshake
+    /// timeout. The handler then gets a `WebSocket<tls::TlsStream<TcpStream>>`.
+    pub fn tls(self, tls: crate::tls::ServerTls) -> Builder<crate::tls::ServerTls> {
+        Builder {
+            transport: tls,
+            options: self.options,
+        }
+    }
+}
 
 /// A cloneable handle that shuts a [`Server`] down gracefully, from any task.
 #[derive(Debug, Clone)]
@@ -388,15 +421,16 @@ mod sealed {
     pub trait Sealed {}
 }
 
-/// How an accepted TCP connection becomes the stream a [`WebSocket`] runs over: [`Plain`] TCP
-/// or TLS. Sealed: the server provides the implementations.
+/// How an accepted TCP connection becomes the stream a [`WebSocket`] runs over: [`Plain`] TCP,
+/// or TLS with `tls::ServerTls` (see `Builder::tls`). Sealed: the server provides the
+/// implementations.
 pub trait Transport: sealed::Sealed + Send + Sync + 'static {
     /// The stream the handler's [`WebSocket`] runs over.
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
 
     /// Set up the stream over a fresh TCP connection (for TLS: its handshake).
     #[doc(hidden)]
-    fn wrap(&self, tcp: TcpStream) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    fn wrap(&self, tcp: TcpStream) -> impl Future<Output = Result<Self::Stream>> + Send;
 }
 
 /// Plain TCP (`ws://`): the handler gets a `WebSocket<TcpStream>`.
@@ -408,8 +442,21 @@ impl sealed::Sealed for Plain {}
 impl Transport for Plain {
     type Stream = TcpStream;
 
-    async fn wrap(&self, tcp: TcpStream) -> io::Result<TcpStream> {
+    async fn wrap(&self, tcp: TcpStream) -> Result<TcpStream> {
         Ok(tcp)
+    }
+}
+
+#[cfg(feature = "__tls")]
+impl sealed::Sealed for crate::tls::ServerTls {}
+
+/// TLS (`wss://`), from [`Builder::tls`].
+#[cfg(feature = "__tls")]
+impl Transport for crate::tls::ServerTls {
+    type Stream = crate::tls::TlsStream<TcpStream>;
+
+    async fn wrap(&self, tcp: TcpStream) -> Result<Self::Stream> {
+        self.accept(tcp).await
     }
 }
 
@@ -432,8 +479,12 @@ struct Shared<T, H> {
 }
 
 /// Hand a fresh TCP connection to a task: a connection if under the cap, a 503 if over.
-fn dispatch<T, H, F>(shared: &Arc<Shared<T, H>>, tasks: &mut JoinSet<()>, tcp: TcpStream, peer: SocketAddr)
-where
+fn dispatch<T, H, F>(
+    shared: &Arc<Shared<T, H>>,
+    tasks: &mut JoinSet<()>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) where
     T: Transport,
     H: Fn(WebSocket<T::Stream>, ConnectionInfo) -> F + Send + Sync + 'static,
     F: Future<Output = Result<()>> + Send + 'static,
@@ -497,15 +548,23 @@ async fn run_connection<T, H, F>(
         }
     };
     ws.set_away(shared.away.watch());
-    let info = ConnectionInfo { peer_addr: peer, local_addr, request };
+    let info = ConnectionInfo {
+        peer_addr: peer,
+        local_addr,
+        request,
+    };
     if let Err(e) = (shared.handler)(ws, info).await {
         log_handler_error(peer, &e);
     }
 }
 
 /// A client over the connection cap: read its request and answer 503 with `Retry-After`.
-async fn refuse<T, H>(shared: Arc<Shared<T, H>>, tcp: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit)
-where
+async fn refuse<T, H>(
+    shared: Arc<Shared<T, H>>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+) where
     T: Transport,
 {
     let _permit = permit;
@@ -533,7 +592,9 @@ fn handshake_timeout(config: &Config) -> Duration {
     wsx_proto::Connection::server(config, start)
         .ok()
         .and_then(|conn| conn.deadline())
-        .map_or(Duration::from_secs(10), |deadline| deadline.saturating_duration_since(start))
+        .map_or(Duration::from_secs(10), |deadline| {
+            deadline.saturating_duration_since(start)
+        })
 }
 
 /// `503 Service Unavailable` with `Retry-After`.
@@ -541,14 +602,22 @@ fn service_unavailable() -> http::Response<Bytes> {
     let mut response = http::Response::new(Bytes::from_static(b"too many connections\n"));
     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     let headers = response.headers_mut();
-    headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+    headers.insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_static(RETRY_AFTER_SECS),
+    );
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     response
 }
 
 /// Accept errors about one connection (it went away before we took it): no need to back off.
 fn is_per_connection(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted)
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
 }
 
 /// Log what a handler returned: peer faults are routine, anything else is worth a warning.
@@ -590,7 +659,12 @@ impl Shutdown {
     }
 
     fn watch(&self) -> Away {
-        Away { fired: self.fired.clone(), token: self.token.clone(), wait: None, waker: None }
+        Away {
+            fired: self.fired.clone(),
+            token: self.token.clone(),
+            wait: None,
+            waker: None,
+        }
     }
 }
 
@@ -623,7 +697,9 @@ impl Away {
         }
         self.waker = Some(cx.waker().clone());
         let token = &self.token;
-        let wait = self.wait.get_or_insert_with(|| Box::pin(token.clone().cancelled_owned()));
+        let wait = self
+            .wait
+            .get_or_insert_with(|| Box::pin(token.clone().cancelled_owned()));
         matches!(wait.as_mut().poll(cx), Poll::Ready(()))
     }
 }

@@ -374,8 +374,10 @@ impl Connection {
             }
         };
         if self.state == State::Open {
-            // §5.5.1: "the endpoint MUST send a Close frame in response"; echo the code.
-            let echo = (frame.code != CloseCode::NO_STATUS).then(|| CloseFrame::new(frame.code, ""));
+            // §5.5.1: "the endpoint MUST send a Close frame in response ... It SHOULD do so
+            // as soon as practical", "typically echoing the status code it received". The
+            // reason is echoed too, as Node's `ws` and Python's `websockets` do.
+            let echo = (frame.code != CloseCode::NO_STATUS).then(|| frame.clone());
             self.send_close_frame(echo);
         }
         self.received_close = Some(frame.clone());

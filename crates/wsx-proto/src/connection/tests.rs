@@ -426,7 +426,7 @@ mod closing {
         let ev = events(&mut server);
         assert!(matches!(&ev[0], Event::Closing(f) if f.code == CloseCode(4001) && f.reason == "bye"));
         let sent = frames(&drain(&mut server));
-        assert_eq!(sent, vec![(true, 0, OpCode::Close, vec![0x0F, 0xA1])]);
+        assert_eq!(sent, vec![(true, 0, OpCode::Close, vec![0x0F, 0xA1, b'b', b'y', b'e'])]);
         assert!(server.wants_shutdown());
         assert!(!server.is_finished());
         server.receive_eof(now);
