@@ -68,7 +68,9 @@ impl Config {
     /// Largest single frame payload accepted, in bytes. Default: 16 MiB.
     ///
     /// Checked against the length in the frame header (close 1009). A frame is buffered whole
-    /// before it is delivered, so this bounds the read buffer.
+    /// before it is delivered, so this bounds the read buffer. Frames of a compressed message
+    /// may be 1/16 longer, because deflate lengthens incompressible data slightly; what they
+    /// inflate to is bounded by [`max_message_size`](Self::max_message_size).
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
         self.max_frame_size = bytes;
         self

@@ -236,13 +236,20 @@ impl Connection {
         if header.opcode.is_control() {
             return Ok(false);
         }
-        if header.payload_len > self.config.max_frame_size as u64 {
-            return Err(ProtocolError::FrameTooBig {
-                size: header.payload_len,
-                limit: self.config.max_frame_size,
-            });
-        }
         let compressed = header.rsv & RSV1 != 0;
+        let in_compressed_message = compressed
+            || (header.opcode == OpCode::Continuation && self.message.as_ref().is_some_and(|m| m.compressed));
+        // Deflate makes incompressible data a little longer (peers send a 16 MiB message of
+        // random bytes as a 16.02 MiB frame), so compressed frames get 1/16 of slack; what they
+        // inflate to is bounded by `max_message_size`.
+        let frame_limit = if in_compressed_message {
+            self.config.max_frame_size.saturating_add(self.config.max_frame_size / 16)
+        } else {
+            self.config.max_frame_size
+        };
+        if header.payload_len > frame_limit as u64 {
+            return Err(ProtocolError::FrameTooBig { size: header.payload_len, limit: frame_limit });
+        }
         match (header.opcode, &self.message) {
             // §5.4: fragments of one message arrive in order, not interleaved with another.
             (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),

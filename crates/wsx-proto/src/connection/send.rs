@@ -204,6 +204,16 @@ impl Connection {
         // Invariant: `compressed` is only true when deflate was negotiated.
         let deflate = self.deflate.as_mut().expect("deflate negotiated");
         deflate.compress(&payload, fin, &mut scratch);
+        if first && fin && scratch.len() >= payload.len() {
+            // Incompressible (already compressed media, random bytes): deflate would only add
+            // bytes. Send it as it is, and make the compressor forget it, since the peer's
+            // window will not hold it.
+            deflate.reset_compressor();
+            scratch.clear();
+            self.scratch = scratch;
+            self.write_frame(opcode, fin, 0, payload);
+            return;
+        }
         let rsv = if first { RSV1 } else { 0 };
         let len = scratch.len();
         self.write_header(opcode, fin, rsv, len, |out, mask| {

@@ -758,3 +758,104 @@ mod chunking {
         assert_eq!(run(&[1]), run(&[usize::MAX]));
     }
 }
+
+/// RFC 7692 permessage-deflate, as the connection drives it.
+mod deflate {
+    use super::*;
+    use crate::DeflateConfig;
+
+    fn deflate_pair(limit: usize) -> Pair {
+        let config = Config::default().deflate(Some(DeflateConfig::default())).max_frame_size(limit);
+        let pair = Pair::new(config.clone(), config);
+        assert!(pair.client.is_compressed() && pair.server.is_compressed());
+        pair
+    }
+
+    fn pseudo_random(len: usize, seed: u64) -> Bytes {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn messages_are_compressed_with_rsv1_on_the_first_frame_only() {
+        let mut pair = deflate_pair(1 << 20);
+        let text = "{\"price\": 101.25, \"symbol\": \"WSX\"} ".repeat(100);
+        pair.client.send_frame(Frame::text(text.clone(), false)).unwrap();
+        pair.client.send_frame(Frame::continuation(text.clone(), true)).unwrap();
+        let sent = frames(&drain(&mut pair.client));
+        assert_eq!(sent.iter().map(|f| f.1).collect::<Vec<_>>(), vec![crate::frame::RSV1, 0]);
+        assert!(sent.iter().map(|f| f.3.len()).sum::<usize>() < text.len() / 4, "compressed");
+        pair.server.receive(&sent.iter().flat_map(|f| cframe_rsv(f)).collect::<Vec<_>>(), pair.now);
+        assert_eq!(message(&pair.server_events()[0]), &Message::text(text.repeat(2)));
+    }
+
+    /// Re-encode a decoded frame as a client would (masked), keeping RSV bits.
+    fn cframe_rsv(f: &(bool, u8, OpCode, Vec<u8>)) -> Vec<u8> {
+        frame(f.0, f.1, f.2.bits(), Some([5, 6, 7, 8]), &f.3)
+    }
+
+    #[test]
+    fn incompressible_messages_go_out_uncompressed_and_context_stays_in_sync() {
+        let mut pair = deflate_pair(1 << 20);
+        let noise = pseudo_random(50_000, 7);
+        let json = Bytes::from("{\"a\": [1, 2, 3], \"b\": \"hello hello hello\"} ".repeat(200));
+        for data in [json.clone(), noise.clone(), json.clone(), noise, json] {
+            pair.server.send(Message::Binary(data.clone())).unwrap();
+            let out = drain(&mut pair.server);
+            let sent = frames(&out);
+            assert_eq!(sent[0].1 != 0, sent[0].3.len() < data.len(), "RSV1 only when it saved bytes");
+            pair.client.receive(&out, pair.now);
+            assert_eq!(message(&pair.client_events()[0]), &Message::Binary(data));
+        }
+    }
+
+    #[test]
+    fn compressed_frames_get_slack_over_the_frame_limit() {
+        // A peer that compresses incompressible data sends a frame a little over the limit.
+        let mut pair = deflate_pair(1000);
+        let noise = pseudo_random(1000, 3);
+        let mut compressor = crate::deflate::Deflate::new(
+            crate::deflate::Params {
+                server_no_context_takeover: false,
+                client_no_context_takeover: false,
+                server_max_window_bits: 15,
+                client_max_window_bits: 15,
+            },
+            crate::Role::Client,
+            &DeflateConfig::default(),
+        );
+        let mut out = bytes::BytesMut::new();
+        compressor.compress(&noise, true, &mut out);
+        assert!(out.len() > 1000 && out.len() <= 1000 + 1000 / 16, "{}", out.len());
+        pair.server.receive(&frame(true, crate::frame::RSV1, 2, Some([1, 2, 3, 4]), &out), pair.now);
+        assert_eq!(message(&pair.server_events()[0]), &Message::Binary(noise));
+        // Uncompressed frames get no slack.
+        pair.server.receive(&cframe(true, 2, &[0; 1001]), pair.now);
+        assert_failing(&mut pair.server, CloseCode::TOO_BIG);
+    }
+
+    #[test]
+    fn compression_bomb_stops_at_the_message_limit_with_1009() {
+        let config = Config::default().deflate(Some(DeflateConfig::default())).max_message_size(1 << 20);
+        let mut pair = Pair::new(config.clone(), config);
+        // 64 MiB of zeros deflates to about 64 KiB.
+        let mut compressor = flate2::Compress::new(flate2::Compression::best(), false);
+        let zeros = vec![0u8; 1 << 20];
+        let mut out = Vec::with_capacity(1 << 20);
+        for _ in 0..64 {
+            compressor.compress_vec(&zeros, &mut out, flate2::FlushCompress::None).unwrap();
+        }
+        compressor.compress_vec(&[], &mut out, flate2::FlushCompress::Sync).unwrap();
+        assert!(out.len() < 200_000, "{}", out.len());
+        pair.server.receive(&frame(true, crate::frame::RSV1, 2, Some([1, 2, 3, 4]), &out), pair.now);
+        assert_failing(&mut pair.server, CloseCode::TOO_BIG);
+        assert!(pair.server.message.is_none(), "the partial message is dropped");
+    }
+}

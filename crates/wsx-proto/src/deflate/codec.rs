@@ -98,6 +98,15 @@ impl Deflate {
         self.encoder.compress(input, fin, out);
     }
 
+    /// Forget the compressor's history, so that the next message refers to nothing sent
+    /// before. Always allowed: the peer's decompressor keeps its window but is simply never
+    /// referred to it again. Used when a message is sent uncompressed after all.
+    pub(crate) fn reset_compressor(&mut self) {
+        if let Some(state) = self.encoder.state.as_mut() {
+            state.reset();
+        }
+    }
+
     /// Inflate one frame's payload of a received message and append it to `out`. `fin` ends
     /// the message (the 00 00 ff ff trailer is appended internally, §7.2.2). Fails with
     /// `TooBig` as soon as `out` would grow past `limit` bytes in total.

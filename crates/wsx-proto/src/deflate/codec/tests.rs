@@ -198,7 +198,8 @@ fn threshold() {
 }
 
 /// Send `messages` from `from` to `to` in `pieces`-byte fragments (0: one frame), check what
-/// arrives, and check each payload with the reference decoder against the agreed window.
+/// arrives, and (unfragmented) check each payload with the reference decoder against the
+/// agreed window.
 /// `from`'s compressor must not have been used before.
 fn exchange(
     from: &mut Deflate,
@@ -228,6 +229,10 @@ fn exchange(
                 .unwrap();
         }
         assert_eq!(&received[..], &message[..]);
+        if pieces != 0 {
+            // Fragmenting changes nothing the reference checks; spare the slow decoder.
+            continue;
+        }
         if reset {
             reference.history.clear();
         }
