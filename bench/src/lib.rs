@@ -14,10 +14,7 @@ pub fn arg(name: &str) -> Option<String> {
         if a == flag {
             return args.next();
         }
-        if let Some(v) = a
-            .strip_prefix(&flag)
-            .and_then(|rest| rest.strip_prefix('='))
-        {
+        if let Some(v) = a.strip_prefix(&flag).and_then(|rest| rest.strip_prefix('=')) {
             return Some(v.to_owned());
         }
     }

@@ -22,9 +22,7 @@ async fn main() -> std::io::Result<()> {
         tcp.set_nodelay(true)?;
         tokio::spawn(async move {
             let io = hyper_util::rt::TokioIo::new(tcp);
-            let conn = http1::Builder::new()
-                .serve_connection(io, service_fn(server_upgrade))
-                .with_upgrades();
+            let conn = http1::Builder::new().serve_connection(io, service_fn(server_upgrade)).with_upgrades();
             if let Err(e) = conn.await {
                 eprintln!("echo-fastws: http error: {e:?}");
             }
@@ -32,9 +30,7 @@ async fn main() -> std::io::Result<()> {
     }
 }
 
-async fn server_upgrade(
-    mut req: Request<Incoming>,
-) -> Result<Response<Empty<Bytes>>, WebSocketError> {
+async fn server_upgrade(mut req: Request<Incoming>) -> Result<Response<Empty<Bytes>>, WebSocketError> {
     let (response, fut) = upgrade::upgrade(&mut req)?;
     tokio::spawn(async move {
         if let Err(e) = tokio::task::unconstrained(handle_client(fut)).await {

@@ -75,11 +75,7 @@ impl Frames {
         let mut request = header(0x82, size, true);
         request.extend_from_slice(&MASK);
         request.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
-        Self {
-            request,
-            echo_header: header(0x82, size, false),
-            payload,
-        }
+        Self { request, echo_header: header(0x82, size, false), payload }
     }
 
     fn echo_len(&self) -> usize {
@@ -122,10 +118,7 @@ struct Conn {
 
 fn main() {
     let opts = Options {
-        addr: SocketAddr::new(
-            arg_or("host", std::net::IpAddr::from([127, 0, 0, 1])),
-            arg_or("port", 9001u16),
-        ),
+        addr: SocketAddr::new(arg_or("host", std::net::IpAddr::from([127, 0, 0, 1])), arg_or("port", 9001u16)),
         connections: arg_or("connections", 100usize),
         size: arg_or("size", 20usize),
         warmup: Duration::from_secs_f64(arg_or("warmup", 1.0f64)),
@@ -154,8 +147,7 @@ fn run(opts: &Options) -> io::Result<()> {
     let start = Instant::now();
     let window_start_at = start + opts.warmup;
     let window_end_at = window_start_at + opts.duration;
-    let mut hist =
-        Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds");
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds");
     let mut in_window = false;
     let mut messages: u64 = 0;
     let mut errors: u64 = 0;
@@ -260,14 +252,11 @@ fn connect(addr: SocketAddr, frames: &Frames) -> io::Result<Conn> {
     let head = String::from_utf8_lossy(&buf[..head_end]);
     let accepted = head.starts_with("HTTP/1.1 101")
         && head.lines().any(|l| {
-            l.split_once(':').is_some_and(|(k, v)| {
-                k.trim().eq_ignore_ascii_case("sec-websocket-accept") && v.trim() == ACCEPT
-            })
+            l.split_once(':')
+                .is_some_and(|(k, v)| k.trim().eq_ignore_ascii_case("sec-websocket-accept") && v.trim() == ACCEPT)
         });
     if !accepted || head_end != buf.len() {
-        return Err(io::Error::other(format!(
-            "unexpected handshake response: {head:?}"
-        )));
+        return Err(io::Error::other(format!("unexpected handshake response: {head:?}")));
     }
     tcp.set_read_timeout(None)?;
     Ok(Conn {
@@ -322,10 +311,7 @@ fn read_echo(c: &mut Conn, frames: &Frames) -> io::Result<bool> {
     while c.rlen < want {
         match c.tcp.read(&mut c.rbuf[c.rlen..]) {
             Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "server closed the connection",
-                ));
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "server closed the connection"));
             }
             Ok(n) => c.rlen += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -338,10 +324,7 @@ fn read_echo(c: &mut Conn, frames: &Frames) -> io::Result<bool> {
     }
     let h = frames.echo_header.len();
     if c.rbuf[..h] != frames.echo_header[..] {
-        return Err(io::Error::other(format!(
-            "unexpected echo header {:02x?}",
-            &c.rbuf[..h]
-        )));
+        return Err(io::Error::other(format!("unexpected echo header {:02x?}", &c.rbuf[..h])));
     }
     if c.echoes % VERIFY_EVERY == 0 && c.rbuf[h..] != frames.payload[..] {
         return Err(io::Error::other("echoed payload differs"));
@@ -365,16 +348,7 @@ fn fail(c: &mut Conn, epoll: &Epoll, errors: &mut u64, e: io::Error) {
 fn close_all(conns: &mut [Conn], epoll: &Epoll) {
     let deadline = Instant::now() + CLOSE_BUDGET;
     let code = 1000u16.to_be_bytes();
-    let close = [
-        0x88,
-        0x82,
-        MASK[0],
-        MASK[1],
-        MASK[2],
-        MASK[3],
-        code[0] ^ MASK[0],
-        code[1] ^ MASK[1],
-    ];
+    let close = [0x88, 0x82, MASK[0], MASK[1], MASK[2], MASK[3], code[0] ^ MASK[0], code[1] ^ MASK[1]];
     for c in conns.iter_mut().filter(|c| c.alive) {
         let _ = epoll.delete(c.tcp.as_raw_fd());
         let _ = c.tcp.set_nonblocking(false);
@@ -405,11 +379,7 @@ struct Snapshot {
 
 impl Snapshot {
     fn take(at: Instant, server_pid: Option<u32>) -> Self {
-        Self {
-            at: Some(at),
-            self_cpu: self_cpu(),
-            server_cpu: server_pid.and_then(process_cpu),
-        }
+        Self { at: Some(at), self_cpu: self_cpu(), server_cpu: server_pid.and_then(process_cpu) }
     }
 }
 
@@ -436,20 +406,9 @@ fn process_cpu(pid: u32) -> Option<Duration> {
     Some(Duration::from_nanos(ticks * 1_000_000_000 / hz.max(1)))
 }
 
-fn report(
-    opts: &Options,
-    hist: &Histogram<u64>,
-    messages: u64,
-    errors: u64,
-    start: &Snapshot,
-    end: &Snapshot,
-) {
+fn report(opts: &Options, hist: &Histogram<u64>, messages: u64, errors: u64, start: &Snapshot, end: &Snapshot) {
     // Invariant: both snapshots are taken with a time.
-    let secs = end
-        .at
-        .expect("time")
-        .duration_since(start.at.expect("time"))
-        .as_secs_f64();
+    let secs = end.at.expect("time").duration_since(start.at.expect("time")).as_secs_f64();
     let rate = messages as f64 / secs;
     let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     let self_cpu = (end.self_cpu - start.self_cpu).as_secs_f64();
@@ -480,9 +439,7 @@ fn report(
         self_cpu,
         self_cpu / secs,
         opt(server_cpu),
-        opt(server_cpu
-            .filter(|_| messages > 0)
-            .map(|s| s * 1e6 / messages as f64)),
+        opt(server_cpu.filter(|_| messages > 0).map(|s| s * 1e6 / messages as f64)),
     );
 }
 
@@ -495,11 +452,7 @@ impl Epoll {
     fn new() -> io::Result<Self> {
         // SAFETY: epoll_create1 has no memory preconditions.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(Self { fd })
-        }
+        if fd < 0 { Err(io::Error::last_os_error()) } else { Ok(Self { fd }) }
     }
 
     fn ctl(&self, op: i32, fd: i32, token: u64, out: bool) -> io::Result<()> {
@@ -507,10 +460,7 @@ impl Epoll {
         if out {
             flags |= libc::EPOLLOUT;
         }
-        let mut ev = libc::epoll_event {
-            events: flags as u32,
-            u64: token,
-        };
+        let mut ev = libc::epoll_event { events: flags as u32, u64: token };
         // SAFETY: `ev` is a valid event for the call's duration; the kernel validates the fds.
         if unsafe { libc::epoll_ctl(self.fd, op, fd, &mut ev) } < 0 {
             return Err(io::Error::last_os_error());
@@ -537,11 +487,7 @@ impl Epoll {
         let n = unsafe { libc::epoll_wait(self.fd, events.as_mut_ptr(), max, timeout_ms) };
         if n < 0 {
             let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(0)
-            } else {
-                Err(e)
-            };
+            return if e.kind() == io::ErrorKind::Interrupted { Ok(0) } else { Err(e) };
         }
         Ok(n as usize)
     }

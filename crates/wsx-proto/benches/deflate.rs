@@ -52,9 +52,7 @@ impl Codec for ZlibRs {
             let before = self.compress.total_in();
             let spare = out.capacity() - out.len();
             let len = out.len();
-            self.compress
-                .compress_vec(rest, out, FlushCompress::Sync)
-                .unwrap();
+            self.compress.compress_vec(rest, out, FlushCompress::Sync).unwrap();
             rest = &rest[(self.compress.total_in() - before) as usize..];
             if rest.is_empty() && out.len() - len < spare {
                 break;
@@ -75,9 +73,7 @@ impl Codec for ZlibRs {
                 let before = self.decompress.total_in();
                 let spare = out.capacity() - out.len();
                 let len = out.len();
-                self.decompress
-                    .decompress_vec(input, out, FlushDecompress::None)
-                    .unwrap();
+                self.decompress.decompress_vec(input, out, FlushDecompress::None).unwrap();
                 input = &input[(self.decompress.total_in() - before) as usize..];
                 if input.is_empty() && out.len() - len < spare {
                     break;
@@ -95,9 +91,7 @@ struct Miniz {
 impl Miniz {
     fn new() -> Self {
         Self {
-            compress: Box::new(CompressorOxide::new(create_comp_flags_from_zip_params(
-                1, -15, 0,
-            ))),
+            compress: Box::new(CompressorOxide::new(create_comp_flags_from_zip_params(1, -15, 0))),
             decompress: InflateState::new_boxed(DataFormat::Raw),
         }
     }
@@ -111,12 +105,8 @@ impl Codec for Miniz {
             out.reserve(rest.len() / 2 + 64);
             let len = out.len();
             out.resize(out.capacity(), 0);
-            let result = miniz_oxide::deflate::stream::deflate(
-                &mut self.compress,
-                rest,
-                &mut out[len..],
-                MZFlush::Sync,
-            );
+            let result =
+                miniz_oxide::deflate::stream::deflate(&mut self.compress, rest, &mut out[len..], MZFlush::Sync);
             result.status.unwrap();
             let full = result.bytes_written == out.len() - len;
             out.truncate(len + result.bytes_written);
@@ -139,12 +129,8 @@ impl Codec for Miniz {
                 out.reserve(4096);
                 let len = out.len();
                 out.resize(out.capacity(), 0);
-                let result = miniz_oxide::inflate::stream::inflate(
-                    &mut self.decompress,
-                    input,
-                    &mut out[len..],
-                    MZFlush::None,
-                );
+                let result =
+                    miniz_oxide::inflate::stream::inflate(&mut self.decompress, input, &mut out[len..], MZFlush::None);
                 let full = result.bytes_written == out.len() - len;
                 out.truncate(len + result.bytes_written);
                 input = &input[result.bytes_consumed..];
@@ -168,10 +154,8 @@ fn messages(size: usize) -> Vec<Vec<u8>> {
         x ^= x << 5;
         x
     };
-    const WORDS: [&str; 12] = [
-        "alpha", "bravo", "charlie", "delta", "echo", "ping", "order", "trade", "quote", "user",
-        "room", "status",
-    ];
+    const WORDS: [&str; 12] =
+        ["alpha", "bravo", "charlie", "delta", "echo", "ping", "order", "trade", "quote", "user", "room", "status"];
     (0..MESSAGES)
         .map(|_| {
             let mut out = String::from("[");
@@ -212,10 +196,7 @@ fn bench_backend<C: Codec>(c: &mut Criterion, name: &str, new: impl Fn() -> C) {
             })
             .collect();
         let ratio = payloads.iter().map(Vec::len).sum::<usize>() as f64 / (size * MESSAGES) as f64;
-        eprintln!(
-            "{name} {label}: compressed to {:.1}% of the input",
-            ratio * 100.0
-        );
+        eprintln!("{name} {label}: compressed to {:.1}% of the input", ratio * 100.0);
 
         let mut group = c.benchmark_group(format!("deflate/compress/{label}"));
         group.throughput(Throughput::Bytes(size as u64));

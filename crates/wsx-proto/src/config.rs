@@ -199,6 +199,16 @@ impl Config {
         self.write_high_water
     }
 
+    /// The opening handshake's time limit.
+    pub fn handshake_time_limit(&self) -> Duration {
+        self.handshake_timeout
+    }
+
+    /// The closing handshake's time limit.
+    pub fn close_time_limit(&self) -> Duration {
+        self.close_timeout
+    }
+
     /// The configured read-buffer size, in bytes.
     pub fn read_buffer_len(&self) -> usize {
         self.read_buffer_size

@@ -99,9 +99,7 @@ impl ProtocolError {
         match self {
             Self::Handshake(_) | Self::CloseTimeout | Self::UnexpectedEof => CloseCode::ABNORMAL,
             Self::InvalidUtf8 | Self::InvalidCompressedData(_) => CloseCode::INVALID_DATA,
-            Self::FrameTooBig { .. }
-            | Self::MessageTooBig { .. }
-            | Self::TooManyFragments { .. } => CloseCode::TOO_BIG,
+            Self::FrameTooBig { .. } | Self::MessageTooBig { .. } | Self::TooManyFragments { .. } => CloseCode::TOO_BIG,
             Self::PongTimeout => CloseCode::INTERNAL,
             Self::IdleTimeout => CloseCode::AWAY,
             _ => CloseCode::PROTOCOL,
@@ -112,10 +110,7 @@ impl ProtocolError {
     pub fn is_timeout(&self) -> bool {
         matches!(
             self,
-            Self::Handshake(HandshakeError::Timeout)
-                | Self::PongTimeout
-                | Self::IdleTimeout
-                | Self::CloseTimeout
+            Self::Handshake(HandshakeError::Timeout) | Self::PongTimeout | Self::IdleTimeout | Self::CloseTimeout
         )
     }
 }

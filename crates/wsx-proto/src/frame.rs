@@ -336,8 +336,7 @@ mod tests {
         let (h, n) = decode(&[0x82, 0x7E, 0x01, 0x00]).unwrap().unwrap();
         assert_eq!((h.opcode, h.payload_len, n), (OpCode::Binary, 256, 4));
         // 64KiB binary message in a single unmasked frame.
-        let (h, n) =
-            decode(&[0x82, 0x7F, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00]).unwrap().unwrap();
+        let (h, n) = decode(&[0x82, 0x7F, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00]).unwrap().unwrap();
         assert_eq!((h.payload_len, n), (65536, 10));
     }
 

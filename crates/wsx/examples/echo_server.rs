@@ -11,17 +11,9 @@ use wsx::{Config, DeflateConfig, Message, Server};
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> wsx::Result<()> {
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".to_owned());
-    let port = std::env::var("PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(9001u16);
-    let config = Config::default()
-        .deflate(Some(DeflateConfig::default()))
-        .max_message_size(64 << 20);
-    let server = Server::builder()
-        .config(config)
-        .bind((host.as_str(), port))
-        .await?;
+    let port = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(9001u16);
+    let config = Config::default().deflate(Some(DeflateConfig::default())).max_message_size(64 << 20);
+    let server = Server::builder().config(config).bind((host.as_str(), port)).await?;
     println!("Echoing on ws://{}", server.local_addr()?);
 
     let handler = |mut ws: wsx::WebSocket<_>, _info| async move {

@@ -10,10 +10,7 @@ use wsx::{Message, Server};
 
 #[tokio::main]
 async fn main() -> wsx::Result<()> {
-    let port = std::env::var("PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(8080u16);
+    let port = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8080u16);
     let server = Server::bind(("0.0.0.0", port)).await?;
     println!("Listening on ws://{}", server.local_addr()?);
 

@@ -117,10 +117,7 @@ impl Server<Plain> {
 
     /// Settings for a server: config, connection cap, handshake callback, shutdown timeout.
     pub fn builder() -> Builder<Plain> {
-        Builder {
-            transport: Plain,
-            options: Options::default(),
-        }
+        Builder { transport: Plain, options: Options::default() }
     }
 }
 
@@ -133,9 +130,7 @@ impl<T: Transport> Server<T> {
     /// A handle that shuts the server down gracefully from elsewhere, like the signal given
     /// to [`serve_with_shutdown`](Self::serve_with_shutdown).
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle {
-            stop: self.stop.clone(),
-        }
+        ShutdownHandle { stop: self.stop.clone() }
     }
 
     /// Accept connections and run `handler` on each until a [`ShutdownHandle`] fires, then
@@ -149,8 +144,7 @@ impl<T: Transport> Server<T> {
         H: Fn(WebSocket<T::Stream>, ConnectionInfo) -> F + Send + Sync + 'static,
         F: Future<Output = Result<()>> + Send + 'static,
     {
-        self.serve_with_shutdown(handler, std::future::pending::<()>())
-            .await
+        self.serve_with_shutdown(handler, std::future::pending::<()>()).await
     }
 
     /// Like [`serve`](Self::serve), and also shut down when `signal` completes (for example
@@ -168,15 +162,11 @@ impl<T: Transport> Server<T> {
         F: Future<Output = Result<()>> + Send + 'static,
         S: Future,
     {
-        let Self {
-            listener,
-            transport,
-            options,
-            stop,
-        } = self;
+        let Self { listener, transport, options, stop } = self;
         let shutdown_timeout = options.shutdown_timeout;
-        let handshake_timeout = handshake_timeout(&options.config);
+        let handshake_timeout = configured_handshake_timeout(&options.config);
         let refuse_timeout = REFUSE_TIMEOUT.min(handshake_timeout);
+        let max_connections = options.max_connections.min(Semaphore::MAX_PERMITS);
         let shared = Arc::new(Shared {
             transport,
             handler,
@@ -184,13 +174,10 @@ impl<T: Transport> Server<T> {
             refuse_config: options.config.clone().handshake_timeout(refuse_timeout),
             refuse_timeout,
             options,
-            limit: Arc::new(Semaphore::new(0)),
+            limit: Arc::new(Semaphore::new(max_connections)),
             refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
             away: Shutdown::default(),
         });
-        shared
-            .limit
-            .add_permits(shared.options.max_connections.min(Semaphore::MAX_PERMITS));
         let mut tasks = JoinSet::new();
         let mut backoff = BACKOFF_START;
         let signal = std::pin::pin!(signal);
@@ -229,10 +216,7 @@ impl<T: Transport> Server<T> {
 
         drop(listener);
         if !tasks.is_empty() {
-            info!(
-                connections = tasks.len(),
-                "shutting down: closing connections with 1001"
-            );
+            info!(connections = tasks.len(), "shutting down: closing connections with 1001");
         }
         shared.away.fire();
         let drain = async {
@@ -241,10 +225,7 @@ impl<T: Transport> Server<T> {
             }
         };
         if tokio::time::timeout(shutdown_timeout, drain).await.is_err() {
-            warn!(
-                connections = tasks.len(),
-                "shutdown timeout passed: aborting connections"
-            );
+            warn!(connections = tasks.len(), "shutdown timeout passed: aborting connections");
             tasks.shutdown().await;
         }
         Ok(())
@@ -295,10 +276,7 @@ impl<T: Transport> Builder<T> {
     /// Malformed requests are answered (400, 426, …) without calling it.
     pub fn on_request<D>(mut self, decide: D) -> Self
     where
-        D: Fn(&Request) -> std::result::Result<Accept, http::Response<Bytes>>
-            + Send
-            + Sync
-            + 'static,
+        D: Fn(&Request) -> std::result::Result<Accept, http::Response<Bytes>> + Send + Sync + 'static,
     {
         self.options.on_request = Some(Arc::new(decide));
         self
@@ -323,12 +301,7 @@ impl<T: Transport> Builder<T> {
     /// An invalid config is not reported here: every handshake then fails and is logged.
     /// [`bind`](Self::bind) checks it up front.
     pub fn from_listener(self, listener: TcpListener) -> Server<T> {
-        Server {
-            listener,
-            transport: self.transport,
-            options: self.options,
-            stop: CancellationToken::new(),
-        }
+        Server { listener, transport: self.transport, options: self.options, stop: CancellationToken::new() }
     }
 }
 
@@ -348,10 +321,7 @@ impl Builder<Plain> {
     /// Serve `wss://`: run the TLS handshake on every connection, within the handshake
     /// timeout. The handler then gets a `WebSocket<tls::TlsStream<TcpStream>>`.
     pub fn tls(self, tls: crate::tls::ServerTls) -> Builder<crate::tls::ServerTls> {
-        Builder {
-            transport: tls,
-            options: self.options,
-        }
+        Builder { transport: tls, options: self.options }
     }
 }
 
@@ -479,12 +449,8 @@ struct Shared<T, H> {
 }
 
 /// Hand a fresh TCP connection to a task: a connection if under the cap, a 503 if over.
-fn dispatch<T, H, F>(
-    shared: &Arc<Shared<T, H>>,
-    tasks: &mut JoinSet<()>,
-    tcp: TcpStream,
-    peer: SocketAddr,
-) where
+fn dispatch<T, H, F>(shared: &Arc<Shared<T, H>>, tasks: &mut JoinSet<()>, tcp: TcpStream, peer: SocketAddr)
+where
     T: Transport,
     H: Fn(WebSocket<T::Stream>, ConnectionInfo) -> F + Send + Sync + 'static,
     F: Future<Output = Result<()>> + Send + 'static,
@@ -503,6 +469,8 @@ fn dispatch<T, H, F>(
 }
 
 /// One connection: the handshake, then the handler.
+// The handshake callback's `Err` is the whole HTTP response, as `accept_with` takes it.
+#[allow(clippy::result_large_err)]
 async fn run_connection<T, H, F>(
     shared: Arc<Shared<T, H>>,
     tcp: TcpStream,
@@ -548,23 +516,17 @@ async fn run_connection<T, H, F>(
         }
     };
     ws.set_away(shared.away.watch());
-    let info = ConnectionInfo {
-        peer_addr: peer,
-        local_addr,
-        request,
-    };
+    let info = ConnectionInfo { peer_addr: peer, local_addr, request };
     if let Err(e) = (shared.handler)(ws, info).await {
         log_handler_error(peer, &e);
     }
 }
 
 /// A client over the connection cap: read its request and answer 503 with `Retry-After`.
-async fn refuse<T, H>(
-    shared: Arc<Shared<T, H>>,
-    tcp: TcpStream,
-    peer: SocketAddr,
-    permit: OwnedSemaphorePermit,
-) where
+// The handshake callback's `Err` is the whole HTTP response, as `accept_with` takes it.
+#[allow(clippy::result_large_err)]
+async fn refuse<T, H>(shared: Arc<Shared<T, H>>, tcp: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit)
+where
     T: Transport,
 {
     let _permit = permit;
@@ -587,14 +549,12 @@ async fn refuse<T, H>(
 /// The config's handshake timeout, read back from the deadline of a fresh server connection
 /// (`Config` has no getter for it). `None` (an invalid config) means the default 10 s; every
 /// handshake then fails anyway.
-fn handshake_timeout(config: &Config) -> Duration {
+fn configured_handshake_timeout(config: &Config) -> Duration {
     let start = std::time::Instant::now();
     wsx_proto::Connection::server(config, start)
         .ok()
         .and_then(|conn| conn.deadline())
-        .map_or(Duration::from_secs(10), |deadline| {
-            deadline.saturating_duration_since(start)
-        })
+        .map_or(Duration::from_secs(10), |deadline| deadline.saturating_duration_since(start))
 }
 
 /// `503 Service Unavailable` with `Retry-After`.
@@ -602,22 +562,14 @@ fn service_unavailable() -> http::Response<Bytes> {
     let mut response = http::Response::new(Bytes::from_static(b"too many connections\n"));
     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     let headers = response.headers_mut();
-    headers.insert(
-        header::RETRY_AFTER,
-        HeaderValue::from_static(RETRY_AFTER_SECS),
-    );
+    headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     response
 }
 
 /// Accept errors about one connection (it went away before we took it): no need to back off.
 fn is_per_connection(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-    )
+    matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted)
 }
 
 /// Log what a handler returned: peer faults are routine, anything else is worth a warning.
@@ -659,12 +611,7 @@ impl Shutdown {
     }
 
     fn watch(&self) -> Away {
-        Away {
-            fired: self.fired.clone(),
-            token: self.token.clone(),
-            wait: None,
-            waker: None,
-        }
+        Away { fired: self.fired.clone(), token: self.token.clone(), wait: None, waker: None }
     }
 }
 
@@ -684,6 +631,13 @@ impl Away {
         self.fired.load(Ordering::Acquire)
     }
 
+    /// Wake the task that last polled for the signal, if any.
+    pub(crate) fn wake(self) {
+        if let Some(waker) = self.waker {
+            waker.wake();
+        }
+    }
+
     /// Whether the server is shutting down; if not, `cx` is woken when it does.
     ///
     /// Costs one atomic load when called again from the same task: the wait future is only
@@ -697,9 +651,7 @@ impl Away {
         }
         self.waker = Some(cx.waker().clone());
         let token = &self.token;
-        let wait = self
-            .wait
-            .get_or_insert_with(|| Box::pin(token.clone().cancelled_owned()));
+        let wait = self.wait.get_or_insert_with(|| Box::pin(token.clone().cancelled_owned()));
         matches!(wait.as_mut().poll(cx), Poll::Ready(()))
     }
 }

@@ -70,7 +70,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             None => away.is_fired(),
         };
         if fired {
-            self.away = None;
+            // Wake the task registered for the signal (the reader, when split) to write the close.
+            if let Some(away) = self.away.take() {
+                away.wake();
+            }
             if !self.done && self.conn.is_open() {
                 // Cannot fail: the connection is open and 1001 is a sendable code.
                 let _ = self.conn.close(CloseCode::AWAY, "server shutting down", now());
@@ -277,7 +280,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        match ready!(self.poll_write_out(cx)) {
+        let Poll::Ready(result) = self.poll_write_out(cx) else {
+            // The socket keeps one write waker; when split, the reader may take it over by
+            // writing a pong. Whoever writes next wakes this task (see `poll_write_out`).
+            self.writer_waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        };
+        match result {
             Ok(()) => Poll::Ready(Ok(())),
             Err(_) if self.done => Poll::Ready(Ok(())),
             Err(e) => Poll::Ready(Err(self.fail_io(e))),

@@ -117,7 +117,11 @@ async fn tungstenite_scenario<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSock
         (
             "fragmented",
             (
-                vec![frame("frag", Data::Text, false), frame("ment", Data::Continue, false), frame("ed ✓", Data::Continue, true)],
+                vec![
+                    frame("frag", Data::Text, false),
+                    frame("ment", Data::Continue, false),
+                    frame("ed ✓", Data::Continue, true),
+                ],
                 Message::text("fragmented ✓"),
             ),
         ),
@@ -167,7 +171,7 @@ async fn tungstenite_scenario<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSock
 /// (a) The tungstenite client scenario against our echo server.
 async fn tungstenite_client_to_wsx(server_deflate: bool, tls: bool) {
     let cert = tls.then(TestCert::generate);
-    let server = EchoServer::start(server_config(server_deflate), cert.as_ref().map(|c| c.server_config())).await;
+    let server = EchoServer::start(server_config(server_deflate), cert.as_ref()).await;
     let url = server.url(tls);
     let results = match &cert {
         None => {
@@ -216,13 +220,17 @@ fn raw_close(body: Vec<u8>) -> Message {
 async fn close_case(body: Vec<u8>, expected: u16) -> Result<(), String> {
     let server = EchoServer::start(server_config(false), None).await;
     let tcp = common::tcp(server.port()).await;
-    let (mut ws, _) = tokio_tungstenite::client_async(server.url(false), tcp).await.map_err(|e| format!("handshake: {e}"))?;
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(server.url(false), tcp).await.map_err(|e| format!("handshake: {e}"))?;
     ws.send(raw_close(body)).await.map_err(|e| format!("send the raw close: {e}"))?;
     let answer = match ws.next().await {
         Some(Ok(Message::Close(frame))) => frame,
         other => return Err(format!("expected our server's close frame, got {other:?}")),
     };
     let code = answer.as_ref().map_or(1005, |f| u16::from(f.code));
+    // Drive tungstenite on so that it writes its answer and sees the TCP close.
+    // tokio-tungstenite ends its stream at the close frame: drop it to close TCP.
+    drop(ws);
     let logs = server.settle().await;
     let sent = logs.first().and_then(|l| l.close_reason.as_ref()).and_then(|r| r.sent.clone());
     if code != expected || sent.as_ref().map(|f| f.code.0) != Some(expected) {

@@ -15,19 +15,14 @@ use tokio::{
     task::JoinHandle,
 };
 use tokio_tungstenite::tungstenite::{self, http};
-use wsx::{
-    Accept, CloseCode, Config, ConnectionInfo, Message, Server, ShutdownHandle, WebSocket,
-    server::Builder,
-};
+use wsx::{Accept, CloseCode, Config, ConnectionInfo, Message, Server, ShutdownHandle, WebSocket, server::Builder};
 
 /// Every test gives up after this long.
 const TEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Run `test` under [`TEST_TIMEOUT`].
 async fn bounded<F: Future>(test: F) -> F::Output {
-    tokio::time::timeout(TEST_TIMEOUT, test)
-        .await
-        .expect("test timed out")
+    tokio::time::timeout(TEST_TIMEOUT, test).await.expect("test timed out")
 }
 
 /// A running server: its address, its shutdown handle and the task running `serve`.
@@ -41,10 +36,7 @@ impl Running {
     /// Shut down and wait for `serve` to return.
     async fn stop(self) {
         self.handle.shutdown();
-        self.task
-            .await
-            .expect("serve panicked")
-            .expect("serve failed");
+        self.task.await.expect("serve panicked").expect("serve failed");
     }
 }
 
@@ -89,27 +81,18 @@ async fn greets_and_echoes() {
     bounded(async {
         let server = start(Server::builder(), |mut ws, info| async move {
             ws.send("ho!").await?;
-            ws.send(format!("{}?{}", info.path(), info.query().unwrap_or("")))
-                .await?;
+            ws.send(format!("{}?{}", info.path(), info.query().unwrap_or(""))).await?;
             echo(ws).await
         })
         .await;
 
-        let (mut ws, _) = connect(server.addr, request(server.addr, "/chat?room=1"))
-            .await
-            .expect("connect");
+        let (mut ws, _) = connect(server.addr, request(server.addr, "/chat?room=1")).await.expect("connect");
         assert_eq!(ws.recv().await.expect("recv"), Some(Message::text("ho!")));
-        assert_eq!(
-            ws.recv().await.expect("recv"),
-            Some(Message::text("/chat?room=1"))
-        );
+        assert_eq!(ws.recv().await.expect("recv"), Some(Message::text("/chat?room=1")));
         ws.send("hello").await.expect("send");
         assert_eq!(ws.recv().await.expect("recv"), Some(Message::text("hello")));
         ws.send(Message::binary(vec![1, 2, 3])).await.expect("send");
-        assert_eq!(
-            ws.recv().await.expect("recv"),
-            Some(Message::binary(vec![1, 2, 3]))
-        );
+        assert_eq!(ws.recv().await.expect("recv"), Some(Message::binary(vec![1, 2, 3])));
         ws.close(CloseCode::NORMAL, "bye").await.expect("close");
 
         server.stop().await;
@@ -122,12 +105,8 @@ async fn answers_503_over_the_connection_cap() {
     bounded(async {
         let server = start(Server::builder().max_connections(2), |ws, _| echo(ws)).await;
 
-        let (mut first, _) = connect(server.addr, request(server.addr, "/"))
-            .await
-            .expect("first");
-        let (mut second, _) = connect(server.addr, request(server.addr, "/"))
-            .await
-            .expect("second");
+        let (mut first, _) = connect(server.addr, request(server.addr, "/")).await.expect("first");
+        let (mut second, _) = connect(server.addr, request(server.addr, "/")).await.expect("second");
 
         // The third is refused with 503 and Retry-After, and never reaches the handler.
         let tcp = TcpStream::connect(server.addr).await.expect("tcp");
@@ -138,20 +117,12 @@ async fn answers_503_over_the_connection_cap() {
             }
             other => panic!("expected 503, got {:?}", other.map(|(_, r)| r.status())),
         }
-        let refused = connect(server.addr, request(server.addr, "/"))
-            .await
-            .expect_err("over the cap");
-        assert_eq!(
-            refused.http_status(),
-            Some(http::StatusCode::SERVICE_UNAVAILABLE)
-        );
+        let refused = connect(server.addr, request(server.addr, "/")).await.expect_err("over the cap");
+        assert_eq!(refused.http_status(), Some(http::StatusCode::SERVICE_UNAVAILABLE));
 
         // The two open ones still work.
         second.send("still here").await.expect("send");
-        assert_eq!(
-            second.recv().await.expect("recv"),
-            Some(Message::text("still here"))
-        );
+        assert_eq!(second.recv().await.expect("recv"), Some(Message::text("still here")));
 
         // Once one closes (and its handler ends), a new client gets in.
         first.close(CloseCode::NORMAL, "").await.expect("close");
@@ -178,24 +149,13 @@ async fn answers_503_over_the_connection_cap() {
 async fn shutdown_closes_with_1001_and_cuts_off_after_the_timeout() {
     bounded(async {
         let shutdown_timeout = Duration::from_millis(500);
-        let server = start(
-            Server::builder().shutdown_timeout(shutdown_timeout),
-            |ws, _| echo(ws),
-        )
-        .await;
+        let server = start(Server::builder().shutdown_timeout(shutdown_timeout), |ws, _| echo(ws)).await;
 
         // A client that answers the close, and one that never reads.
-        let (mut polite, _) = connect(server.addr, request(server.addr, "/"))
-            .await
-            .expect("connect");
-        let (mut deaf, _) = connect(server.addr, request(server.addr, "/"))
-            .await
-            .expect("connect");
+        let (mut polite, _) = connect(server.addr, request(server.addr, "/")).await.expect("connect");
+        let (mut deaf, _) = connect(server.addr, request(server.addr, "/")).await.expect("connect");
         polite.send("ping").await.expect("send");
-        assert_eq!(
-            polite.recv().await.expect("recv"),
-            Some(Message::text("ping"))
-        );
+        assert_eq!(polite.recv().await.expect("recv"), Some(Message::text("ping")));
         let polite = tokio::spawn(async move {
             let mut close = None;
             while let Some(message) = polite.recv().await.expect("clean close") {
@@ -211,22 +171,14 @@ async fn shutdown_closes_with_1001_and_cuts_off_after_the_timeout() {
         let took = started.elapsed();
 
         assert_eq!(polite.await.expect("polite client"), Some(CloseCode::AWAY));
-        assert!(
-            took >= shutdown_timeout,
-            "serve returned before the deaf client timed out: {took:?}"
-        );
-        assert!(
-            took < shutdown_timeout + Duration::from_secs(2),
-            "serve took {took:?}"
-        );
+        assert!(took >= shutdown_timeout, "serve returned before the deaf client timed out: {took:?}");
+        assert!(took < shutdown_timeout + Duration::from_secs(2), "serve took {took:?}");
 
         // The deaf client finds the close frame, then a socket the server has already dropped.
         let mut saw_away = false;
         loop {
             match deaf.recv().await {
-                Ok(Some(Message::Close(frame))) => {
-                    saw_away = frame.is_some_and(|f| f.code == CloseCode::AWAY)
-                }
+                Ok(Some(Message::Close(frame))) => saw_away = frame.is_some_and(|f| f.code == CloseCode::AWAY),
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => break,
             }
@@ -242,15 +194,13 @@ async fn stops_accepting_on_shutdown() {
         let server = start(Server::builder(), |ws, _| echo(ws)).await;
         let addr = server.addr;
         server.stop().await;
-        assert!(
-            TcpStream::connect(addr).await.is_err(),
-            "the listener was closed"
-        );
+        assert!(TcpStream::connect(addr).await.is_err(), "the listener was closed");
     })
     .await;
 }
 
 #[tokio::test]
+#[allow(clippy::result_large_err)]
 async fn on_request_rejects_a_bad_origin_and_chooses_a_subprotocol() {
     bounded(async {
         let builder = Server::builder().on_request(|req| {
@@ -267,8 +217,7 @@ async fn on_request_rejects_a_bad_origin_and_chooses_a_subprotocol() {
         });
         let server = start(builder, |mut ws, info| async move {
             let protocol = ws.protocol().unwrap_or("none").to_owned();
-            ws.send(format!("{protocol} from {}", info.origin().unwrap_or("?")))
-                .await?;
+            ws.send(format!("{protocol} from {}", info.origin().unwrap_or("?"))).await?;
             echo(ws).await
         })
         .await;
@@ -283,10 +232,7 @@ async fn on_request_rejects_a_bad_origin_and_chooses_a_subprotocol() {
         let (mut ws, response) = connect(server.addr, good).await.expect("good origin");
         assert_eq!(response.protocol(), Some("chat"));
         assert_eq!(ws.protocol(), Some("chat"));
-        assert_eq!(
-            ws.recv().await.expect("recv"),
-            Some(Message::text("chat from https://good.example"))
-        );
+        assert_eq!(ws.recv().await.expect("recv"), Some(Message::text("chat from https://good.example")));
         ws.close(CloseCode::NORMAL, "").await.expect("close");
 
         server.stop().await;
@@ -303,30 +249,17 @@ async fn drops_a_client_that_sends_half_a_request() {
 
         let mut tcp = TcpStream::connect(server.addr).await.expect("connect");
         let started = Instant::now();
-        tcp.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n")
-            .await
-            .expect("write");
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n").await.expect("write");
         let mut rest = Vec::new();
         // The server gives up: the connection ends (EOF, or a reset).
         let _ = tcp.read_to_end(&mut rest).await;
         let took = started.elapsed();
-        assert!(
-            took >= timeout - Duration::from_millis(20),
-            "dropped too early: {took:?}"
-        );
-        assert!(
-            took < timeout + Duration::from_secs(2),
-            "dropped too late: {took:?}"
-        );
-        assert!(
-            !rest.starts_with(b"HTTP/1.1 101"),
-            "no upgrade for half a request"
-        );
+        assert!(took >= timeout - Duration::from_millis(20), "dropped too early: {took:?}");
+        assert!(took < timeout + Duration::from_secs(2), "dropped too late: {took:?}");
+        assert!(!rest.starts_with(b"HTTP/1.1 101"), "no upgrade for half a request");
 
         // The server still serves others.
-        let (mut ws, _) = connect(server.addr, request(server.addr, "/"))
-            .await
-            .expect("connect");
+        let (mut ws, _) = connect(server.addr, request(server.addr, "/")).await.expect("connect");
         ws.send("after").await.expect("send");
         assert_eq!(ws.recv().await.expect("recv"), Some(Message::text("after")));
         ws.close(CloseCode::NORMAL, "").await.expect("close");
@@ -360,18 +293,15 @@ async fn split_reader_answers_pings_while_the_writer_idles() {
                 }
             }
             let _ = done_tx.send(());
-            let writer = writer_task
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))??;
+            let writer = writer_task.await.map_err(|e| std::io::Error::other(e.to_string()))??;
             assert!(reader.is_pair_of(&writer));
             result
         })
         .await;
 
         let tcp = TcpStream::connect(server.addr).await.expect("tcp");
-        let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{}/", server.addr), tcp)
-            .await
-            .expect("connect");
+        let (mut ws, _) =
+            tokio_tungstenite::client_async(format!("ws://{}/", server.addr), tcp).await.expect("connect");
         match ws.next().await {
             Some(Ok(tungstenite::Message::Text(text))) => {
                 assert_eq!(text.as_str(), "from the writer")
@@ -380,9 +310,7 @@ async fn split_reader_answers_pings_while_the_writer_idles() {
         }
         for round in 0..3u8 {
             let payload = Bytes::from(vec![round; 4]);
-            ws.send(tungstenite::Message::Ping(payload.clone()))
-                .await
-                .expect("ping");
+            ws.send(tungstenite::Message::Ping(payload.clone())).await.expect("ping");
             match ws.next().await {
                 Some(Ok(tungstenite::Message::Pong(pong))) => assert_eq!(pong, payload),
                 other => panic!("expected a pong, got {other:?}"),
@@ -401,16 +329,10 @@ async fn split_reader_answers_pings_while_the_writer_idles() {
 #[tokio::test]
 async fn serves_wss_with_tls() {
     bounded(async {
-        let certified =
-            rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("certificate");
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("certificate");
         let cert_pem = certified.cert.pem();
-        let tls = wsx::tls::ServerTls::from_pem(&cert_pem, certified.signing_key.serialize_pem())
-            .expect("tls");
-        let server = Server::builder()
-            .tls(tls)
-            .bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let tls = wsx::tls::ServerTls::from_pem(&cert_pem, certified.signing_key.serialize_pem()).expect("tls");
+        let server = Server::builder().tls(tls).bind("127.0.0.1:0").await.expect("bind");
         let addr = server.local_addr().expect("local_addr");
         let handle = server.shutdown_handle();
         let task = tokio::spawn(server.serve(|mut ws, _| async move {
@@ -431,10 +353,7 @@ async fn serves_wss_with_tls() {
         assert!(ws.get_ref().is_tls());
         assert_eq!(ws.recv().await.expect("recv"), Some(Message::text("ho!")));
         ws.send("secret").await.expect("send");
-        assert_eq!(
-            ws.recv().await.expect("recv"),
-            Some(Message::text("secret"))
-        );
+        assert_eq!(ws.recv().await.expect("recv"), Some(Message::text("secret")));
         ws.close(CloseCode::NORMAL, "").await.expect("close");
         drop(ws);
 

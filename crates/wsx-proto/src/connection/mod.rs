@@ -17,8 +17,8 @@ use bytes::{Bytes, BytesMut};
 use http::StatusCode;
 
 use crate::{
-    CloseCode, CloseFrame, Config, ConfigError, HandshakeError, MaskRng, OpCode, ProtocolError,
-    Request, Response, Role,
+    CloseCode, CloseFrame, Config, ConfigError, HandshakeError, MaskRng, OpCode, ProtocolError, Request, Response,
+    Role,
     deflate::{self, Deflate},
     frame::Header,
     handshake::client,
@@ -565,9 +565,8 @@ impl Connection {
 
     fn finish_refused(&mut self) {
         if let Some(r) = self.refused.take() {
-            self.error.get_or_insert(
-                HandshakeError::Refused { status: r.status, headers: r.headers, body: r.body }.into(),
-            );
+            self.error
+                .get_or_insert(HandshakeError::Refused { status: r.status, headers: r.headers, body: r.body }.into());
         }
     }
 }

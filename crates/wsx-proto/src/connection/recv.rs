@@ -115,8 +115,7 @@ impl Connection {
         let extensions = head.headers().clone();
         let result = client::check_response(head, &pending).and_then(|response| {
             let agreed = match &self.config.deflate {
-                Some(cfg) => deflate::client_accept(cfg, &extensions)
-                    .map_err(HandshakeError::InvalidResponse)?,
+                Some(cfg) => deflate::client_accept(cfg, &extensions).map_err(HandshakeError::InvalidResponse)?,
                 None if extensions.contains_key(http::header::SEC_WEBSOCKET_EXTENSIONS) => {
                     return Err(HandshakeError::InvalidResponse("server selected an extension that was not offered"));
                 }
@@ -217,13 +216,8 @@ impl Connection {
     fn check_header(&mut self, header: &Header) -> Result<bool, ProtocolError> {
         // §5.2: "MUST be 0 unless an extension is negotiated that defines meanings for
         // non-zero values." RFC 7692 §6: RSV1 only on the first frame of a data message.
-        let rsv_allowed = if self.deflate.is_some()
-            && matches!(header.opcode, OpCode::Text | OpCode::Binary)
-        {
-            RSV1
-        } else {
-            0
-        };
+        let rsv_allowed =
+            if self.deflate.is_some() && matches!(header.opcode, OpCode::Text | OpCode::Binary) { RSV1 } else { 0 };
         if header.rsv & !rsv_allowed != 0 {
             return Err(ProtocolError::ReservedBits(header.rsv));
         }
@@ -393,4 +387,3 @@ impl Connection {
         Ok(())
     }
 }
-

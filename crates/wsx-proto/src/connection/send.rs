@@ -6,13 +6,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{Connection, OutMessage, State};
 use crate::{
-    Accept, CloseCode, CloseFrame, Frame, HandshakeError, Message, SendError,
+    Accept, CloseCode, CloseFrame, Frame, HandshakeError, Message, Role, SendError,
     deflate::Deflate,
     frame::{Header, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, RSV1},
     handshake::server,
     mask::apply_mask,
     outgoing::COPY_THRESHOLD,
-    Role,
 };
 
 impl Connection {

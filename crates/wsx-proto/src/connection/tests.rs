@@ -446,7 +446,9 @@ mod closing {
 
     #[test]
     fn invalid_close_payloads_fail_with_1002() {
-        for payload in [&[0x03][..], &[0x03, 0xEC], &[0x03, 0xED], &[0x03, 0xEE], &[0x03, 0xF7], &[0x00, 0x00], &[0x13, 0x88]] {
+        for payload in
+            [&[0x03][..], &[0x03, 0xEC], &[0x03, 0xED], &[0x03, 0xEE], &[0x03, 0xF7], &[0x00, 0x00], &[0x13, 0x88]]
+        {
             let (mut server, now) = open_server(Config::default());
             server.receive(&cframe(true, 8, payload), now);
             assert_failing(&mut server, CloseCode::PROTOCOL);
@@ -663,7 +665,8 @@ mod timers {
 
     #[test]
     fn keepalive_ping_and_pong_timeout() {
-        let config = Config::default().ping_interval(Some(Duration::from_secs(10))).pong_timeout(Duration::from_secs(5));
+        let config =
+            Config::default().ping_interval(Some(Duration::from_secs(10))).pong_timeout(Duration::from_secs(5));
         let (mut server, now) = open_server(config);
         assert_eq!(server.deadline(), Some(now + Duration::from_secs(10)));
         server.handle_timeout(now + Duration::from_secs(10));
@@ -676,7 +679,8 @@ mod timers {
 
     #[test]
     fn answered_keepalive_keeps_the_connection() {
-        let config = Config::default().ping_interval(Some(Duration::from_secs(10))).pong_timeout(Duration::from_secs(5));
+        let config =
+            Config::default().ping_interval(Some(Duration::from_secs(10))).pong_timeout(Duration::from_secs(5));
         let mut pair = Pair::new(config.clone(), config);
         let mut t = pair.now;
         for _ in 0..5 {

@@ -51,14 +51,8 @@ impl Deflate {
     /// the sizes).
     pub(crate) fn new(params: Params, role: Role, config: &DeflateConfig) -> Self {
         let (own_reset, own_bits) = match role {
-            Role::Client => (
-                params.client_no_context_takeover,
-                params.client_max_window_bits,
-            ),
-            Role::Server => (
-                params.server_no_context_takeover,
-                params.server_max_window_bits,
-            ),
+            Role::Client => (params.client_no_context_takeover, params.client_max_window_bits),
+            Role::Server => (params.server_no_context_takeover, params.server_max_window_bits),
         };
         let peer_resets = match role {
             Role::Client => params.server_no_context_takeover,
@@ -71,12 +65,7 @@ impl Deflate {
                 window_bits: own_bits.clamp(MIN_BACKEND_WINDOW_BITS, MAX_WINDOW_BITS),
                 reset: own_reset,
             },
-            decoder: Decoder {
-                state: None,
-                peer_resets,
-                has_input: false,
-                ended: false,
-            },
+            decoder: Decoder { state: None, peer_resets, has_input: false, ended: false },
             threshold: config.threshold,
         }
     }
@@ -140,15 +129,9 @@ impl Encoder {
     fn compress(&mut self, input: &[u8], fin: bool, out: &mut BytesMut) {
         let (level, window_bits) = (self.level, self.window_bits);
         // `window_bits` is in 9..=15, as flate2 requires (clamped in `Deflate::new`).
-        let state = self
-            .state
-            .get_or_insert_with(|| Compress::new_with_window_bits(level, false, window_bits));
+        let state = self.state.get_or_insert_with(|| Compress::new_with_window_bits(level, false, window_bits));
         let start = out.len();
-        let flush = if fin {
-            FlushCompress::Sync
-        } else {
-            FlushCompress::None
-        };
+        let flush = if fin { FlushCompress::Sync } else { FlushCompress::None };
         let mut rest = input;
         loop {
             if out.capacity() - out.len() < 64 {
@@ -158,18 +141,13 @@ impl Encoder {
             let (offered, written, (status, consumed)) = fill_spare(out, usize::MAX, |spare| {
                 let (before_in, before_out) = (state.total_in(), state.total_out());
                 let status = state.compress_uninit(rest, spare, flush);
-                (
-                    state.total_out() - before_out,
-                    (status, state.total_in() - before_in),
-                )
+                (state.total_out() - before_out, (status, state.total_in() - before_in))
             });
             // Invariant: deflate fails only on a stream that was finished or set up with bad
             // parameters; this one is never finished and flate2 built it from checked ones. No
             // progress (nothing to flush) comes back as Ok(BufError).
             status.expect("deflate on a valid, unfinished stream");
-            rest = rest
-                .get(usize::try_from(consumed).unwrap_or(usize::MAX)..)
-                .unwrap_or_default();
+            rest = rest.get(usize::try_from(consumed).unwrap_or(usize::MAX)..).unwrap_or_default();
             // Done once the input is in and the compressor had room to spare: with a sync
             // flush that means the flush is complete (zlib's "avail_out != 0").
             if rest.is_empty() && written < offered {
@@ -213,16 +191,8 @@ struct Decoder {
 }
 
 impl Decoder {
-    fn decompress(
-        &mut self,
-        input: &[u8],
-        fin: bool,
-        out: &mut BytesMut,
-        limit: usize,
-    ) -> Result<(), InflateError> {
-        let state = self
-            .state
-            .get_or_insert_with(|| Decompress::new_with_window_bits(false, MAX_WINDOW_BITS));
+    fn decompress(&mut self, input: &[u8], fin: bool, out: &mut BytesMut, limit: usize) -> Result<(), InflateError> {
+        let state = self.state.get_or_insert_with(|| Decompress::new_with_window_bits(false, MAX_WINDOW_BITS));
         let mut result = Ok(());
         if !input.is_empty() && !self.ended {
             self.has_input = true;
@@ -276,9 +246,8 @@ fn inflate(
             });
             (offered, status)
         };
-        let status = status.map_err(|e| {
-            InflateError::Invalid(e.message().unwrap_or("invalid deflate data").to_owned())
-        })?;
+        let status =
+            status.map_err(|e| InflateError::Invalid(e.message().unwrap_or("invalid deflate data").to_owned()))?;
         let consumed = usize::try_from(state.total_in() - before_in).unwrap_or(usize::MAX);
         let written = usize::try_from(state.total_out() - before_out).unwrap_or(usize::MAX);
         input = input.get(consumed..).unwrap_or_default();

@@ -146,14 +146,10 @@ impl DeflateConfig {
     /// Check the values (window bits in 8..=15, level in 0..=9).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(MIN_WINDOW_BITS..=MAX_WINDOW_BITS).contains(&self.server_max_window_bits) {
-            return Err(ConfigError::new(
-                "deflate server_max_window_bits must be in 8..=15",
-            ));
+            return Err(ConfigError::new("deflate server_max_window_bits must be in 8..=15"));
         }
         if !(MIN_WINDOW_BITS..=MAX_WINDOW_BITS).contains(&self.client_max_window_bits) {
-            return Err(ConfigError::new(
-                "deflate client_max_window_bits must be in 8..=15",
-            ));
+            return Err(ConfigError::new("deflate client_max_window_bits must be in 8..=15"));
         }
         if self.level > 9 {
             return Err(ConfigError::new("deflate level must be in 0..=9"));
@@ -191,30 +187,10 @@ mod tests {
             .level(9)
             .threshold(0);
         assert!(all.validate().is_ok());
-        assert!(
-            DeflateConfig::default()
-                .server_max_window_bits(7)
-                .validate()
-                .is_err()
-        );
-        assert!(
-            DeflateConfig::default()
-                .server_max_window_bits(16)
-                .validate()
-                .is_err()
-        );
-        assert!(
-            DeflateConfig::default()
-                .client_max_window_bits(0)
-                .validate()
-                .is_err()
-        );
-        assert!(
-            DeflateConfig::default()
-                .client_max_window_bits(16)
-                .validate()
-                .is_err()
-        );
+        assert!(DeflateConfig::default().server_max_window_bits(7).validate().is_err());
+        assert!(DeflateConfig::default().server_max_window_bits(16).validate().is_err());
+        assert!(DeflateConfig::default().client_max_window_bits(0).validate().is_err());
+        assert!(DeflateConfig::default().client_max_window_bits(16).validate().is_err());
         assert!(DeflateConfig::default().level(10).validate().is_err());
     }
 }

@@ -44,10 +44,7 @@ pub(crate) fn client_offer(config: &DeflateConfig) -> String {
 /// the server wants a `client_max_window_bits` below 15 and the offer gives it no way to ask
 /// for it. A header line that does not follow the grammar is skipped whole. Other extensions
 /// are not ours to accept and are ignored.
-pub(crate) fn server_negotiate(
-    config: &DeflateConfig,
-    headers: &HeaderMap,
-) -> Option<(Params, String)> {
+pub(crate) fn server_negotiate(config: &DeflateConfig, headers: &HeaderMap) -> Option<(Params, String)> {
     headers
         .get_all(SEC_WEBSOCKET_EXTENSIONS)
         .iter()
@@ -70,18 +67,11 @@ pub(crate) fn server_negotiate(
 /// `server_no_context_takeover` echoed when we asked for it; `server_max_window_bits` present
 /// and no larger than ours when we sent one; `client_max_window_bits` with a value, and no
 /// larger than ours when we sent one.
-pub(crate) fn client_accept(
-    config: &DeflateConfig,
-    headers: &HeaderMap,
-) -> Result<Option<Params>, &'static str> {
+pub(crate) fn client_accept(config: &DeflateConfig, headers: &HeaderMap) -> Result<Option<Params>, &'static str> {
     let mut answer = None;
     for line in headers.get_all(SEC_WEBSOCKET_EXTENSIONS) {
-        let line = line
-            .to_str()
-            .map_err(|_| "Sec-WebSocket-Extensions is not visible ASCII")?;
-        for extension in
-            parse_list(line).map_err(|Malformed| "malformed Sec-WebSocket-Extensions")?
-        {
+        let line = line.to_str().map_err(|_| "Sec-WebSocket-Extensions is not visible ASCII")?;
+        for extension in parse_list(line).map_err(|Malformed| "malformed Sec-WebSocket-Extensions")? {
             if !extension.name.eq_ignore_ascii_case(NAME) {
                 return Err("server accepted an extension that was not offered");
             }
@@ -169,18 +159,13 @@ impl Offer {
         let client_bits = match self.client_max_window_bits {
             None if config.client_max_window_bits < MAX_WINDOW_BITS => return None,
             None => MAX_WINDOW_BITS,
-            Some(offered) => offered
-                .unwrap_or(MAX_WINDOW_BITS)
-                .min(config.client_max_window_bits),
+            Some(offered) => offered.unwrap_or(MAX_WINDOW_BITS).min(config.client_max_window_bits),
         };
         Some(Self {
-            server_no_context_takeover: self.server_no_context_takeover
-                || config.server_no_context_takeover,
+            server_no_context_takeover: self.server_no_context_takeover || config.server_no_context_takeover,
             // The offer's flag is the client's promise (§7.1.1.2); answering it makes it binding.
-            client_no_context_takeover: self.client_no_context_takeover
-                || config.client_no_context_takeover,
-            server_max_window_bits: (self.server_max_window_bits.is_some()
-                || server_bits < MAX_WINDOW_BITS)
+            client_no_context_takeover: self.client_no_context_takeover || config.client_no_context_takeover,
+            server_max_window_bits: (self.server_max_window_bits.is_some() || server_bits < MAX_WINDOW_BITS)
                 .then_some(server_bits),
             client_max_window_bits: (client_bits < MAX_WINDOW_BITS).then_some(Some(client_bits)),
         })
@@ -192,10 +177,7 @@ impl Offer {
             server_no_context_takeover: self.server_no_context_takeover,
             client_no_context_takeover: self.client_no_context_takeover,
             server_max_window_bits: self.server_max_window_bits.unwrap_or(MAX_WINDOW_BITS),
-            client_max_window_bits: self
-                .client_max_window_bits
-                .flatten()
-                .unwrap_or(MAX_WINDOW_BITS),
+            client_max_window_bits: self.client_max_window_bits.flatten().unwrap_or(MAX_WINDOW_BITS),
         }
     }
 
@@ -205,18 +187,15 @@ impl Offer {
         if self.server_no_context_takeover && !answer.server_no_context_takeover {
             return Err("server ignored the offered server_no_context_takeover");
         }
-        let server_max_window_bits =
-            match (self.server_max_window_bits, answer.server_max_window_bits) {
-                (Some(offered), Some(bits)) if bits > offered => {
-                    return Err("server_max_window_bits in the response is above the offered one");
-                }
-                (Some(_), None) => return Err("server ignored the offered server_max_window_bits"),
-                (_, Some(bits)) => bits,
-                (None, None) => MAX_WINDOW_BITS,
-            };
-        let offered_client_bits = self
-            .client_max_window_bits
-            .map(|bits| bits.unwrap_or(MAX_WINDOW_BITS));
+        let server_max_window_bits = match (self.server_max_window_bits, answer.server_max_window_bits) {
+            (Some(offered), Some(bits)) if bits > offered => {
+                return Err("server_max_window_bits in the response is above the offered one");
+            }
+            (Some(_), None) => return Err("server ignored the offered server_max_window_bits"),
+            (_, Some(bits)) => bits,
+            (None, None) => MAX_WINDOW_BITS,
+        };
+        let offered_client_bits = self.client_max_window_bits.map(|bits| bits.unwrap_or(MAX_WINDOW_BITS));
         let client_max_window_bits = match (offered_client_bits, answer.client_max_window_bits) {
             (None, Some(_)) => {
                 return Err("client_max_window_bits in the response was not offered");
@@ -233,8 +212,7 @@ impl Offer {
         Ok(Params {
             server_no_context_takeover: answer.server_no_context_takeover,
             // Offering it promised the server we would not take context over (§7.1.1.2).
-            client_no_context_takeover: answer.client_no_context_takeover
-                || self.client_no_context_takeover,
+            client_no_context_takeover: answer.client_no_context_takeover || self.client_no_context_takeover,
             server_max_window_bits,
             client_max_window_bits,
         })
@@ -257,9 +235,7 @@ impl Offer {
             None => {}
             Some(None) => out.push_str("; client_max_window_bits"),
             // Invariant: writing to a String cannot fail.
-            Some(Some(bits)) => {
-                write!(out, "; client_max_window_bits={bits}").expect("write to String")
-            }
+            Some(Some(bits)) => write!(out, "; client_max_window_bits={bits}").expect("write to String"),
         }
         out
     }
@@ -272,9 +248,7 @@ fn parse_window_bits(value: &str) -> Option<u8> {
         return None;
     }
     let bits: u8 = value.parse().ok()?;
-    (MIN_WINDOW_BITS..=MAX_WINDOW_BITS)
-        .contains(&bits)
-        .then_some(bits)
+    (MIN_WINDOW_BITS..=MAX_WINDOW_BITS).contains(&bits).then_some(bits)
 }
 
 /// One element of an extension list: a name and its parameters, in order.
@@ -306,10 +280,7 @@ fn parse_list(value: &str) -> Result<Vec<Extension<'_>>, Malformed> {
             }
             Some(_) => {}
         }
-        let mut extension = Extension {
-            name: cursor.token()?,
-            params: Vec::new(),
-        };
+        let mut extension = Extension { name: cursor.token()?, params: Vec::new() };
         loop {
             cursor.skip_whitespace();
             match cursor.peek() {
@@ -323,11 +294,7 @@ fn parse_list(value: &str) -> Result<Vec<Extension<'_>>, Malformed> {
             let value = if cursor.peek() == Some(b'=') {
                 cursor.bump();
                 cursor.skip_whitespace();
-                Some(if cursor.peek() == Some(b'"') {
-                    cursor.quoted_token()?
-                } else {
-                    Cow::Borrowed(cursor.token()?)
-                })
+                Some(if cursor.peek() == Some(b'"') { cursor.quoted_token()? } else { Cow::Borrowed(cursor.token()?) })
             } else {
                 None
             };
@@ -385,9 +352,7 @@ impl<'a> Cursor<'a> {
                 }
                 '\\' => {
                     let (_, escaped) = chars.next().ok_or(Malformed)?;
-                    unescaped
-                        .get_or_insert_with(|| body[..at].to_owned())
-                        .push(escaped);
+                    unescaped.get_or_insert_with(|| body[..at].to_owned()).push(escaped);
                 }
                 c => {
                     if let Some(unescaped) = &mut unescaped {
@@ -414,19 +379,12 @@ mod tests {
     /// Request header lines, server config, and the answer and agreement (`None`: declined).
     type ServerCase<'a> = (&'a [&'a str], &'a DeflateConfig, Option<(&'a str, Params)>);
     /// Response header lines, client config, and what `client_accept` returns.
-    type ClientCase<'a> = (
-        &'a [&'a str],
-        &'a DeflateConfig,
-        Result<Option<Params>, &'a str>,
-    );
+    type ClientCase<'a> = (&'a [&'a str], &'a DeflateConfig, Result<Option<Params>, &'a str>);
 
     fn headers(lines: &[&str]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for line in lines {
-            map.append(
-                SEC_WEBSOCKET_EXTENSIONS,
-                HeaderValue::from_str(line).unwrap(),
-            );
+            map.append(SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_str(line).unwrap());
         }
         map
     }
@@ -444,29 +402,13 @@ mod tests {
     fn parse_list_grammar() {
         let list = parse_list(r#" a , , b;x; y = 1 ;z="t\ok",c "#).unwrap();
         assert_eq!(list.len(), 3);
-        assert_eq!(
-            list[0],
-            Extension {
-                name: "a",
-                params: vec![]
-            }
-        );
+        assert_eq!(list[0], Extension { name: "a", params: vec![] });
         assert_eq!(list[1].name, "b");
         assert_eq!(
             list[1].params,
-            vec![
-                ("x", None),
-                ("y", Some(Cow::Borrowed("1"))),
-                ("z", Some(Cow::Owned("tok".to_owned())))
-            ]
+            vec![("x", None), ("y", Some(Cow::Borrowed("1"))), ("z", Some(Cow::Owned("tok".to_owned())))]
         );
-        assert_eq!(
-            list[2],
-            Extension {
-                name: "c",
-                params: vec![]
-            }
-        );
+        assert_eq!(list[2], Extension { name: "c", params: vec![] });
         assert_eq!(parse_list("").unwrap(), vec![]);
         assert_eq!(parse_list(" , ").unwrap(), vec![]);
         for bad in [
@@ -491,17 +433,10 @@ mod tests {
 
     #[test]
     fn window_bits_values() {
-        for (value, bits) in [
-            ("8", Some(8)),
-            ("9", Some(9)),
-            ("10", Some(10)),
-            ("15", Some(15)),
-        ] {
+        for (value, bits) in [("8", Some(8)), ("9", Some(9)), ("10", Some(10)), ("15", Some(15))] {
             assert_eq!(parse_window_bits(value), bits);
         }
-        for value in [
-            "7", "16", "08", "010", "", "+9", "9 ", "1e1", "0", "255", "256",
-        ] {
+        for value in ["7", "16", "08", "010", "", "+9", "9 ", "1e1", "0", "255", "256"] {
             assert_eq!(parse_window_bits(value), None, "{value:?}");
         }
     }
@@ -511,12 +446,8 @@ mod tests {
     #[test]
     fn server_table() {
         let default = DeflateConfig::default();
-        let small = DeflateConfig::default()
-            .server_max_window_bits(10)
-            .client_max_window_bits(11);
-        let forced = DeflateConfig::default()
-            .server_no_context_takeover(true)
-            .client_no_context_takeover(true);
+        let small = DeflateConfig::default().server_max_window_bits(10).client_max_window_bits(11);
+        let forced = DeflateConfig::default().server_no_context_takeover(true).client_no_context_takeover(true);
         let pmd = "permessage-deflate";
         #[rustfmt::skip]
         let table: &[ServerCase] = &[
@@ -602,14 +533,8 @@ mod tests {
     #[test]
     fn server_skips_non_ascii_lines() {
         let mut map = headers(&[]);
-        map.append(
-            SEC_WEBSOCKET_EXTENSIONS,
-            HeaderValue::from_bytes(b"permessage-deflate; x=\xff").unwrap(),
-        );
-        map.append(
-            SEC_WEBSOCKET_EXTENSIONS,
-            HeaderValue::from_static("permessage-deflate"),
-        );
+        map.append(SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_bytes(b"permessage-deflate; x=\xff").unwrap());
+        map.append(SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_static("permessage-deflate"));
         let (params, header) = server_negotiate(&DeflateConfig::default(), &map).unwrap();
         assert_eq!(header, "permessage-deflate");
         assert_eq!(params.server_max_window_bits, 15);
@@ -618,20 +543,13 @@ mod tests {
     #[test]
     fn client_offers() {
         let table = [
+            (DeflateConfig::default(), "permessage-deflate; client_max_window_bits"),
             (
-                DeflateConfig::default(),
-                "permessage-deflate; client_max_window_bits",
-            ),
-            (
-                DeflateConfig::default()
-                    .server_max_window_bits(10)
-                    .client_max_window_bits(8),
+                DeflateConfig::default().server_max_window_bits(10).client_max_window_bits(8),
                 "permessage-deflate; server_max_window_bits=10; client_max_window_bits=8",
             ),
             (
-                DeflateConfig::default()
-                    .server_no_context_takeover(true)
-                    .client_no_context_takeover(true),
+                DeflateConfig::default().server_no_context_takeover(true).client_no_context_takeover(true),
                 "permessage-deflate; server_no_context_takeover; client_no_context_takeover; client_max_window_bits",
             ),
         ];
@@ -647,12 +565,8 @@ mod tests {
     #[test]
     fn client_table() {
         let default = DeflateConfig::default();
-        let small = DeflateConfig::default()
-            .server_max_window_bits(10)
-            .client_max_window_bits(11);
-        let nct = DeflateConfig::default()
-            .server_no_context_takeover(true)
-            .client_no_context_takeover(true);
+        let small = DeflateConfig::default().server_max_window_bits(10).client_max_window_bits(11);
+        let nct = DeflateConfig::default().server_no_context_takeover(true).client_no_context_takeover(true);
         #[rustfmt::skip]
         let table: &[ClientCase] = &[
             (&[], &default, Ok(None)),
@@ -697,37 +611,18 @@ mod tests {
             (&["permessage-deflate; x=\"y"], &default, Err("malformed Sec-WebSocket-Extensions")),
         ];
         for (lines, config, expected) in table {
-            assert_eq!(
-                client_accept(config, &headers(lines)),
-                *expected,
-                "{lines:?} with {config:?}"
-            );
+            assert_eq!(client_accept(config, &headers(lines)), *expected, "{lines:?} with {config:?}");
         }
         let mut map = headers(&[]);
-        map.append(
-            SEC_WEBSOCKET_EXTENSIONS,
-            HeaderValue::from_bytes(b"permessage-deflate; x=\xff").unwrap(),
-        );
-        assert_eq!(
-            client_accept(&default, &map),
-            Err("Sec-WebSocket-Extensions is not visible ASCII")
-        );
+        map.append(SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_bytes(b"permessage-deflate; x=\xff").unwrap());
+        assert_eq!(client_accept(&default, &map), Err("Sec-WebSocket-Extensions is not visible ASCII"));
     }
 
     #[test]
     fn client_rejects_unoffered_client_max_window_bits() {
-        let offer = Offer {
-            client_max_window_bits: None,
-            ..Offer::default()
-        };
-        let answer = Offer {
-            client_max_window_bits: Some(Some(10)),
-            ..Offer::default()
-        };
-        assert_eq!(
-            offer.check_answer(&answer),
-            Err("client_max_window_bits in the response was not offered")
-        );
+        let offer = Offer { client_max_window_bits: None, ..Offer::default() };
+        let answer = Offer { client_max_window_bits: Some(Some(10)), ..Offer::default() };
+        assert_eq!(offer.check_answer(&answer), Err("client_max_window_bits in the response was not offered"));
     }
 
     /// Whatever a client with any config offers, a server with any config either declines or
@@ -756,16 +651,10 @@ mod tests {
                 let accepted = client_accept(&client, &headers(&[&answer]));
                 assert_eq!(accepted, Ok(Some(agreed)), "{offer:?} -> {answer:?}");
                 assert!(
-                    agreed.server_max_window_bits
-                        <= client
-                            .server_max_window_bits
-                            .min(server.server_max_window_bits)
+                    agreed.server_max_window_bits <= client.server_max_window_bits.min(server.server_max_window_bits)
                 );
                 assert!(
-                    agreed.client_max_window_bits
-                        <= client
-                            .client_max_window_bits
-                            .min(server.client_max_window_bits)
+                    agreed.client_max_window_bits <= client.client_max_window_bits.min(server.client_max_window_bits)
                 );
             }
         }

@@ -5,8 +5,8 @@ use bytes::BytesMut;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
 
 use super::server::{
-    Head, MapError, Occurs, classify, default_port, has_token, head_window, header_map,
-    header_slots, list_elements, occurrences, protocol_list, put_header, put_headers,
+    Head, MapError, Occurs, classify, default_port, has_token, head_window, header_map, header_slots, list_elements,
+    occurrences, protocol_list, put_header, put_headers,
 };
 use crate::{config::Config, error::HandshakeError};
 
@@ -185,10 +185,7 @@ pub(crate) fn parse_response(
 ///
 /// Any other status gives [`HandshakeError::Refused`] with the headers and an empty body:
 /// a caller that wants the body must check the status first and read it itself.
-pub(crate) fn check_response(
-    head: http::Response<()>,
-    pending: &Pending,
-) -> Result<Response, HandshakeError> {
+pub(crate) fn check_response(head: http::Response<()>, pending: &Pending) -> Result<Response, HandshakeError> {
     let invalid = HandshakeError::InvalidResponse;
     // Point 1: "If the status code received from the server is not 101, the client handles
     // the response per HTTP procedures."
@@ -217,8 +214,7 @@ pub(crate) fn check_response(
     // string "258EAFA5-E914-47DA-95CA-C5AB0DC85B11" [...] the client MUST _Fail the WebSocket
     // Connection_." §4.2.2 allows one such field.
     match occurrences(headers, header::SEC_WEBSOCKET_ACCEPT) {
-        Occurs::Once(accept)
-            if accept.as_bytes() == super::accept_key(pending.key.as_bytes()).as_bytes() => {}
+        Occurs::Once(accept) if accept.as_bytes() == super::accept_key(pending.key.as_bytes()).as_bytes() => {}
         Occurs::Once(_) => return Err(invalid("Sec-WebSocket-Accept does not match the key")),
         Occurs::Absent => return Err(invalid("missing Sec-WebSocket-Accept")),
         Occurs::Repeated => return Err(invalid("more than one Sec-WebSocket-Accept")),
@@ -231,27 +227,17 @@ pub(crate) fn check_response(
         Occurs::Absent => None,
         Occurs::Repeated => return Err(invalid("more than one Sec-WebSocket-Protocol")),
         Occurs::Once(_) if pending.protocols.is_empty() => {
-            return Err(invalid(
-                "server selected a subprotocol but none was offered",
-            ));
+            return Err(invalid("server selected a subprotocol but none was offered"));
         }
         Occurs::Once(_) => {
             let mut selected = list_elements(headers, header::SEC_WEBSOCKET_PROTOCOL);
             let (Some(selected), None) = (selected.next(), selected.next()) else {
-                return Err(invalid(
-                    "Sec-WebSocket-Protocol must hold exactly one subprotocol",
-                ));
+                return Err(invalid("Sec-WebSocket-Protocol must hold exactly one subprotocol"));
             };
-            match pending
-                .protocols
-                .iter()
-                .find(|offered| offered.as_bytes() == selected)
-            {
+            match pending.protocols.iter().find(|offered| offered.as_bytes() == selected) {
                 Some(offered) => Some(offered.clone()),
                 None => {
-                    return Err(invalid(
-                        "server selected a subprotocol that was not offered",
-                    ));
+                    return Err(invalid("server selected a subprotocol that was not offered"));
                 }
             }
         }
@@ -281,30 +267,19 @@ mod tests {
         \r\n";
 
     fn get(uri: &str) -> http::Request<()> {
-        http::Request::get(uri)
-            .body(())
-            .expect("the test URI is valid")
+        http::Request::get(uri).body(()).expect("the test URI is valid")
     }
 
-    fn write(
-        request: &http::Request<()>,
-        extensions: Option<&str>,
-    ) -> Result<(String, Pending), HandshakeError> {
+    fn write(request: &http::Request<()>, extensions: Option<&str>) -> Result<(String, Pending), HandshakeError> {
         let mut out = BytesMut::new();
         let pending = write_request(request, RFC_NONCE, extensions, &mut out)?;
-        Ok((
-            String::from_utf8(out.to_vec()).expect("the request is UTF-8"),
-            pending,
-        ))
+        Ok((String::from_utf8(out.to_vec()).expect("the request is UTF-8"), pending))
     }
 
     /// The `Host` line `write_request` produces for `uri`.
     fn host_line(uri: &str) -> String {
         let (text, _) = write(&get(uri), None).unwrap();
-        text.lines()
-            .find(|l| l.starts_with("Host: "))
-            .expect("a Host line")
-            .to_owned()
+        text.lines().find(|l| l.starts_with("Host: ")).expect("a Host line").to_owned()
     }
 
     fn pending(protocols: &[&str]) -> Pending {
@@ -346,10 +321,7 @@ mod tests {
     #[track_caller]
     fn assert_invalid(buf: &[u8], protocols: &[&str], reason: &'static str) {
         let result = check_response(head(buf), &pending(protocols));
-        assert_eq!(
-            result.map(|r| r.protocol),
-            Err(HandshakeError::InvalidResponse(reason))
-        );
+        assert_eq!(result.map(|r| r.protocol), Err(HandshakeError::InvalidResponse(reason)));
     }
 
     mod request_writing {
@@ -361,14 +333,8 @@ mod tests {
         fn rfc_example() {
             let mut request = get("ws://server.example.com/chat");
             let headers = request.headers_mut();
-            headers.insert(
-                header::ORIGIN,
-                HeaderValue::from_static("http://example.com"),
-            );
-            headers.insert(
-                header::SEC_WEBSOCKET_PROTOCOL,
-                HeaderValue::from_static("chat, superchat"),
-            );
+            headers.insert(header::ORIGIN, HeaderValue::from_static("http://example.com"));
+            headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("chat, superchat"));
             let (text, pending) = write(&request, None).unwrap();
             assert_eq!(
                 text,
@@ -388,15 +354,7 @@ mod tests {
 
         #[test]
         fn request_target() {
-            let target = |uri| {
-                write(&get(uri), None)
-                    .unwrap()
-                    .0
-                    .lines()
-                    .next()
-                    .unwrap()
-                    .to_owned()
-            };
+            let target = |uri| write(&get(uri), None).unwrap().0.lines().next().unwrap().to_owned();
             assert_eq!(target("ws://h"), "GET / HTTP/1.1");
             assert_eq!(target("ws://h/"), "GET / HTTP/1.1");
             assert_eq!(target("ws://h?x=1"), "GET /?x=1 HTTP/1.1");
@@ -409,10 +367,7 @@ mod tests {
             assert_eq!(host_line("ws://example.com/"), "Host: example.com");
             assert_eq!(host_line("ws://example.com:80/"), "Host: example.com");
             assert_eq!(host_line("ws://example.com:443/"), "Host: example.com:443");
-            assert_eq!(
-                host_line("ws://example.com:9001/"),
-                "Host: example.com:9001"
-            );
+            assert_eq!(host_line("ws://example.com:9001/"), "Host: example.com:9001");
             assert_eq!(host_line("wss://example.com:443/"), "Host: example.com");
             assert_eq!(host_line("wss://example.com:80/"), "Host: example.com:80");
             assert_eq!(host_line("http://example.com:80/"), "Host: example.com");
@@ -431,9 +386,7 @@ mod tests {
         #[test]
         fn user_host_is_kept() {
             let mut request = get("ws://10.0.0.1:8080/");
-            request
-                .headers_mut()
-                .insert(header::HOST, HeaderValue::from_static("example.com"));
+            request.headers_mut().insert(header::HOST, HeaderValue::from_static("example.com"));
             let (text, _) = write(&request, None).unwrap();
             assert!(text.contains("\r\nhost: example.com\r\n"));
             assert!(!text.contains("10.0.0.1"));
@@ -441,14 +394,9 @@ mod tests {
 
         #[test]
         fn scheme_must_be_websocket_or_http() {
-            let scheme =
-                HandshakeError::InvalidRequest("URI scheme must be ws, wss, http or https");
+            let scheme = HandshakeError::InvalidRequest("URI scheme must be ws, wss, http or https");
             for uri in ["ftp://example.com/", "/chat", "example.com:80"] {
-                assert_eq!(
-                    write(&get(uri), None).map(|_| ()),
-                    Err(scheme.clone()),
-                    "{uri}"
-                );
+                assert_eq!(write(&get(uri), None).map(|_| ()), Err(scheme.clone()), "{uri}");
             }
         }
 
@@ -457,86 +405,46 @@ mod tests {
             let request = http::Request::post("ws://h/").body(()).unwrap();
             let mut out = BytesMut::new();
             let result = write_request(&request, RFC_NONCE, None, &mut out).map(|_| ());
-            assert_eq!(
-                result,
-                Err(HandshakeError::InvalidRequest("method must be GET"))
-            );
+            assert_eq!(result, Err(HandshakeError::InvalidRequest("method must be GET")));
             assert!(out.is_empty());
         }
 
         #[test]
         fn handshake_headers_belong_to_the_handshake() {
-            for name in [
-                header::UPGRADE,
-                header::CONNECTION,
-                header::SEC_WEBSOCKET_KEY,
-                header::SEC_WEBSOCKET_VERSION,
-            ] {
+            for name in [header::UPGRADE, header::CONNECTION, header::SEC_WEBSOCKET_KEY, header::SEC_WEBSOCKET_VERSION]
+            {
                 let mut request = get("ws://h/");
-                request
-                    .headers_mut()
-                    .insert(name, HeaderValue::from_static("x"));
+                request.headers_mut().insert(name, HeaderValue::from_static("x"));
                 let result = write(&request, None).map(|_| ());
-                assert_eq!(
-                    result,
-                    Err(HandshakeError::InvalidRequest(
-                        "request sets a header the handshake writes"
-                    ))
-                );
+                assert_eq!(result, Err(HandshakeError::InvalidRequest("request sets a header the handshake writes")));
             }
         }
 
         #[test]
         fn extensions_unless_the_request_sets_them() {
-            let (text, _) = write(
-                &get("ws://h/"),
-                Some("permessage-deflate; client_max_window_bits"),
-            )
-            .unwrap();
+            let (text, _) = write(&get("ws://h/"), Some("permessage-deflate; client_max_window_bits")).unwrap();
             assert!(text.ends_with(
                 "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
             ));
             let mut request = get("ws://h/");
-            request.headers_mut().insert(
-                header::SEC_WEBSOCKET_EXTENSIONS,
-                HeaderValue::from_static("x-mine"),
-            );
+            request.headers_mut().insert(header::SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_static("x-mine"));
             let (text, _) = write(&request, Some("permessage-deflate")).unwrap();
             assert!(text.contains("sec-websocket-extensions: x-mine\r\n"));
             assert!(!text.contains("permessage-deflate"));
             let result = write(&get("ws://h/"), Some("a\r\nb: c")).map(|_| ());
-            assert_eq!(
-                result,
-                Err(HandshakeError::InvalidRequest(
-                    "invalid Sec-WebSocket-Extensions"
-                ))
-            );
+            assert_eq!(result, Err(HandshakeError::InvalidRequest("invalid Sec-WebSocket-Extensions")));
         }
 
         #[test]
         fn protocols_from_every_header() {
             let mut request = get("ws://h/");
             let headers = request.headers_mut();
-            headers.append(
-                header::SEC_WEBSOCKET_PROTOCOL,
-                HeaderValue::from_static("a, b"),
-            );
-            headers.append(
-                header::SEC_WEBSOCKET_PROTOCOL,
-                HeaderValue::from_static(" ,c"),
-            );
+            headers.append(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("a, b"));
+            headers.append(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(" ,c"));
             assert_eq!(write(&request, None).unwrap().1.protocols, ["a", "b", "c"]);
-            request.headers_mut().append(
-                header::SEC_WEBSOCKET_PROTOCOL,
-                HeaderValue::from_static("d e"),
-            );
+            request.headers_mut().append(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("d e"));
             let result = write(&request, None).map(|_| ());
-            assert_eq!(
-                result,
-                Err(HandshakeError::InvalidRequest(
-                    "invalid Sec-WebSocket-Protocol"
-                ))
-            );
+            assert_eq!(result, Err(HandshakeError::InvalidRequest("invalid Sec-WebSocket-Protocol")));
         }
     }
 
@@ -556,10 +464,7 @@ mod tests {
             let mut buf = RFC_RESPONSE.to_vec();
             buf.extend_from_slice(&[0x81, 0x02, b'h', b'i']);
             for end in 0..RFC_RESPONSE.len() {
-                assert!(
-                    matches!(parse(&buf[..end]), Ok(None)),
-                    "prefix of {end} bytes"
-                );
+                assert!(matches!(parse(&buf[..end]), Ok(None)), "prefix of {end} bytes");
             }
             for end in RFC_RESPONSE.len()..=buf.len() {
                 let (_, len) = parse(&buf[..end]).unwrap().unwrap();
@@ -577,44 +482,26 @@ mod tests {
         #[test]
         fn http_1_1_only() {
             let result = parse(b"HTTP/1.0 101 Switching Protocols\r\n\r\n").map(|_| ());
-            assert_eq!(
-                result,
-                Err(HandshakeError::MalformedHttp("HTTP/1.1 required"))
-            );
+            assert_eq!(result, Err(HandshakeError::MalformedHttp("HTTP/1.1 required")));
         }
 
         #[test]
         fn malformed_http() {
             let result = parse(b"HTTP/1.1 10 Nope\r\n\r\n").map(|_| ());
-            assert_eq!(
-                result,
-                Err(HandshakeError::MalformedHttp("invalid status line"))
-            );
+            assert_eq!(result, Err(HandshakeError::MalformedHttp("invalid status line")));
             let result = parse(b"SSH-2.0-OpenSSH_9.6\r\n").map(|_| ());
-            assert_eq!(
-                result,
-                Err(HandshakeError::MalformedHttp("invalid HTTP version"))
-            );
+            assert_eq!(result, Err(HandshakeError::MalformedHttp("invalid HTTP version")));
             let result = parse(b"HTTP/1.1 101 OK\r\nBad header\r\n\r\n").map(|_| ());
-            assert_eq!(
-                result,
-                Err(HandshakeError::MalformedHttp("invalid header name"))
-            );
+            assert_eq!(result, Err(HandshakeError::MalformedHttp("invalid header name")));
         }
 
         #[test]
         fn head_over_max_header_bytes() {
             let config = Config::default().max_header_bytes(RFC_RESPONSE.len() - 1);
-            assert!(matches!(
-                parse_response(&RFC_RESPONSE[..RFC_RESPONSE.len() - 2], &config),
-                Ok(None)
-            ));
+            assert!(matches!(parse_response(&RFC_RESPONSE[..RFC_RESPONSE.len() - 2], &config), Ok(None)));
             for end in [RFC_RESPONSE.len() - 1, RFC_RESPONSE.len()] {
                 let result = parse_response(&RFC_RESPONSE[..end], &config).map(|_| ());
-                assert_eq!(
-                    result,
-                    Err(HandshakeError::MalformedHttp("response head too large"))
-                );
+                assert_eq!(result, Err(HandshakeError::MalformedHttp("response head too large")));
             }
             let config = Config::default().max_header_bytes(RFC_RESPONSE.len());
             assert!(matches!(parse_response(RFC_RESPONSE, &config), Ok(Some(_))));
@@ -631,10 +518,7 @@ mod tests {
             assert!(matches!(parse_response(&complete, &config), Ok(Some(_))));
             buf.extend_from_slice(b"X-8: 8\r\n\r\n");
             let result = parse_response(&buf, &config).map(|_| ());
-            assert_eq!(
-                result,
-                Err(HandshakeError::MalformedHttp("too many headers"))
-            );
+            assert_eq!(result, Err(HandshakeError::MalformedHttp("too many headers")));
         }
     }
 
@@ -645,8 +529,7 @@ mod tests {
 
         #[test]
         fn rfc_example() {
-            let response =
-                check_response(head(RFC_RESPONSE), &pending(&["chat", "superchat"])).unwrap();
+            let response = check_response(head(RFC_RESPONSE), &pending(&["chat", "superchat"])).unwrap();
             assert_eq!(response.protocol(), Some("chat"));
             assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
         }
@@ -654,29 +537,15 @@ mod tests {
         #[test]
         fn no_protocol() {
             let buf = replace("Sec-WebSocket-Protocol", "");
-            assert_eq!(
-                check_response(head(&buf), &pending(&[]))
-                    .unwrap()
-                    .protocol(),
-                None
-            );
-            assert_eq!(
-                check_response(head(&buf), &pending(&["chat"]))
-                    .unwrap()
-                    .protocol(),
-                None
-            );
+            assert_eq!(check_response(head(&buf), &pending(&[])).unwrap().protocol(), None);
+            assert_eq!(check_response(head(&buf), &pending(&["chat"])).unwrap().protocol(), None);
         }
 
         #[test]
         fn other_status_is_refused() {
             let buf = b"HTTP/1.1 403 Forbidden\r\nX-Why: origin\r\n\r\n";
             match check_response(head(buf), &pending(&[])) {
-                Err(HandshakeError::Refused {
-                    status,
-                    headers,
-                    body,
-                }) => {
+                Err(HandshakeError::Refused { status, headers, body }) => {
                     assert_eq!(status, StatusCode::FORBIDDEN);
                     assert_eq!(headers.get("x-why").unwrap(), "origin");
                     assert!(body.is_empty());
@@ -690,85 +559,40 @@ mod tests {
             let missing = "missing Upgrade: websocket";
             assert_invalid(&replace("Upgrade", ""), &["chat"], missing);
             assert_invalid(&replace("Upgrade", "Upgrade: h2c\r\n"), &["chat"], missing);
-            assert!(
-                check_response(
-                    head(&replace("Upgrade", "Upgrade: WebSocket\r\n")),
-                    &pending(&["chat"])
-                )
-                .is_ok()
-            );
+            assert!(check_response(head(&replace("Upgrade", "Upgrade: WebSocket\r\n")), &pending(&["chat"])).is_ok());
         }
 
         #[test]
         fn connection_must_list_upgrade() {
             let missing = "missing Connection: upgrade";
             assert_invalid(&replace("Connection", ""), &["chat"], missing);
-            assert_invalid(
-                &replace("Connection", "Connection: close\r\n"),
-                &["chat"],
-                missing,
-            );
-            let buf = replace(
-                "Connection",
-                "Connection: keep-alive\r\nConnection: upgrade\r\n",
-            );
+            assert_invalid(&replace("Connection", "Connection: close\r\n"), &["chat"], missing);
+            let buf = replace("Connection", "Connection: keep-alive\r\nConnection: upgrade\r\n");
             assert!(check_response(head(&buf), &pending(&["chat"])).is_ok());
         }
 
         #[test]
         fn accept_must_match_the_key() {
             let name = "Sec-WebSocket-Accept";
-            assert_invalid(
-                &replace(name, ""),
-                &["chat"],
-                "missing Sec-WebSocket-Accept",
-            );
+            assert_invalid(&replace(name, ""), &["chat"], "missing Sec-WebSocket-Accept");
             let wrong = "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOO=\r\n";
-            assert_invalid(
-                &replace(name, wrong),
-                &["chat"],
-                "Sec-WebSocket-Accept does not match the key",
-            );
+            assert_invalid(&replace(name, wrong), &["chat"], "Sec-WebSocket-Accept does not match the key");
             let two = "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n";
-            assert_invalid(
-                &replace(name, two),
-                &["chat"],
-                "more than one Sec-WebSocket-Accept",
-            );
+            assert_invalid(&replace(name, two), &["chat"], "more than one Sec-WebSocket-Accept");
         }
 
         #[test]
         fn protocol_must_have_been_offered() {
-            assert_invalid(
-                RFC_RESPONSE,
-                &[],
-                "server selected a subprotocol but none was offered",
-            );
-            assert_invalid(
-                RFC_RESPONSE,
-                &["superchat"],
-                "server selected a subprotocol that was not offered",
-            );
-            assert_invalid(
-                RFC_RESPONSE,
-                &["Chat"],
-                "server selected a subprotocol that was not offered",
-            );
+            assert_invalid(RFC_RESPONSE, &[], "server selected a subprotocol but none was offered");
+            assert_invalid(RFC_RESPONSE, &["superchat"], "server selected a subprotocol that was not offered");
+            assert_invalid(RFC_RESPONSE, &["Chat"], "server selected a subprotocol that was not offered");
             let name = "Sec-WebSocket-Protocol";
             let two = "Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Protocol: chat\r\n";
-            assert_invalid(
-                &replace(name, two),
-                &["chat"],
-                "more than one Sec-WebSocket-Protocol",
-            );
+            assert_invalid(&replace(name, two), &["chat"], "more than one Sec-WebSocket-Protocol");
             let list = "Sec-WebSocket-Protocol: chat, superchat\r\n";
             let exactly_one = "Sec-WebSocket-Protocol must hold exactly one subprotocol";
             assert_invalid(&replace(name, list), &["chat", "superchat"], exactly_one);
-            assert_invalid(
-                &replace(name, "Sec-WebSocket-Protocol: \r\n"),
-                &["chat"],
-                exactly_one,
-            );
+            assert_invalid(&replace(name, "Sec-WebSocket-Protocol: \r\n"), &["chat"], exactly_one);
         }
     }
 
@@ -779,21 +603,11 @@ mod tests {
         fn request_through_the_server_parser() {
             let mut request = get("wss://[::1]:9001/chat/room?id=7&x=%20");
             let headers = request.headers_mut();
-            headers.append(
-                header::SEC_WEBSOCKET_PROTOCOL,
-                HeaderValue::from_static("v2.chat, v1.chat"),
-            );
-            headers.append(
-                header::SEC_WEBSOCKET_PROTOCOL,
-                HeaderValue::from_static("json"),
-            );
-            headers.append(
-                header::ORIGIN,
-                HeaderValue::from_static("https://example.com"),
-            );
+            headers.append(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("v2.chat, v1.chat"));
+            headers.append(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("json"));
+            headers.append(header::ORIGIN, HeaderValue::from_static("https://example.com"));
             let mut out = BytesMut::new();
-            let pending =
-                write_request(&request, [7; 16], Some("permessage-deflate"), &mut out).unwrap();
+            let pending = write_request(&request, [7; 16], Some("permessage-deflate"), &mut out).unwrap();
             let (parsed, len) = parse_request(&out, &Config::default()).unwrap().unwrap();
             assert_eq!(len, out.len());
             assert_eq!(parsed.path(), "/chat/room");
@@ -802,45 +616,23 @@ mod tests {
             assert_eq!(parsed.origin(), Some("https://example.com"));
             assert_eq!(parsed.protocols(), pending.protocols);
             assert_eq!(parsed.key(), pending.key);
-            assert_eq!(
-                parsed
-                    .headers()
-                    .get(header::SEC_WEBSOCKET_EXTENSIONS)
-                    .unwrap(),
-                "permessage-deflate"
-            );
+            assert_eq!(parsed.headers().get(header::SEC_WEBSOCKET_EXTENSIONS).unwrap(), "permessage-deflate");
 
             let mut out = BytesMut::new();
-            write_accept(
-                &parsed,
-                &Accept::new().protocol("json"),
-                Some("permessage-deflate"),
-                &mut out,
-            )
-            .unwrap();
+            write_accept(&parsed, &Accept::new().protocol("json"), Some("permessage-deflate"), &mut out).unwrap();
             let (head, len) = parse_response(&out, &Config::default()).unwrap().unwrap();
             assert_eq!(len, out.len());
             let response = check_response(head, &pending).unwrap();
             assert_eq!(response.protocol(), Some("json"));
-            assert_eq!(
-                response
-                    .headers()
-                    .get(header::SEC_WEBSOCKET_EXTENSIONS)
-                    .unwrap(),
-                "permessage-deflate"
-            );
+            assert_eq!(response.headers().get(header::SEC_WEBSOCKET_EXTENSIONS).unwrap(), "permessage-deflate");
         }
 
         #[test]
         fn without_protocols() {
             let mut out = BytesMut::new();
-            let pending =
-                write_request(&get("ws://localhost:8080"), [0xff; 16], None, &mut out).unwrap();
+            let pending = write_request(&get("ws://localhost:8080"), [0xff; 16], None, &mut out).unwrap();
             let (parsed, _) = parse_request(&out, &Config::default()).unwrap().unwrap();
-            assert_eq!(
-                (parsed.path(), parsed.query(), parsed.host()),
-                ("/", None, Some("localhost:8080"))
-            );
+            assert_eq!((parsed.path(), parsed.query(), parsed.host()), ("/", None, Some("localhost:8080")));
             assert!(parsed.protocols().is_empty());
             let mut out = BytesMut::new();
             write_accept(&parsed, &Accept::new(), None, &mut out).unwrap();

@@ -41,18 +41,12 @@ impl Request {
 
     /// The `Origin` header (sent by browsers; check it to stop cross-site WebSocket hijacking).
     pub fn origin(&self) -> Option<&str> {
-        self.head
-            .headers()
-            .get(http::header::ORIGIN)
-            .and_then(|v| v.to_str().ok())
+        self.head.headers().get(http::header::ORIGIN).and_then(|v| v.to_str().ok())
     }
 
     /// The `Host` header.
     pub fn host(&self) -> Option<&str> {
-        self.head
-            .headers()
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok())
+        self.head.headers().get(http::header::HOST).and_then(|v| v.to_str().ok())
     }
 
     /// The subprotocols the client offered, in its order of preference.
@@ -111,10 +105,7 @@ impl Accept {
 /// gives the same result. A request that announces a body (`Transfer-Encoding`, or a
 /// `Content-Length` other than 0) is refused with 400, since the bytes after the head are
 /// WebSocket frames.
-pub(crate) fn parse_request(
-    buf: &[u8],
-    config: &Config,
-) -> Result<Option<(Request, usize)>, HandshakeError> {
+pub(crate) fn parse_request(buf: &[u8], config: &Config) -> Result<Option<(Request, usize)>, HandshakeError> {
     let too_large = |reason| refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, reason);
     let bad = |reason| refuse(StatusCode::BAD_REQUEST, reason);
     let window = head_window(buf, config);
@@ -129,8 +120,7 @@ pub(crate) fn parse_request(
     };
     // httparse fills in the request line before it reports `Complete`; the `else` arm is
     // unreachable but costs nothing.
-    let (Some(method), Some(target), Some(minor)) = (parsed.method, parsed.path, parsed.version)
-    else {
+    let (Some(method), Some(target), Some(minor)) = (parsed.method, parsed.path, parsed.version) else {
         return Err(bad("malformed request line"));
     };
 
@@ -153,11 +143,7 @@ pub(crate) fn parse_request(
     *head.uri_mut() = uri;
     *head.version_mut() = Version::HTTP_11;
     *head.headers_mut() = headers;
-    let request = Request {
-        head,
-        key,
-        protocols,
-    };
+    let request = Request { head, key, protocols };
     Ok(Some((request, len)))
 }
 
@@ -192,16 +178,10 @@ fn check_headers(headers: &HeaderMap) -> Result<(String, Vec<String>), Handshake
     match occurrences(headers, header::SEC_WEBSOCKET_VERSION) {
         Occurs::Once(version) if trim_ows(version.as_bytes()) == b"13" => {}
         Occurs::Absent => {
-            return Err(refuse(
-                StatusCode::UPGRADE_REQUIRED,
-                "missing Sec-WebSocket-Version",
-            ));
+            return Err(refuse(StatusCode::UPGRADE_REQUIRED, "missing Sec-WebSocket-Version"));
         }
         Occurs::Once(_) | Occurs::Repeated => {
-            return Err(refuse(
-                StatusCode::UPGRADE_REQUIRED,
-                "unsupported Sec-WebSocket-Version",
-            ));
+            return Err(refuse(StatusCode::UPGRADE_REQUIRED, "unsupported Sec-WebSocket-Version"));
         }
     }
     // Point 5: "A |Sec-WebSocket-Key| header field with a base64-encoded value that, when
@@ -212,10 +192,8 @@ fn check_headers(headers: &HeaderMap) -> Result<(String, Vec<String>), Handshake
         Occurs::Repeated => return Err(bad("duplicate Sec-WebSocket-Key")),
     };
     // 16 bytes encode to exactly 24 characters; checking that first bounds the decode.
-    let decodes_to_16 = key.len() == 24
-        && base64::engine::general_purpose::STANDARD
-            .decode(key)
-            .is_ok_and(|nonce| nonce.len() == 16);
+    let decodes_to_16 =
+        key.len() == 24 && base64::engine::general_purpose::STANDARD.decode(key).is_ok_and(|nonce| nonce.len() == 16);
     let key = match std::str::from_utf8(key) {
         Ok(key) if decodes_to_16 => key.to_owned(),
         _ => return Err(bad("invalid Sec-WebSocket-Key")),
@@ -226,10 +204,7 @@ fn check_headers(headers: &HeaderMap) -> Result<(String, Vec<String>), Handshake
     // Not in RFC 6455: the bytes after the head are frames, so a body would be misread as
     // frames. Refuse it rather than guess where it ends.
     if headers.contains_key(header::TRANSFER_ENCODING)
-        || headers
-            .get_all(header::CONTENT_LENGTH)
-            .iter()
-            .any(|n| trim_ows(n.as_bytes()) != b"0")
+        || headers.get_all(header::CONTENT_LENGTH).iter().any(|n| trim_ows(n.as_bytes()) != b"0")
     {
         return Err(bad("request has a body"));
     }
@@ -284,14 +259,8 @@ pub(crate) fn write_accept(
         return Err(crate::SendError::InvalidState);
     }
 
-    out.extend_from_slice(
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
-    );
-    put_header(
-        out,
-        b"Sec-WebSocket-Accept",
-        super::accept_key(request.key.as_bytes()).as_bytes(),
-    );
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n");
+    put_header(out, b"Sec-WebSocket-Accept", super::accept_key(request.key.as_bytes()).as_bytes());
     if let Some(protocol) = &accept.protocol {
         put_header(out, b"Sec-WebSocket-Protocol", protocol.as_bytes());
     }
@@ -311,26 +280,13 @@ pub(crate) fn write_accept(
 /// is added unless `headers` has a `Content-Type`; `Allow: GET` is added to a 405 (RFC 9110
 /// §15.5.6 requires it) and `Sec-WebSocket-Version: 13` to a 426, unless `headers` has them.
 /// After writing it, close the connection.
-pub(crate) fn write_response(
-    status: StatusCode,
-    headers: &HeaderMap,
-    body: &[u8],
-    out: &mut BytesMut,
-) {
+pub(crate) fn write_response(status: StatusCode, headers: &HeaderMap, body: &[u8], out: &mut BytesMut) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.extend_from_slice(b" ");
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    put_headers(
-        out,
-        headers,
-        &[
-            header::CONNECTION,
-            header::CONTENT_LENGTH,
-            header::TRANSFER_ENCODING,
-        ],
-    );
+    put_headers(out, headers, &[header::CONNECTION, header::CONTENT_LENGTH, header::TRANSFER_ENCODING]);
     if !headers.contains_key(header::CONTENT_TYPE) {
         put_header(out, b"Content-Type", b"text/plain; charset=utf-8");
     }
@@ -339,9 +295,7 @@ pub(crate) fn write_response(
     if status == StatusCode::METHOD_NOT_ALLOWED && !headers.contains_key(header::ALLOW) {
         put_header(out, b"Allow", b"GET");
     }
-    if status == StatusCode::UPGRADE_REQUIRED
-        && !headers.contains_key(header::SEC_WEBSOCKET_VERSION)
-    {
+    if status == StatusCode::UPGRADE_REQUIRED && !headers.contains_key(header::SEC_WEBSOCKET_VERSION) {
         put_header(out, b"Sec-WebSocket-Version", b"13");
     }
     out.extend_from_slice(b"\r\n");
@@ -416,10 +370,9 @@ pub(super) enum MapError {
 pub(super) fn header_map(parsed: &[httparse::Header<'_>]) -> Result<HeaderMap, MapError> {
     let mut map = HeaderMap::try_with_capacity(parsed.len()).map_err(|_| MapError::TooMany)?;
     for field in parsed {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
-            .map_err(|_| MapError::Invalid("invalid header name"))?;
-        let value = HeaderValue::from_bytes(field.value)
-            .map_err(|_| MapError::Invalid("invalid header value"))?;
+        let name =
+            HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| MapError::Invalid("invalid header name"))?;
+        let value = HeaderValue::from_bytes(field.value).map_err(|_| MapError::Invalid("invalid header value"))?;
         map.try_append(name, value).map_err(|_| MapError::TooMany)?;
     }
     Ok(map)
@@ -476,21 +429,13 @@ pub(super) fn protocol_list(headers: &HeaderMap) -> Option<Vec<String>> {
 
 /// Whether `s` is an RFC 9110 §5.6.2 token: one or more `tchar`s.
 pub(super) fn is_token(s: &[u8]) -> bool {
-    !s.is_empty()
-        && s.iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !s.is_empty() && s.iter().all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// `s` without leading and trailing spaces and tabs (RFC 9110 §5.6.3 OWS).
 pub(super) fn trim_ows(s: &[u8]) -> &[u8] {
-    let start = s
-        .iter()
-        .position(|&b| b != b' ' && b != b'\t')
-        .unwrap_or(s.len());
-    let end = s
-        .iter()
-        .rposition(|&b| b != b' ' && b != b'\t')
-        .map_or(start, |last| last + 1);
+    let start = s.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(s.len());
+    let end = s.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(start, |last| last + 1);
     &s[start..end]
 }
 
@@ -588,10 +533,7 @@ mod tests {
     #[track_caller]
     fn assert_refused(buf: &[u8], status: u16, reason: &str) {
         match parse(buf) {
-            Err(HandshakeError::BadRequest {
-                status: s,
-                reason: r,
-            }) => {
+            Err(HandshakeError::BadRequest { status: s, reason: r }) => {
                 assert_eq!((s.as_u16(), r), (status, reason));
             }
             other => panic!("expected {status} {reason:?}, got {other:?}"),
@@ -602,10 +544,7 @@ mod tests {
     fn summary(result: &Result<Option<(Request, usize)>, HandshakeError>) -> String {
         match result {
             Ok(Some((request, len))) => {
-                format!(
-                    "{len} {:?} {} {:?}",
-                    request.head, request.key, request.protocols
-                )
+                format!("{len} {:?} {} {:?}", request.head, request.key, request.protocols)
             }
             other => format!("{other:?}"),
         }
@@ -641,19 +580,14 @@ mod tests {
         #[test]
         fn byte_by_byte_is_incomplete_until_the_last_byte() {
             for end in 0..RFC_REQUEST.len() {
-                assert!(
-                    matches!(parse(&RFC_REQUEST[..end]), Ok(None)),
-                    "prefix of {end} bytes"
-                );
+                assert!(matches!(parse(&RFC_REQUEST[..end]), Ok(None)), "prefix of {end} bytes");
             }
             parse_ok(RFC_REQUEST);
         }
 
         #[test]
         fn bare_lf_line_endings() {
-            let text = std::str::from_utf8(RFC_REQUEST)
-                .unwrap()
-                .replace("\r\n", "\n");
+            let text = std::str::from_utf8(RFC_REQUEST).unwrap().replace("\r\n", "\n");
             parse_ok(text.as_bytes());
         }
 
@@ -669,26 +603,15 @@ mod tests {
             let absolute = parse_ok(&request("http://example.com:8080/chat?room=1", ""));
             assert_eq!(absolute.path(), "/chat");
             assert_eq!(absolute.query(), Some("room=1"));
-            assert_eq!(
-                absolute.head().uri().authority().unwrap().as_str(),
-                "example.com:8080"
-            );
+            assert_eq!(absolute.head().uri().authority().unwrap().as_str(), "example.com:8080");
             assert_eq!(parse_ok(&request("wss://example.com", "")).path(), "/");
         }
 
         #[test]
         fn asterisk_and_authority_form_are_refused() {
             assert_refused(&request("*", ""), 400, "invalid request target");
-            assert_refused(
-                &request("example.com:80", ""),
-                400,
-                "invalid request target",
-            );
-            assert_refused(
-                &request("ftp://example.com/", ""),
-                400,
-                "invalid request target",
-            );
+            assert_refused(&request("example.com:80", ""), 400, "invalid request target");
+            assert_refused(&request("ftp://example.com/", ""), 400, "invalid request target");
         }
 
         #[test]
@@ -713,26 +636,10 @@ mod tests {
 
         #[test]
         fn malformed_http_is_400() {
-            assert_refused(
-                b"GET /chat HTTP/1.1\r\nNo colon here\r\n\r\n",
-                400,
-                "invalid header name",
-            );
-            assert_refused(
-                b"GET /chat HTTP/1.1\r\nA: b\rc\r\n\r\n",
-                400,
-                "invalid header value",
-            );
-            assert_refused(
-                b"GET /chat HTTP/1.1\r\nA: b\r\r\n",
-                400,
-                "invalid header value",
-            );
-            assert_refused(
-                b"G(T /chat HTTP/1.1\r\n\r\n",
-                400,
-                "invalid method or token",
-            );
+            assert_refused(b"GET /chat HTTP/1.1\r\nNo colon here\r\n\r\n", 400, "invalid header name");
+            assert_refused(b"GET /chat HTTP/1.1\r\nA: b\rc\r\n\r\n", 400, "invalid header value");
+            assert_refused(b"GET /chat HTTP/1.1\r\nA: b\r\r\n", 400, "invalid header value");
+            assert_refused(b"G(T /chat HTTP/1.1\r\n\r\n", 400, "invalid method or token");
             // The start of a TLS ClientHello, sent to a plain port: refused at once.
             assert_refused(b"\x16\x03\x01\x02\x00\x01", 400, "invalid method or token");
         }
@@ -741,76 +648,41 @@ mod tests {
         fn host_is_required_once() {
             assert_refused(&replace("Host", ""), 400, "missing Host");
             assert_refused(&replace("Host", "Host: \r\n"), 400, "missing Host");
-            assert_refused(
-                &replace("Host", "Host: a\r\nHost: b\r\n"),
-                400,
-                "duplicate Host",
-            );
+            assert_refused(&replace("Host", "Host: a\r\nHost: b\r\n"), 400, "duplicate Host");
         }
 
         #[test]
         fn upgrade_must_list_websocket() {
             assert_refused(&replace("Upgrade", ""), 400, "missing Upgrade: websocket");
-            assert_refused(
-                &replace("Upgrade", "Upgrade: h2c\r\n"),
-                400,
-                "missing Upgrade: websocket",
-            );
-            assert_refused(
-                &replace("Upgrade", "Upgrade: websockets\r\n"),
-                400,
-                "missing Upgrade: websocket",
-            );
+            assert_refused(&replace("Upgrade", "Upgrade: h2c\r\n"), 400, "missing Upgrade: websocket");
+            assert_refused(&replace("Upgrade", "Upgrade: websockets\r\n"), 400, "missing Upgrade: websocket");
             parse_ok(&replace("Upgrade", "Upgrade: WebSocket\r\n"));
             parse_ok(&replace("Upgrade", "Upgrade: h2c ,, websocket \r\n"));
-            parse_ok(&replace(
-                "Upgrade",
-                "Upgrade: h2c\r\nUpgrade: WEBSOCKET\r\n",
-            ));
+            parse_ok(&replace("Upgrade", "Upgrade: h2c\r\nUpgrade: WEBSOCKET\r\n"));
         }
 
         #[test]
         fn connection_must_list_upgrade() {
-            assert_refused(
-                &replace("Connection", ""),
-                400,
-                "missing Connection: upgrade",
-            );
+            assert_refused(&replace("Connection", ""), 400, "missing Connection: upgrade");
             let buf = replace("Connection", "Connection: keep-alive\r\n");
             assert_refused(&buf, 400, "missing Connection: upgrade");
             let buf = replace("Connection", "Connection: upgrade-insecure\r\n");
             assert_refused(&buf, 400, "missing Connection: upgrade");
-            parse_ok(&replace(
-                "Connection",
-                "Connection: keep-alive, upgrade\r\n",
-            ));
-            parse_ok(&replace(
-                "Connection",
-                "Connection: keep-alive\r\nConnection: UPGRADE\r\n",
-            ));
+            parse_ok(&replace("Connection", "Connection: keep-alive, upgrade\r\n"));
+            parse_ok(&replace("Connection", "Connection: keep-alive\r\nConnection: UPGRADE\r\n"));
         }
 
         #[test]
         fn version_must_be_13() {
             let unsupported = "unsupported Sec-WebSocket-Version";
-            assert_refused(
-                &replace("Sec-WebSocket-Version", ""),
-                426,
-                "missing Sec-WebSocket-Version",
-            );
+            assert_refused(&replace("Sec-WebSocket-Version", ""), 426, "missing Sec-WebSocket-Version");
             let buf = replace("Sec-WebSocket-Version", "Sec-WebSocket-Version: 8\r\n");
             assert_refused(&buf, 426, unsupported);
             let buf = replace("Sec-WebSocket-Version", "Sec-WebSocket-Version: 13, 8\r\n");
             assert_refused(&buf, 426, unsupported);
-            let buf = replace(
-                "Sec-WebSocket-Version",
-                "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Version: 13\r\n",
-            );
+            let buf = replace("Sec-WebSocket-Version", "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Version: 13\r\n");
             assert_refused(&buf, 426, unsupported);
-            parse_ok(&replace(
-                "Sec-WebSocket-Version",
-                "Sec-WebSocket-Version:13  \r\n",
-            ));
+            parse_ok(&replace("Sec-WebSocket-Version", "Sec-WebSocket-Version:13  \r\n"));
         }
 
         #[test]
@@ -831,10 +703,7 @@ mod tests {
                 let buf = replace(key, &format!("Sec-WebSocket-Key: {bad}\r\n"));
                 assert_refused(&buf, 400, "invalid Sec-WebSocket-Key");
             }
-            let request = parse_ok(&replace(
-                key,
-                "Sec-WebSocket-Key:   AAAAAAAAAAAAAAAAAAAAAA==  \r\n",
-            ));
+            let request = parse_ok(&replace(key, "Sec-WebSocket-Key:   AAAAAAAAAAAAAAAAAAAAAA==  \r\n"));
             assert_eq!(request.key(), "AAAAAAAAAAAAAAAAAAAAAA==");
         }
 
@@ -845,36 +714,21 @@ mod tests {
                 "Sec-WebSocket-Protocol: a , b,,\r\nSec-WebSocket-Protocol:\r\nSec-WebSocket-Protocol: v2.c\r\n",
             );
             assert_eq!(parse_ok(&buf).protocols(), ["a", "b", "v2.c"]);
-            assert!(
-                parse_ok(&replace("Sec-WebSocket-Protocol", ""))
-                    .protocols()
-                    .is_empty()
-            );
+            assert!(parse_ok(&replace("Sec-WebSocket-Protocol", "")).protocols().is_empty());
         }
 
         #[test]
         fn protocols_must_be_tokens() {
             let buf = replace("Sec-WebSocket-Protocol", "Sec-WebSocket-Protocol: a b\r\n");
             assert_refused(&buf, 400, "invalid Sec-WebSocket-Protocol");
-            let buf = replace(
-                "Sec-WebSocket-Protocol",
-                "Sec-WebSocket-Protocol: chat/1\r\n",
-            );
+            let buf = replace("Sec-WebSocket-Protocol", "Sec-WebSocket-Protocol: chat/1\r\n");
             assert_refused(&buf, 400, "invalid Sec-WebSocket-Protocol");
         }
 
         #[test]
         fn a_body_is_refused() {
-            assert_refused(
-                &request("/", "Content-Length: 5\r\n"),
-                400,
-                "request has a body",
-            );
-            assert_refused(
-                &request("/", "Transfer-Encoding: chunked\r\n"),
-                400,
-                "request has a body",
-            );
+            assert_refused(&request("/", "Content-Length: 5\r\n"), 400, "request has a body");
+            assert_refused(&request("/", "Transfer-Encoding: chunked\r\n"), 400, "request has a body");
             parse_ok(&request("/", "Content-Length: 0\r\n"));
         }
 
@@ -897,23 +751,11 @@ mod tests {
             let result = parse_request(RFC_REQUEST, &config);
             assert!(matches!(
                 result,
-                Err(HandshakeError::BadRequest {
-                    status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                    ..
-                })
+                Err(HandshakeError::BadRequest { status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, .. })
             ));
             // Incomplete until the limit, then refused: same answer as the whole buffer.
-            assert!(matches!(
-                parse_request(&RFC_REQUEST[..RFC_REQUEST.len() - 2], &config),
-                Ok(None)
-            ));
-            assert_eq!(
-                summary(&parse_request(
-                    &RFC_REQUEST[..RFC_REQUEST.len() - 1],
-                    &config
-                )),
-                summary(&result)
-            );
+            assert!(matches!(parse_request(&RFC_REQUEST[..RFC_REQUEST.len() - 2], &config), Ok(None)));
+            assert_eq!(summary(&parse_request(&RFC_REQUEST[..RFC_REQUEST.len() - 1], &config)), summary(&result));
         }
 
         #[test]
@@ -936,10 +778,7 @@ mod tests {
             let config = Config::default().max_headers(8);
             let extra = "X-1: a\r\nX-2: b\r\nX-3: c\r\n";
             // 5 required headers + 3 = 8: accepted; one more is refused.
-            assert!(matches!(
-                parse_request(&request("/", extra), &config),
-                Ok(Some(_))
-            ));
+            assert!(matches!(parse_request(&request("/", extra), &config), Ok(Some(_))));
             let result = parse_request(&request("/", &format!("{extra}X-4: d\r\n")), &config);
             match result {
                 Err(HandshakeError::BadRequest { status, reason }) => {
@@ -952,9 +791,7 @@ mod tests {
         #[test]
         fn huge_limits_allocate_by_input() {
             // No allocation proportional to `max_headers` itself.
-            let config = Config::default()
-                .max_headers(usize::MAX)
-                .max_header_bytes(usize::MAX);
+            let config = Config::default().max_headers(usize::MAX).max_header_bytes(usize::MAX);
             assert!(matches!(parse_request(RFC_REQUEST, &config), Ok(Some(_))));
             assert!(matches!(parse_request(b"GET", &config), Ok(None)));
         }
@@ -965,11 +802,7 @@ mod tests {
 
         use super::*;
 
-        fn accept(
-            request: &Request,
-            accept: &Accept,
-            extensions: Option<&str>,
-        ) -> Result<String, SendError> {
+        fn accept(request: &Request, accept: &Accept, extensions: Option<&str>) -> Result<String, SendError> {
             let mut out = BytesMut::new();
             write_accept(request, accept, extensions, &mut out)?;
             Ok(String::from_utf8(out.to_vec()).expect("the response is ASCII"))
@@ -1029,19 +862,10 @@ mod tests {
         fn handshake_headers_and_bad_extensions_are_misuse() {
             let request = parse_ok(RFC_REQUEST);
             let mut out = BytesMut::new();
-            let with = Accept::new().header(
-                header::SEC_WEBSOCKET_PROTOCOL,
-                HeaderValue::from_static("x"),
-            );
-            assert_eq!(
-                write_accept(&request, &with, None, &mut out),
-                Err(SendError::InvalidState)
-            );
+            let with = Accept::new().header(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("x"));
+            assert_eq!(write_accept(&request, &with, None, &mut out), Err(SendError::InvalidState));
             let with = Accept::new().header(header::CONNECTION, HeaderValue::from_static("close"));
-            assert_eq!(
-                write_accept(&request, &with, None, &mut out),
-                Err(SendError::InvalidState)
-            );
+            assert_eq!(write_accept(&request, &with, None, &mut out), Err(SendError::InvalidState));
             let result = write_accept(&request, &Accept::new(), Some("a\r\nX: y"), &mut out);
             assert_eq!(result, Err(SendError::InvalidState));
             assert!(out.is_empty());

@@ -19,10 +19,7 @@ fn params(server_nct: bool, client_nct: bool, server_bits: u8, client_bits: u8) 
 
 /// A client and a server that agreed on `params`.
 fn pair(params: Params, config: &DeflateConfig) -> (Deflate, Deflate) {
-    (
-        Deflate::new(params, Role::Client, config),
-        Deflate::new(params, Role::Server, config),
-    )
+    (Deflate::new(params, Role::Client, config), Deflate::new(params, Role::Server, config))
 }
 
 fn compress(deflate: &mut Deflate, message: &[u8]) -> Vec<u8> {
@@ -39,17 +36,7 @@ fn decompress(deflate: &mut Deflate, payload: &[u8]) -> Result<Vec<u8>, InflateE
 
 /// Text-like data: words from a small vocabulary, so it compresses as JSON or prose does.
 fn text(len: usize, seed: u32) -> Vec<u8> {
-    const WORDS: &[&str] = &[
-        "{\"id\":",
-        "\"name\":",
-        "\"value\"",
-        ", ",
-        "true",
-        "null",
-        "[1,2,3]",
-        "}\n",
-        "wsx",
-    ];
+    const WORDS: &[&str] = &["{\"id\":", "\"name\":", "\"value\"", ", ", "true", "null", "[1,2,3]", "}\n", "wsx"];
     let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
@@ -70,30 +57,16 @@ fn text(len: usize, seed: u32) -> Vec<u8> {
 #[test]
 fn rfc_7_2_3_1_one_message() {
     let (mut client, mut server) = pair(params(false, false, 15, 15), &DeflateConfig::default());
-    assert_eq!(
-        decompress(&mut client, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]).unwrap(),
-        b"Hello"
-    );
+    assert_eq!(decompress(&mut client, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]).unwrap(), b"Hello");
     // The same message in two frames.
     let mut out = BytesMut::new();
-    server
-        .decompress(&[0xf2, 0x48, 0xcd], false, &mut out, usize::MAX)
-        .unwrap();
-    server
-        .decompress(&[0xc9, 0xc9, 0x07, 0x00], true, &mut out, usize::MAX)
-        .unwrap();
+    server.decompress(&[0xf2, 0x48, 0xcd], false, &mut out, usize::MAX).unwrap();
+    server.decompress(&[0xc9, 0xc9, 0x07, 0x00], true, &mut out, usize::MAX).unwrap();
     assert_eq!(&out[..], b"Hello");
     // zlib-rs produces the RFC's bytes at any level but 0.
     for level in 1..=9 {
-        let (mut client, _) = pair(
-            params(false, false, 15, 15),
-            &DeflateConfig::default().level(level),
-        );
-        assert_eq!(
-            compress(&mut client, b"Hello"),
-            [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
-            "level {level}"
-        );
+        let (mut client, _) = pair(params(false, false, 15, 15), &DeflateConfig::default().level(level));
+        assert_eq!(compress(&mut client, b"Hello"), [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], "level {level}");
     }
 }
 
@@ -123,15 +96,10 @@ fn rfc_7_2_3_2_shared_window() {
 #[test]
 fn rfc_7_2_3_3_stored_block() {
     let (mut client, _) = pair(params(false, false, 15, 15), &DeflateConfig::default());
-    let payload = [
-        0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00,
-    ];
+    let payload = [0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00];
     assert_eq!(decompress(&mut client, &payload).unwrap(), b"Hello");
     // Level 0 stores too.
-    let (mut client, _) = pair(
-        params(false, false, 15, 15),
-        &DeflateConfig::default().level(0),
-    );
+    let (mut client, _) = pair(params(false, false, 15, 15), &DeflateConfig::default().level(0));
     assert_eq!(compress(&mut client, b"Hello"), payload);
 }
 
@@ -143,26 +111,17 @@ fn rfc_7_2_3_4_bfinal() {
     // The ended stream is reset for the next message, in one frame or several.
     assert_eq!(decompress(&mut client, &payload).unwrap(), b"Hello");
     let mut out = BytesMut::new();
-    client
-        .decompress(&payload[..3], false, &mut out, usize::MAX)
-        .unwrap();
-    client
-        .decompress(&payload[3..], false, &mut out, usize::MAX)
-        .unwrap();
+    client.decompress(&payload[..3], false, &mut out, usize::MAX).unwrap();
+    client.decompress(&payload[3..], false, &mut out, usize::MAX).unwrap();
     client.decompress(&[], true, &mut out, usize::MAX).unwrap();
     assert_eq!(&out[..], b"Hello");
-    assert_eq!(
-        decompress(&mut client, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]).unwrap(),
-        b"Hello"
-    );
+    assert_eq!(decompress(&mut client, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]).unwrap(), b"Hello");
 }
 
 #[test]
 fn rfc_7_2_3_5_two_blocks() {
     let (mut client, _) = pair(params(false, false, 15, 15), &DeflateConfig::default());
-    let payload = [
-        0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07, 0x00,
-    ];
+    let payload = [0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07, 0x00];
     assert_eq!(decompress(&mut client, &payload).unwrap(), b"Hello");
 }
 
@@ -190,10 +149,7 @@ fn threshold() {
     assert!(!client.should_compress(0));
     assert!(!client.should_compress(99));
     assert!(client.should_compress(100));
-    let (client, _) = pair(
-        params(false, false, 15, 15),
-        &DeflateConfig::default().threshold(0),
-    );
+    let (client, _) = pair(params(false, false, 15, 15), &DeflateConfig::default().threshold(0));
     assert!(client.should_compress(0));
 }
 
@@ -201,32 +157,21 @@ fn threshold() {
 /// arrives, and (unfragmented) check each payload with the reference decoder against the
 /// agreed window.
 /// `from`'s compressor must not have been used before.
-fn exchange(
-    from: &mut Deflate,
-    to: &mut Deflate,
-    messages: &[Vec<u8>],
-    pieces: usize,
-    window_bits: u8,
-    reset: bool,
-) {
+fn exchange(from: &mut Deflate, to: &mut Deflate, messages: &[Vec<u8>], pieces: usize, window_bits: u8, reset: bool) {
     let mut reference = Reference::default();
     let mut payload = BytesMut::new();
     let mut received = BytesMut::new();
     for message in messages {
         payload.clear();
         received.clear();
-        let chunks: Vec<&[u8]> = if pieces == 0 || message.is_empty() {
-            vec![&message[..]]
-        } else {
-            message.chunks(pieces).collect()
-        };
+        let chunks: Vec<&[u8]> =
+            if pieces == 0 || message.is_empty() { vec![&message[..]] } else { message.chunks(pieces).collect() };
         for (i, chunk) in chunks.iter().enumerate() {
             let fin = i + 1 == chunks.len();
             let start = payload.len();
             from.compress(chunk, fin, &mut payload);
             // Each frame is inflated as it arrives.
-            to.decompress(&payload[start..], fin, &mut received, usize::MAX)
-                .unwrap();
+            to.decompress(&payload[start..], fin, &mut received, usize::MAX).unwrap();
         }
         assert_eq!(&received[..], &message[..]);
         if pieces != 0 {
@@ -238,21 +183,14 @@ fn exchange(
         }
         let (decoded, max_distance) = reference.message(&payload).unwrap();
         assert_eq!(decoded, *message);
-        assert!(
-            max_distance <= 1 << window_bits,
-            "distance {max_distance} past a {window_bits}-bit window"
-        );
+        assert!(max_distance <= 1 << window_bits, "distance {max_distance} past a {window_bits}-bit window");
     }
 }
 
 #[test]
 fn round_trips() {
     let sizes = [0, 1, 1000, 100_000];
-    let messages: Vec<Vec<u8>> = sizes
-        .iter()
-        .enumerate()
-        .map(|(i, &len)| text(len, i as u32))
-        .collect();
+    let messages: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, &len)| text(len, i as u32)).collect();
     for bits in [8, 9, 12, 15] {
         for reset in [false, true] {
             // Level 0 (stored blocks) is covered by the proptest and the §7.2.3.3 vector.
@@ -280,29 +218,15 @@ fn distances_stay_in_the_agreed_window() {
     let data = data[..100_000].to_vec();
     for bits in 8..=15 {
         // Every level for the two windows that run as 9 bits; the main strategies otherwise.
-        let levels = if bits <= 9 {
-            &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9][..]
-        } else {
-            &[1, 4, 9][..]
-        };
+        let levels = if bits <= 9 { &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9][..] } else { &[1, 4, 9][..] };
         for &level in levels {
             let config = DeflateConfig::default().level(level);
             let (mut client, mut server) = pair(params(false, false, 15, bits), &config);
-            exchange(
-                &mut client,
-                &mut server,
-                std::slice::from_ref(&data),
-                0,
-                bits,
-                false,
-            );
+            exchange(&mut client, &mut server, std::slice::from_ref(&data), 0, bits, false);
         }
     }
     // The compressor really uses the window it may: long repeats do reach past 16 KiB.
-    let (mut client, _) = pair(
-        params(false, false, 15, 15),
-        &DeflateConfig::default().level(9),
-    );
+    let (mut client, _) = pair(params(false, false, 15, 15), &DeflateConfig::default().level(9));
     let payload = compress(&mut client, &data);
     let (_, max_distance) = Reference::default().message(&payload).unwrap();
     assert!(max_distance > 1 << 14, "{max_distance}");
@@ -315,11 +239,7 @@ fn fragments_decode_as_one_message() {
     let mut payload = BytesMut::new();
     let cuts = [0, 1, 2, 100, 4096, 4097, 30_000, 50_000];
     for (i, window) in cuts.windows(2).enumerate() {
-        client.compress(
-            &message[window[0]..window[1]],
-            i + 2 == cuts.len(),
-            &mut payload,
-        );
+        client.compress(&message[window[0]..window[1]], i + 2 == cuts.len(), &mut payload);
     }
     assert_eq!(decompress(&mut server, &payload).unwrap(), message);
     // Empty pieces, and an empty last piece.
@@ -342,9 +262,7 @@ fn buffers_are_reused() {
         payload.clear();
         received.clear();
         client.compress(&message, true, &mut payload);
-        server
-            .decompress(&payload, true, &mut received, usize::MAX)
-            .unwrap();
+        server.decompress(&payload, true, &mut received, usize::MAX).unwrap();
         assert_eq!(&received[..], &message[..]);
         let now = (payload.capacity(), received.capacity());
         assert_eq!(*capacities.get_or_insert(now), now);
@@ -380,10 +298,7 @@ fn zero_bomb_is_stopped_at_the_limit() {
     assert!(bomb.len() < 400_000);
     let (mut client, _) = pair(params(false, false, 15, 15), &DeflateConfig::default());
     let mut out = BytesMut::new();
-    assert!(matches!(
-        client.decompress(&bomb, true, &mut out, limit),
-        Err(InflateError::TooBig)
-    ));
+    assert!(matches!(client.decompress(&bomb, true, &mut out, limit), Err(InflateError::TooBig)));
     assert_eq!(out.len(), limit);
     assert!(out.capacity() <= limit, "{}", out.capacity());
     // Frame by frame, and after a first frame already in `out`.
@@ -403,17 +318,11 @@ fn zero_bomb_is_stopped_at_the_limit() {
 #[test]
 fn compressed_zeros_are_stopped_at_the_limit() {
     let zeros = vec![0; 10_000_000];
-    let (mut client, mut server) = pair(
-        params(false, false, 15, 15),
-        &DeflateConfig::default().level(9),
-    );
+    let (mut client, mut server) = pair(params(false, false, 15, 15), &DeflateConfig::default().level(9));
     let payload = compress(&mut client, &zeros);
     let mut out = BytesMut::new();
     let limit = 100_000;
-    assert!(matches!(
-        server.decompress(&payload, true, &mut out, limit),
-        Err(InflateError::TooBig)
-    ));
+    assert!(matches!(server.decompress(&payload, true, &mut out, limit), Err(InflateError::TooBig)));
     assert!(out.capacity() <= limit, "{}", out.capacity());
 }
 
@@ -422,12 +331,7 @@ fn limit_is_inclusive() {
     let message = text(10_000, 5);
     let (mut client, _) = pair(params(false, false, 15, 15), &DeflateConfig::default());
     let payload = compress(&mut client, &message);
-    for (limit, ok) in [
-        (10_000, true),
-        (9_999, false),
-        (0, false),
-        (usize::MAX, true),
-    ] {
+    for (limit, ok) in [(10_000, true), (9_999, false), (0, false), (usize::MAX, true)] {
         let (_, mut server) = pair(params(false, false, 15, 15), &DeflateConfig::default());
         let mut out = BytesMut::new();
         let result = server.decompress(&payload, true, &mut out, limit);
@@ -436,11 +340,7 @@ fn limit_is_inclusive() {
     }
     // An empty message fits a zero limit.
     let (_, mut server) = pair(params(false, false, 15, 15), &DeflateConfig::default());
-    assert!(
-        server
-            .decompress(&[0x00], true, &mut BytesMut::new(), 0)
-            .is_ok()
-    );
+    assert!(server.decompress(&[0x00], true, &mut BytesMut::new(), 0).is_ok());
     // What `out` already holds counts.
     let (_, mut server) = pair(params(false, false, 15, 15), &DeflateConfig::default());
     let mut out = BytesMut::from(&b"12345"[..]);
@@ -483,10 +383,7 @@ fn garbage_in_any_frame_never_panics() {
                     x as u8
                 })
                 .collect();
-            if client
-                .decompress(&payload, frame == 3, &mut out, 1 << 16)
-                .is_err()
-            {
+            if client.decompress(&payload, frame == 3, &mut out, 1 << 16).is_err() {
                 break;
             }
             assert!(out.len() <= 1 << 16);
@@ -575,10 +472,7 @@ impl Reference {
     fn message(&mut self, payload: &[u8]) -> Result<(Vec<u8>, usize), &'static str> {
         let data = [payload, &TRAILER[..]].concat();
         let start = self.history.len();
-        let mut input = BitReader {
-            data: &data,
-            pos: 0,
-        };
+        let mut input = BitReader { data: &data, pos: 0 };
         let mut max_distance = 0;
         // A message ends at a block boundary, on a byte boundary, with all input used.
         while input.pos < data.len() * 8 {
@@ -595,11 +489,7 @@ impl Reference {
                     }
                 }
                 kind @ (1 | 2) => {
-                    let (lit, dist) = if kind == 1 {
-                        fixed_tables()
-                    } else {
-                        dynamic_tables(&mut input)?
-                    };
+                    let (lit, dist) = if kind == 1 { fixed_tables() } else { dynamic_tables(&mut input)? };
                     loop {
                         let symbol = lit.decode(&mut input)?;
                         match symbol {
@@ -607,8 +497,8 @@ impl Reference {
                             256 => break,
                             _ => {
                                 let i = usize::from(symbol - 257);
-                                let len = *LEN_BASE.get(i).ok_or("bad length")? as usize
-                                    + input.bits(LEN_EXTRA[i])? as usize;
+                                let len =
+                                    *LEN_BASE.get(i).ok_or("bad length")? as usize + input.bits(LEN_EXTRA[i])? as usize;
                                 let d = usize::from(dist.decode(&mut input)?);
                                 let distance = *DIST_BASE.get(d).ok_or("bad distance")? as usize
                                     + input.bits(DIST_EXTRA[d])? as usize;
@@ -617,8 +507,7 @@ impl Reference {
                                 }
                                 max_distance = max_distance.max(distance);
                                 for _ in 0..len {
-                                    self.history
-                                        .push(self.history[self.history.len() - distance]);
+                                    self.history.push(self.history[self.history.len() - distance]);
                                 }
                             }
                         }
@@ -634,21 +523,15 @@ impl Reference {
     }
 }
 
-const LEN_BASE: [u16; 29] = [
-    3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131,
-    163, 195, 227, 258,
-];
-const LEN_EXTRA: [u32; 29] = [
-    0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0,
-];
+const LEN_BASE: [u16; 29] =
+    [3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227, 258];
+const LEN_EXTRA: [u32; 29] = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0];
 const DIST_BASE: [u16; 30] = [
-    1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537,
-    2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577,
+    1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537, 2049, 3073, 4097, 6145,
+    8193, 12289, 16385, 24577,
 ];
-const DIST_EXTRA: [u32; 30] = [
-    0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13,
-    13,
-];
+const DIST_EXTRA: [u32; 30] =
+    [0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13];
 
 struct BitReader<'a> {
     data: &'a [u8],
@@ -682,11 +565,7 @@ impl Huffman {
         counts[0] = 0;
         let mut symbols = Vec::new();
         for len in 1..16 {
-            for (symbol, _) in lengths
-                .iter()
-                .enumerate()
-                .filter(|&(_, &l)| usize::from(l) == len)
-            {
+            for (symbol, _) in lengths.iter().enumerate().filter(|&(_, &l)| usize::from(l) == len) {
                 symbols.push(symbol as u16);
             }
         }
@@ -699,11 +578,7 @@ impl Huffman {
             code |= input.bits(1)? as i32;
             let count = i32::from(self.counts[len]);
             if code - first < count {
-                return self
-                    .symbols
-                    .get((index + code - first) as usize)
-                    .copied()
-                    .ok_or("bad code");
+                return self.symbols.get((index + code - first) as usize).copied().ok_or("bad code");
             }
             index += count;
             first = (first + count) << 1;
@@ -721,9 +596,7 @@ fn fixed_tables() -> (Huffman, Huffman) {
 }
 
 fn dynamic_tables(input: &mut BitReader<'_>) -> Result<(Huffman, Huffman), &'static str> {
-    const ORDER: [usize; 19] = [
-        16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15,
-    ];
+    const ORDER: [usize; 19] = [16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15];
     let lit_count = input.bits(5)? as usize + 257;
     let dist_count = input.bits(5)? as usize + 1;
     let code_count = input.bits(4)? as usize + 4;
@@ -748,18 +621,13 @@ fn dynamic_tables(input: &mut BitReader<'_>) -> Result<(Huffman, Huffman), &'sta
     if lengths.len() != lit_count + dist_count {
         return Err("code lengths overrun");
     }
-    Ok((
-        Huffman::new(&lengths[..lit_count]),
-        Huffman::new(&lengths[lit_count..]),
-    ))
+    Ok((Huffman::new(&lengths[..lit_count]), Huffman::new(&lengths[lit_count..])))
 }
 
 #[test]
 fn reference_decoder_reads_the_rfc_examples() {
     let mut reference = Reference::default();
-    let (hello, distance) = reference
-        .message(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00])
-        .unwrap();
+    let (hello, distance) = reference.message(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]).unwrap();
     assert_eq!((hello.as_slice(), distance), (&b"Hello"[..], 0));
     let (hello, distance) = reference.message(&[0xf2, 0x00, 0x11, 0x00, 0x00]).unwrap();
     assert_eq!((hello.as_slice(), distance), (&b"Hello"[..], 5));
