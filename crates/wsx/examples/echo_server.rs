@@ -6,7 +6,7 @@
 //! cargo run --release -p wsx --example echo_server   # ws://127.0.0.1:9001, or set HOST/PORT
 //! ```
 
-use wsx::{Config, DeflateConfig, Message, Server};
+use wsx::{Config, DeflateConfig, Server};
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> wsx::Result<()> {
@@ -17,7 +17,15 @@ async fn main() -> wsx::Result<()> {
     println!("Echoing on ws://{}", server.local_addr()?);
 
     let handler = |mut ws: wsx::WebSocket<_>, _info| async move {
-        while let Some(message) = ws.recv().await? {
+        loop {
+            let message = match ws.recv().await {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                // A protocol failure is reported as soon as our close frame is out; keep
+                // polling so the closing handshake finishes cleanly, then the stream ends.
+                Err(e) if e.is_protocol() => continue,
+                Err(e) => return Err(e),
+            };
             if message.is_data() {
                 // Queue the echo; write once no other message is already waiting, so a burst
                 // that arrived in one read goes back in one write.
@@ -25,9 +33,6 @@ async fn main() -> wsx::Result<()> {
                 if !ws.has_pending_messages() {
                     ws.flush().await?;
                 }
-            } else if let Message::Close(_) = message {
-                // The engine has queued the close echo; write it (and any echoes left).
-                ws.flush().await?;
             }
         }
         Ok(())

@@ -15,7 +15,7 @@ use tokio::{
     io::{AsyncRead, AsyncWrite},
     time::Sleep,
 };
-use wsx_proto::{CloseCode, CloseFrame, CloseReason, Connection, Event, Message, SendError};
+use wsx_proto::{CloseCode, CloseFrame, CloseReason, Connection, Event, Frame, Message, SendError};
 
 use crate::error::{Error, Result};
 
@@ -40,6 +40,8 @@ pub(crate) struct Driver<S> {
     done: bool,
     /// The writer half waiting for the queue to drain, when split.
     writer_waker: Option<Waker>,
+    /// The connection's failure has been handed to the application already.
+    failure_reported: bool,
     /// Server shutdown: when it fires, the connection closes itself with 1001.
     #[cfg(feature = "server")]
     away: Option<crate::server::Away>,
@@ -55,6 +57,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             io_error: None,
             done: false,
             writer_waker: None,
+            failure_reported: false,
             #[cfg(feature = "server")]
             away: None,
         }
@@ -222,12 +225,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// ended cleanly.
     pub(crate) fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
         loop {
-            match ready!(self.poll_event(cx)) {
+            let Poll::Ready(event) = self.poll_event(cx) else {
+                return match self.early_failure() {
+                    Some(e) => Poll::Ready(Some(Err(e))),
+                    None => Poll::Pending,
+                };
+            };
+            match event {
                 None => return Poll::Ready(None),
                 Some(Err(e)) => return Poll::Ready(Some(Err(e))),
                 Some(Ok(Event::Closed(reason))) => {
                     if let Some(e) = self.io_error.take() {
                         return Poll::Ready(Some(Err(e.into())));
+                    }
+                    if self.failure_reported {
+                        continue;
                     }
                     if let Some(e) = close_error(reason) {
                         return Poll::Ready(Some(Err(e)));
@@ -240,6 +252,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 }
             }
         }
+    }
+
+    /// A failure to report now rather than when the connection finishes: once the engine has
+    /// failed the connection and our close frame and half-close are written, the application
+    /// learns at once, instead of after the peer's TCP close or the close timeout. Polling
+    /// again keeps draining the connection to its end.
+    fn early_failure(&mut self) -> Option<Error> {
+        if self.failure_reported || self.conn.buffered_amount() > 0 || !self.shutdown_done {
+            return None;
+        }
+        let error = self.conn.close_reason()?.error?;
+        self.failure_reported = true;
+        close_error(CloseReason { received: None, sent: None, error: Some(error) })
     }
 
     /// Wait until the write queue is under the high-water mark.
@@ -277,6 +302,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             return Ok(self.conn.close(code, reason, now())?);
         }
         Ok(self.conn.send(message)?)
+    }
+
+    pub(crate) fn start_send_frame(&mut self, frame: Frame) -> Result<()> {
+        if self.done {
+            return Err(SendError::Closed.into());
+        }
+        Ok(self.conn.send_frame(frame)?)
     }
 
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
@@ -400,6 +432,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         poll_fn(|cx| self.driver.poll_flush(cx)).await
     }
 
+    /// Send one frame of a message streamed in fragments, and write it out: a text or binary
+    /// frame with `fin` false starts the message, continuations follow, `fin` ends it (see
+    /// [`Connection::send_frame`]). Other messages cannot be sent until it ends; pings can.
+    pub async fn send_frame(&mut self, frame: Frame) -> Result<()> {
+        poll_fn(|cx| self.driver.poll_ready(cx)).await?;
+        self.driver.start_send_frame(frame)?;
+        self.flush().await
+    }
+
     /// Close with `code` and `reason` and wait for the closing handshake to finish (up to
     /// `close_timeout`). Messages that arrive meanwhile are dropped; to read them, send
     /// [`Message::Close`] and keep calling `recv` until it returns `None`.
@@ -510,6 +551,18 @@ pub struct WsWriter<S> {
     shared: Shared<S>,
 }
 
+impl<S> std::fmt::Debug for WsReader<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsReader").finish_non_exhaustive()
+    }
+}
+
+impl<S> std::fmt::Debug for WsWriter<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsWriter").finish_non_exhaustive()
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> WsReader<S> {
     /// The next message; see [`WebSocket::recv`].
     pub async fn recv(&mut self) -> Result<Option<Message>> {
@@ -554,6 +607,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsWriter<S> {
     /// Write out everything queued.
     pub async fn flush(&mut self) -> Result<()> {
         poll_fn(|cx| lock(&self.shared).poll_flush(cx)).await
+    }
+
+    /// Send one frame of a fragmented message; see [`WebSocket::send_frame`].
+    pub async fn send_frame(&mut self, frame: Frame) -> Result<()> {
+        poll_fn(|cx| lock(&self.shared).poll_ready(cx)).await?;
+        lock(&self.shared).start_send_frame(frame)?;
+        self.flush().await
     }
 
     /// Send a close frame and write it out. The reader sees the peer's answer and then ends.

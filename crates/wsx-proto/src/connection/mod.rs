@@ -471,12 +471,16 @@ impl Connection {
                 }
             }
             State::Open => {
+                // A peer that answers nothing will not answer a close either: send it, and end
+                // without waiting out the close timeout.
                 if self.pong_deadline.is_some_and(|t| now >= t) {
                     self.fail(ProtocolError::PongTimeout);
+                    self.finish();
                     return;
                 }
                 if self.config.idle_timeout.is_some_and(|d| now >= self.last_received + d) {
                     self.fail(ProtocolError::IdleTimeout);
+                    self.finish();
                     return;
                 }
                 if self.next_ping.is_some_and(|t| now >= t) {

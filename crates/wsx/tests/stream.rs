@@ -1,0 +1,177 @@
+//! The tokio driver over in-memory pipes: backpressure, timers (with tokio's paused clock),
+//! split halves and fragmented sends. No sockets.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
+use wsx::{CloseCode, Config, Frame, Message, WebSocket};
+
+const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+/// A connected client and server over a pipe of `capacity` bytes.
+async fn pair(capacity: usize, client: Config, server: Config) -> (WebSocket<DuplexStream>, WebSocket<DuplexStream>) {
+    let (a, b) = duplex(capacity);
+    let request = http::Request::get("ws://x/").body(()).unwrap();
+    let (client, server) =
+        tokio::join!(wsx::client(a, &request, &client), wsx::accept_with(b, &server, |_| Ok(wsx::Accept::new())));
+    (client.unwrap().0, server.unwrap())
+}
+
+/// A server whose peer is raw bytes the test controls.
+async fn raw_peer(config: Config) -> (WebSocket<DuplexStream>, DuplexStream) {
+    let (mut raw, b) = duplex(1 << 16);
+    raw.write_all(REQUEST).await.unwrap();
+    let server = wsx::accept_with(b, &config, |_| Ok(wsx::Accept::new())).await.unwrap();
+    let mut head = vec![0; 129];
+    raw.read_exact(&mut head).await.unwrap();
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    (server, raw)
+}
+
+#[tokio::test]
+async fn send_waits_when_the_peer_does_not_read() {
+    let high = 64 << 10;
+    let (mut client, _server) = pair(4096, Config::default().write_high_water(high), Config::default()).await;
+    let message = Message::binary(vec![7u8; 1024]);
+    let mut sent = 0;
+    loop {
+        // `feed` queues without waiting for the write; it waits only past the high-water mark.
+        match tokio::time::timeout(Duration::from_millis(200), client.feed(message.clone())).await {
+            Ok(result) => result.unwrap(),
+            Err(_) => break,
+        }
+        sent += 1;
+        assert!(sent < 10_000, "send never waited");
+    }
+    // It stopped once the queue passed the high-water mark, with at most one message more.
+    assert!(client.buffered_amount() <= high + 1024 + 14, "{}", client.buffered_amount());
+    assert!(sent * 1024 >= high, "waited too early: {sent} messages");
+}
+
+#[tokio::test(start_paused = true)]
+async fn unanswered_keepalive_fails_with_1011() {
+    let config = Config::default().ping_interval(Some(Duration::from_secs(5))).pong_timeout(Duration::from_secs(3));
+    let (mut server, mut raw) = raw_peer(config).await;
+    let started = tokio::time::Instant::now();
+    let error = server.recv().await.unwrap_err();
+    assert!(error.is_timeout(), "{error}");
+    assert_eq!(error.close_code(), Some(CloseCode::INTERNAL));
+    assert_eq!(started.elapsed(), Duration::from_secs(8));
+    // The peer got a ping, then a close 1011.
+    let mut bytes = vec![0; 64];
+    let n = raw.read(&mut bytes).await.unwrap();
+    assert_eq!(bytes[0], 0x89, "ping first: {:x?}", &bytes[..n]);
+    let close = &bytes[2 + usize::from(bytes[1])..];
+    assert_eq!(&close[..4], &[0x88, close[1], 0x03, 0xF3], "then close 1011");
+}
+
+#[tokio::test(start_paused = true)]
+async fn answered_keepalive_keeps_the_connection_open() {
+    let config = Config::default().ping_interval(Some(Duration::from_secs(5))).pong_timeout(Duration::from_secs(3));
+    let (mut client, mut server) = pair(1 << 16, Config::default(), config).await;
+    // The client answers pings as it reads; a minute passes.
+    let reader = tokio::spawn(async move {
+        let mut pongs = 0;
+        while let Ok(Some(message)) = client.recv().await {
+            if let Message::Ping(_) = message {
+                pongs += 1;
+            }
+        }
+        pongs
+    });
+    let result = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match server.recv().await {
+                Ok(Some(Message::Pong(_))) => {}
+                other => return other,
+            }
+        }
+    })
+    .await;
+    assert!(result.is_err(), "still open after a minute: {result:?}");
+    server.close(CloseCode::NORMAL, "").await.unwrap();
+    assert!(reader.await.unwrap() >= 11);
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_timeout_closes_with_1001() {
+    let (mut server, _raw) = raw_peer(Config::default().idle_timeout(Some(Duration::from_secs(30)))).await;
+    let error = server.recv().await.unwrap_err();
+    assert_eq!(error.close_code(), Some(CloseCode::AWAY));
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_completes_against_a_silent_peer_after_the_close_timeout() {
+    let (mut server, _raw) = raw_peer(Config::default().close_timeout(Duration::from_secs(4))).await;
+    let started = tokio::time::Instant::now();
+    server.close(CloseCode::NORMAL, "bye").await.unwrap();
+    assert_eq!(started.elapsed(), Duration::from_secs(4));
+}
+
+#[tokio::test]
+async fn split_halves_work_in_separate_tasks() {
+    let (client, mut server) = pair(1 << 16, Config::default(), Config::default()).await;
+    let echo = tokio::spawn(async move {
+        while let Some(message) = server.recv().await.unwrap() {
+            if message.is_data() {
+                server.send(message).await.unwrap();
+            }
+        }
+    });
+    let (mut reader, mut writer) = client.split();
+    let writing = tokio::spawn(async move {
+        for i in 0..200 {
+            writer.send(format!("message {i}")).await.unwrap();
+        }
+        writer
+    });
+    for i in 0..200 {
+        let message = reader.recv().await.unwrap().unwrap();
+        assert_eq!(message.as_text(), Some(format!("message {i}").as_str()));
+    }
+    let mut writer = writing.await.unwrap();
+    writer.close(CloseCode::NORMAL, "done").await.unwrap();
+    // The reader sees the echo of our close, then the end.
+    assert!(matches!(reader.recv().await.unwrap(), Some(Message::Close(Some(f))) if f.code == CloseCode::NORMAL));
+    assert!(reader.recv().await.unwrap().is_none());
+    echo.await.unwrap();
+    let ws = reader.unsplit(writer).unwrap();
+    assert!(ws.close_reason().unwrap().is_clean());
+}
+
+#[tokio::test]
+async fn fragmented_send_arrives_whole() {
+    let (mut client, mut server) = pair(1 << 16, Config::default(), Config::default()).await;
+    client.send_frame(Frame::text("hel", false)).await.unwrap();
+    client.ping("between").await.unwrap();
+    client.send_frame(Frame::continuation("", false)).await.unwrap();
+    client.send_frame(Frame::continuation("lo", true)).await.unwrap();
+    assert_eq!(server.recv().await.unwrap(), Some(Message::Ping("between".into())));
+    assert_eq!(server.recv().await.unwrap(), Some(Message::text("hello")));
+    assert!(client.send_frame(Frame::continuation("x", true)).await.is_err(), "no message open");
+}
+
+#[tokio::test]
+async fn peer_protocol_error_is_reported_with_its_close_code() {
+    let (mut server, mut raw) = raw_peer(Config::default()).await;
+    // An unmasked frame from a client.
+    raw.write_all(&[0x81, 0x02, b'h', b'i']).await.unwrap();
+    let error = server.recv().await.unwrap_err();
+    assert!(error.is_protocol());
+    assert_eq!(error.close_code(), Some(CloseCode::PROTOCOL));
+    let mut close = [0; 4];
+    raw.read_exact(&mut close).await.unwrap();
+    assert_eq!(&close[..1], &[0x88]);
+    assert_eq!(&close[2..4], &1002u16.to_be_bytes());
+}
+
+#[tokio::test]
+async fn sending_after_close_is_an_error_not_a_panic() {
+    let (mut client, mut server) = pair(1 << 16, Config::default(), Config::default()).await;
+    let closing = tokio::spawn(async move { while server.recv().await.unwrap().is_some() {} });
+    client.close(CloseCode::NORMAL, "").await.unwrap();
+    let error = client.send("late").await.unwrap_err();
+    assert!(error.is_closed(), "{error}");
+    closing.await.unwrap();
+}
