@@ -1,0 +1,404 @@
+//! `wsx connect`: a wscat-like client.
+
+use std::{
+    io::{BufRead, IsTerminal, Write},
+    process::ExitCode,
+};
+
+use base64::Engine;
+use bytes::Bytes;
+use serde_json::json;
+use tokio::{sync::mpsc, time::Instant};
+use wsx::{ClientBuilder, CloseCode, CloseFrame, Config, DeflateConfig, Message};
+
+use crate::{ConnectArgs, Encoding, parse};
+
+/// Exit codes, as documented in `wsx connect --help`.
+mod exit {
+    pub(super) const OTHER: u8 = 1;
+    pub(super) const USAGE: u8 = 2;
+    pub(super) const CONNECT: u8 = 3;
+    pub(super) const TLS: u8 = 4;
+    pub(super) const TIMEOUT: u8 = 5;
+    pub(super) const ABNORMAL_CLOSE: u8 = 6;
+}
+
+/// Why the run ended badly: an exit code and what to tell the user.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn new(code: u8, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
+    match session(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("wsx: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// One line of input, or why it could not be read.
+type Line = Result<String, String>;
+
+async fn session(args: ConnectArgs) -> Result<(), Failure> {
+    let interactive = std::io::stdin().is_terminal();
+    let out = Output { json: args.json, encoding: args.binary, interactive };
+    let config = Config::default()
+        .deflate(args.deflate.then(DeflateConfig::default))
+        .ping_interval(args.ping_interval)
+        .handshake_timeout(args.connect_timeout);
+    let mut builder = ClientBuilder::new(&args.url).config(config).connect_timeout(args.connect_timeout);
+    for (name, value) in &args.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    for protocol in &args.subprotocols {
+        builder = builder.protocol(protocol.as_str());
+    }
+    if let Some(origin) = &args.origin {
+        builder = builder.origin(origin);
+    }
+    if let Some(ca) = &args.ca {
+        builder = builder.root_certificates_pem_file(ca);
+    }
+    if args.insecure {
+        builder = builder.danger_accept_invalid_certs(true);
+    }
+    let (mut ws, response) = builder.connect().await.map_err(|e| connect_failure(&e))?;
+    out.event(json!({"type": "open", "url": args.url, "status": response.status().as_u16(),
+        "protocol": ws.protocol(), "compressed": ws.is_compressed()}));
+    if interactive && !args.json {
+        let protocol = ws.protocol().map(|p| format!(", subprotocol {p}")).unwrap_or_default();
+        eprintln!("Connected to {}{protocol}. Type a message; /ping, /close [code] [reason], /quit.", args.url);
+        out.prompt();
+    }
+
+    let mut lines = spawn_stdin_reader();
+    let mut input_open = true;
+    let mut wait_until: Option<Instant> = None;
+    let mut we_closed = false;
+    let mut peer_close: Option<CloseFrame> = None;
+    loop {
+        let wait = async {
+            match wait_until {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            received = ws.recv() => match received {
+                Ok(Some(message)) => {
+                    if let Message::Close(frame) = &message {
+                        if !we_closed {
+                            peer_close = Some(frame.clone().unwrap_or(CloseFrame::new(CloseCode::NO_STATUS, "")));
+                        }
+                    }
+                    out.message("in", &message);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(connection_failure(&e)),
+            },
+            line = lines.recv(), if input_open && !we_closed => match line {
+                Some(Ok(line)) => match command(&line, args.binary) {
+                    Ok(Some(message)) => {
+                        let closing = matches!(message, Message::Close(_));
+                        match ws.send(message.clone()).await {
+                            Ok(()) => {}
+                            Err(e) if e.is_io() || e.is_protocol() || e.is_timeout() => {
+                                return Err(connection_failure(&e));
+                            }
+                            Err(e) => input_error(&out, format!("cannot send: {e}"))?,
+                        }
+                        out.message("out", &message);
+                        we_closed |= closing;
+                        out.prompt();
+                    }
+                    Ok(None) => out.prompt(),
+                    Err(e) => input_error(&out, e)?,
+                },
+                Some(Err(e)) => input_error(&out, e)?,
+                None => {
+                    input_open = false;
+                    if interactive {
+                        // Ctrl-D: close now.
+                        close(&mut ws, &out, CloseCode::NORMAL, "").await?;
+                        we_closed = true;
+                    } else {
+                        wait_until = Some(Instant::now() + args.wait);
+                    }
+                }
+            },
+            () = wait, if !we_closed => {
+                close(&mut ws, &out, CloseCode::NORMAL, "").await?;
+                we_closed = true;
+            }
+        }
+    }
+    if interactive && !args.json {
+        println!();
+    }
+    if we_closed {
+        return Ok(());
+    }
+    match peer_close {
+        Some(frame) if frame.code == CloseCode::NORMAL || frame.code == CloseCode::AWAY => Ok(()),
+        Some(frame) => Err(Failure::new(
+            exit::ABNORMAL_CLOSE,
+            format!("server closed the connection with code {}{}", frame.code.0, reason_suffix(&frame)),
+        )),
+        None => Err(Failure::new(exit::ABNORMAL_CLOSE, "connection closed without a close frame (1006)")),
+    }
+}
+
+fn reason_suffix(frame: &CloseFrame) -> String {
+    if frame.reason.is_empty() { String::new() } else { format!(": {}", frame.reason.as_str()) }
+}
+
+/// Send a close frame (the closing handshake then finishes in the receive loop).
+async fn close<S>(ws: &mut wsx::WebSocket<S>, out: &Output, code: CloseCode, reason: &str) -> Result<(), Failure>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let message = Message::Close(Some(CloseFrame::new(code, reason)));
+    match ws.send(message.clone()).await {
+        Ok(()) => {
+            out.message("out", &message);
+            Ok(())
+        }
+        // Already closing or closed: the receive loop reports how it ended.
+        Err(e) if e.is_closed() => Ok(()),
+        Err(e) => Err(connection_failure(&e)),
+    }
+}
+
+/// A bad input line: reported and skipped on a terminal, fatal otherwise.
+fn input_error(out: &Output, message: String) -> Result<(), Failure> {
+    if out.interactive {
+        eprintln!("wsx: {message}");
+        out.prompt();
+        Ok(())
+    } else {
+        Err(Failure::new(exit::OTHER, message))
+    }
+}
+
+/// Turn an input line into a message to send: a command, binary in `encoding`, or text.
+/// `Ok(None)` for a line that sends nothing (empty command output, `/help`).
+fn command(line: &str, encoding: Option<Encoding>) -> Result<Option<Message>, String> {
+    if let Some(rest) = line.strip_prefix("//") {
+        return data(&format!("/{rest}"), encoding).map(Some);
+    }
+    let Some(command) = line.strip_prefix('/') else { return data(line, encoding).map(Some) };
+    let (name, rest) = command.split_once(' ').unwrap_or((command, ""));
+    match name {
+        "ping" => Ok(Some(Message::Ping(Bytes::copy_from_slice(rest.as_bytes())))),
+        "close" => {
+            let rest = rest.trim_start();
+            let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+            let code = if code.is_empty() {
+                CloseCode::NORMAL
+            } else {
+                CloseCode(code.parse().map_err(|_| format!("/close: {code:?} is not a close code"))?)
+            };
+            Ok(Some(Message::Close(Some(CloseFrame::new(code, reason)))))
+        }
+        "quit" | "exit" => Ok(Some(Message::Close(Some(CloseFrame::new(CloseCode::NORMAL, ""))))),
+        "help" => {
+            eprintln!("/ping [data]  /close [code] [reason]  /quit  (start a line with // to send a leading /)");
+            Ok(None)
+        }
+        other => Err(format!("unknown command /{other} (try /help; start with // to send a leading /)")),
+    }
+}
+
+/// A data message from a line: text, or binary decoded from hex/base64.
+fn data(line: &str, encoding: Option<Encoding>) -> Result<Message, String> {
+    match encoding {
+        None => Ok(Message::text(line)),
+        Some(Encoding::Hex) => parse::hex_decode(line).map(Message::binary).map_err(|e| format!("bad hex line: {e}")),
+        Some(Encoding::Base64) => base64::engine::general_purpose::STANDARD
+            .decode(line.trim())
+            .map(Message::binary)
+            .map_err(|e| format!("bad base64 line: {e}")),
+    }
+}
+
+/// Read stdin line by line on a thread of its own (a blocked read must not hold up the runtime
+/// or its shutdown). The channel closes at the end of the input.
+fn spawn_stdin_reader() -> mpsc::Receiver<Line> {
+    let (tx, rx) = mpsc::channel(64);
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        let mut stdin = stdin.lock();
+        let mut buf = Vec::new();
+        let mut number = 0u64;
+        loop {
+            buf.clear();
+            number += 1;
+            let line = match stdin.read_until(b'\n', &mut buf) {
+                Ok(0) => return,
+                Ok(_) => {
+                    while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                        buf.pop();
+                    }
+                    String::from_utf8(buf.clone()).map_err(|_| format!("input line {number} is not UTF-8"))
+                }
+                Err(e) => Err(format!("cannot read stdin: {e}")),
+            };
+            let stop = line.is_err();
+            if tx.blocking_send(line).is_err() || stop {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Classify a failed connect: refusal, TLS, timeout, bad arguments, or unreachable.
+fn connect_failure(e: &wsx::Error) -> Failure {
+    if let Some(status) = e.http_status() {
+        let reason = status.canonical_reason().unwrap_or("");
+        return Failure::new(
+            exit::CONNECT,
+            format!("server refused the WebSocket upgrade: HTTP {} {reason}", status.as_u16()),
+        );
+    }
+    if e.is_timeout() {
+        return Failure::new(exit::TIMEOUT, format!("timed out: {e}"));
+    }
+    if e.is_tls() {
+        return Failure::new(exit::TLS, format!("{e} (use --ca FILE to trust a certificate, or --insecure)"));
+    }
+    if e.is_config() {
+        return Failure::new(exit::USAGE, e.to_string());
+    }
+    if e.is_io() {
+        return Failure::new(exit::CONNECT, format!("cannot connect: {e}"));
+    }
+    Failure::new(exit::CONNECT, e.to_string())
+}
+
+/// Classify a connection that failed after it was open.
+fn connection_failure(e: &wsx::Error) -> Failure {
+    if e.is_timeout() {
+        return Failure::new(exit::TIMEOUT, format!("timed out: {e}"));
+    }
+    if e.is_io() || e.close_code() == Some(CloseCode::ABNORMAL) {
+        return Failure::new(exit::ABNORMAL_CLOSE, format!("connection lost without a close frame (1006): {e}"));
+    }
+    match e.close_code() {
+        Some(code) => Failure::new(exit::OTHER, format!("connection failed, closed with {}: {e}", code.0)),
+        None => Failure::new(exit::OTHER, e.to_string()),
+    }
+}
+
+/// Prints events: human lines (`< ` incoming, `> ` sent) or JSON objects.
+struct Output {
+    json: bool,
+    encoding: Option<Encoding>,
+    interactive: bool,
+}
+
+impl Output {
+    fn encode(&self, data: &[u8]) -> String {
+        match self.encoding {
+            Some(Encoding::Base64) => base64::engine::general_purpose::STANDARD.encode(data),
+            Some(Encoding::Hex) => parse::hex_encode(data),
+            // JSON needs a text encoding; base64 is the compact one.
+            None if self.json => base64::engine::general_purpose::STANDARD.encode(data),
+            None => parse::hex_encode(data),
+        }
+    }
+
+    fn encoding_name(&self) -> &'static str {
+        match self.encoding {
+            Some(Encoding::Hex) => "hex",
+            Some(Encoding::Base64) | None => "base64",
+        }
+    }
+
+    fn message(&self, dir: &str, message: &Message) {
+        if self.json {
+            let event = match message {
+                Message::Text(text) => json!({"dir": dir, "type": "text", "data": text.as_str()}),
+                Message::Binary(data) => {
+                    json!({"dir": dir, "type": "binary", "data": self.encode(data), "encoding": self.encoding_name()})
+                }
+                Message::Ping(data) => json!({"dir": dir, "type": "ping", "data": String::from_utf8_lossy(data)}),
+                Message::Pong(data) => json!({"dir": dir, "type": "pong", "data": String::from_utf8_lossy(data)}),
+                Message::Close(Some(frame)) => {
+                    json!({"dir": dir, "type": "close", "code": frame.code.0, "reason": frame.reason.as_str()})
+                }
+                Message::Close(None) => json!({"dir": dir, "type": "close", "code": null, "reason": ""}),
+            };
+            self.event(event);
+            return;
+        }
+        // On a terminal the user's own line is already on screen.
+        if dir == "out" && (self.interactive || message.is_data()) {
+            return;
+        }
+        let marker = if dir == "in" { "<" } else { ">" };
+        let text = match message {
+            Message::Text(text) => text.as_str().to_owned(),
+            Message::Binary(data) => format!("[binary {} bytes] {}", data.len(), self.encode(data)),
+            Message::Ping(data) => format!("[ping {}]", String::from_utf8_lossy(data)),
+            Message::Pong(data) => format!("[pong {}]", String::from_utf8_lossy(data)),
+            Message::Close(Some(frame)) => format!("[close {}{}]", frame.code.0, reason_suffix(frame)),
+            Message::Close(None) => "[close]".to_owned(),
+        };
+        let mut stdout = std::io::stdout().lock();
+        let clear = if self.interactive { "\r" } else { "" };
+        let _ = writeln!(stdout, "{clear}{marker} {text}");
+        let _ = stdout.flush();
+        drop(stdout);
+        if self.interactive && dir == "in" && !matches!(message, Message::Close(_)) {
+            self.prompt();
+        }
+    }
+
+    fn event(&self, event: serde_json::Value) {
+        if self.json {
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{event}");
+            let _ = stdout.flush();
+        }
+    }
+
+    fn prompt(&self) {
+        if self.interactive && !self.json {
+            let mut stdout = std::io::stdout().lock();
+            let _ = write!(stdout, "> ");
+            let _ = stdout.flush();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands() {
+        assert_eq!(command("hi", None), Ok(Some(Message::text("hi"))));
+        assert_eq!(command("//x", None), Ok(Some(Message::text("/x"))));
+        assert_eq!(command("/ping a b", None), Ok(Some(Message::Ping(Bytes::from_static(b"a b")))));
+        assert_eq!(
+            command("/close 4000 bye now", None),
+            Ok(Some(Message::Close(Some(CloseFrame::new(CloseCode(4000), "bye now")))))
+        );
+        assert_eq!(command("/close", None), Ok(Some(Message::Close(Some(CloseFrame::new(CloseCode::NORMAL, ""))))));
+        assert!(command("/close abc", None).is_err());
+        assert!(command("/nope", None).is_err());
+        assert_eq!(command("6869", Some(Encoding::Hex)), Ok(Some(Message::binary(&b"hi"[..]))));
+        assert_eq!(command("aGk=", Some(Encoding::Base64)), Ok(Some(Message::binary(&b"hi"[..]))));
+        assert!(command("zz", Some(Encoding::Hex)).is_err());
+    }
+}

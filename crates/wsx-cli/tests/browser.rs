@@ -1,0 +1,55 @@
+//! The demo page of `wsx serve` in headless Chromium (playwright-core, from tests-peers).
+
+mod common;
+
+use std::{path::Path, time::Duration};
+
+use common::{Peers, bounded, serve, within};
+
+/// Run `browser_demo.js` against `page`, returning its JSON result.
+async fn drive(peers: &Peers, page: &str, extra: &[&str]) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser_demo.js");
+    let mut args = vec![page, "--expect", "ho!", "--send", "hey", "--timeout", "50"];
+    args.extend_from_slice(extra);
+    let mut browser = peers.node(&script, &args);
+    // The script exits when its stdin closes, and waiting on the child closes it: read the
+    // result first.
+    let line =
+        browser.stdout_line_within(Duration::from_secs(55), "the browser's JSON result", |l| l.starts_with('{')).await;
+    let status = within("the browser to exit", browser.child.wait()).await.expect("wait for node");
+    let result: serde_json::Value = serde_json::from_str(&line).expect("JSON result");
+    assert!(status.success(), "browser run failed: {result}\nstderr: {}", browser.stderr_text());
+    result
+}
+
+#[tokio::test]
+async fn demo_page_talks_to_the_server_in_chromium() {
+    bounded(async {
+        let peers = Peers::require("playwright-core");
+        let (server, port) = serve(&[]).await;
+        let screenshot = common::repo_root().join("target/wsx-cli-demo.png");
+        let page = format!("http://127.0.0.1:{port}/");
+        let result = drive(&peers, &page, &["--screenshot", screenshot.to_str().unwrap()]).await;
+        assert_eq!(result["received"][0], "ho!", "{result}");
+        let line = server.stdout_line("the server's log of the browser's message", |l| l.contains("Received")).await;
+        assert_eq!(line, "Received message => hey");
+        assert!(screenshot.is_file(), "no screenshot at {}", screenshot.display());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn demo_page_over_https_uses_wss() {
+    bounded(async {
+        let peers = Peers::require("playwright-core");
+        let dir = common::temp_dir("browser-tls");
+        let cert = dir.join("c.pem");
+        let (server, port) = serve(&["--tls-self-signed", "--cert-out", cert.to_str().unwrap()]).await;
+        let page = format!("https://localhost:{port}/");
+        drive(&peers, &page, &["--ignore-https-errors"]).await;
+        let line = server.stdout_line("the server's log of the browser's message", |l| l.contains("Received")).await;
+        assert_eq!(line, "Received message => hey");
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}

@@ -1,0 +1,307 @@
+//! `wsx serve`, driven as a child process.
+
+mod common;
+
+use common::{bounded, http, run_wsx, serve, temp_dir, within, wsx_bin};
+use wsx::{ClientBuilder, CloseCode, Message};
+
+type Ws = wsx::WebSocket<wsx::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(port: u16) -> Ws {
+    let url = format!("ws://127.0.0.1:{port}/");
+    within("connect", ClientBuilder::new(&url).connect()).await.expect("connect").0
+}
+
+/// The next text message.
+async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        match within("a message", ws.recv()).await.expect("recv") {
+            Some(Message::Text(t)) => return t.as_str().to_owned(),
+            Some(Message::Ping(_) | Message::Pong(_)) => {}
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn classic_greets_and_logs_received_messages() {
+    bounded(async {
+        let (server, port) = serve(&[]).await;
+        let mut ws = connect(port).await;
+        assert_eq!(next_text(&mut ws).await, "ho!");
+        ws.send("hey").await.unwrap();
+        let line = server.stdout_line("the received-message log", |l| l.contains("Received message")).await;
+        assert_eq!(line, "Received message => hey");
+        ws.close(CloseCode::NORMAL, "").await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn greeting_and_echo() {
+    bounded(async {
+        let (_server, port) = serve(&["--echo", "--greeting", "welcome"]).await;
+        let mut ws = connect(port).await;
+        assert_eq!(next_text(&mut ws).await, "welcome");
+        ws.send("one").await.unwrap();
+        assert_eq!(next_text(&mut ws).await, "one");
+        ws.send(Message::binary(vec![0u8, 1, 2])).await.unwrap();
+        let echoed = within("binary echo", ws.recv()).await.unwrap();
+        assert_eq!(echoed, Some(Message::binary(vec![0u8, 1, 2])));
+        ws.close(CloseCode::NORMAL, "").await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn broadcast_reaches_every_client() {
+    bounded(async {
+        let (_server, port) = serve(&["--broadcast", "--greeting", ""]).await;
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            clients.push(connect(port).await);
+        }
+        // Every client is subscribed once its handshake is done; give the server a moment.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        clients[1].send("to all").await.unwrap();
+        for ws in &mut clients {
+            assert_eq!(next_text(ws).await, "to all");
+        }
+        clients[2].send("again").await.unwrap();
+        for ws in &mut clients {
+            assert_eq!(next_text(ws).await, "again");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn demo_page_over_http_on_the_same_port() {
+    bounded(async {
+        let (_server, port) = serve(&[]).await;
+        let page = http(port, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
+        assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+        assert!(page.contains("Content-Type: text/html"), "{page}");
+        assert!(page.contains("new WebSocket("), "{page}");
+        let head = http(port, "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && !head.contains("<html"), "{head}");
+        let post = http(port, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").await;
+        assert!(post.starts_with("HTTP/1.1 405 ") && post.contains("Allow: GET, HEAD"), "{post}");
+        let missing = http(port, "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(missing.starts_with("HTTP/1.1 404 "), "{missing}");
+        let garbage = http(port, "\x16\x03\x01 not http\r\n\r\n").await;
+        assert!(garbage.starts_with("HTTP/1.1 400 "), "{garbage}");
+        let huge = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
+        let huge = http(port, &huge).await;
+        assert!(huge.starts_with("HTTP/1.1 431 "), "{huge}");
+        // WebSocket still works after all that.
+        let mut ws = connect(port).await;
+        assert_eq!(next_text(&mut ws).await, "ho!");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn static_folder_with_safe_paths() {
+    bounded(async {
+        let dir = temp_dir("static");
+        let root = dir.join("www");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("hello.txt"), "hello file\n").unwrap();
+        std::fs::write(root.join("app.js"), "console.log(1)\n").unwrap();
+        std::fs::write(root.join("sub/index.html"), "<p>sub</p>\n").unwrap();
+        std::fs::write(dir.join("secret.txt"), "top secret\n").unwrap();
+        let (_server, port) = serve(&["--static", root.to_str().unwrap()]).await;
+
+        let file = http(port, "GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(file.starts_with("HTTP/1.1 200 OK\r\n"), "{file}");
+        assert!(file.contains("Content-Type: text/plain") && file.ends_with("hello file\n"), "{file}");
+        let js = http(port, "GET /app.js HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(js.contains("Content-Type: text/javascript"), "{js}");
+        let index = http(port, "GET /sub/ HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(index.contains("Content-Type: text/html") && index.ends_with("<p>sub</p>\n"), "{index}");
+        for escape in ["/../secret.txt", "/sub/../../secret.txt", "/%2e%2e/secret.txt", "/..%2fsecret.txt"] {
+            let response = http(port, &format!("GET {escape} HTTP/1.1\r\nHost: x\r\n\r\n")).await;
+            assert!(response.starts_with("HTTP/1.1 403 "), "{escape}: {response}");
+            assert!(!response.contains("top secret"), "{escape}: {response}");
+        }
+        let missing = http(port, "GET /nope.txt HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(missing.starts_with("HTTP/1.1 404 "), "{missing}");
+        // The demo page is not served in --static mode (no index.html at the root).
+        let root_page = http(port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(root_page.starts_with("HTTP/1.1 404 "), "{root_page}");
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn origin_allow_list_rejects_others_with_403() {
+    bounded(async {
+        let (_server, port) = serve(&["--origin", "http://good.example"]).await;
+        let url = format!("ws://127.0.0.1:{port}/");
+        let refused = within("connect", ClientBuilder::new(&url).origin("http://evil.example").connect()).await;
+        let error = refused.expect_err("a foreign origin must be refused");
+        assert_eq!(error.http_status().map(|s| s.as_u16()), Some(403), "{error}");
+        let (mut ws, _) =
+            within("connect", ClientBuilder::new(&url).origin("http://good.example").connect()).await.unwrap();
+        assert_eq!(next_text(&mut ws).await, "ho!");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn max_connections_answers_503() {
+    bounded(async {
+        let (_server, port) = serve(&["--max-connections", "1"]).await;
+        let mut first = connect(port).await;
+        assert_eq!(next_text(&mut first).await, "ho!");
+        let url = format!("ws://127.0.0.1:{port}/");
+        let error = within("connect", ClientBuilder::new(&url).connect()).await.expect_err("over the cap");
+        assert_eq!(error.http_status().map(|s| s.as_u16()), Some(503), "{error}");
+        // Plain HTTP is not counted against the WebSocket cap.
+        assert!(http(port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.starts_with("HTTP/1.1 200 "));
+        first.close(CloseCode::NORMAL, "").await.unwrap();
+        // The slot is free again once the first client has gone.
+        let mut retry = None;
+        for _ in 0..50 {
+            if let Ok((ws, _)) = ClientBuilder::new(&url).connect().await {
+                retry = Some(ws);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(next_text(retry.as_mut().expect("a slot frees up")).await, "ho!");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn subprotocol_picks_the_first_offered_that_is_supported() {
+    bounded(async {
+        let (_server, port) = serve(&["--subprotocol", "chat.v1", "--subprotocol", "chat.v2"]).await;
+        let url = format!("ws://127.0.0.1:{port}/");
+        let builder = ClientBuilder::new(&url).protocol("other").protocol("chat.v2").protocol("chat.v1");
+        let (ws, _) = within("connect", builder.connect()).await.unwrap();
+        assert_eq!(ws.protocol(), Some("chat.v2"));
+        let (ws, _) = within("connect", ClientBuilder::new(&url).protocol("nope").connect()).await.unwrap();
+        assert_eq!(ws.protocol(), None);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn max_message_size_closes_with_1009() {
+    bounded(async {
+        let (_server, port) = serve(&["--echo", "--max-message-size", "1KiB", "--greeting", ""]).await;
+        let mut ws = connect(port).await;
+        ws.send("x".repeat(1024)).await.unwrap();
+        assert_eq!(next_text(&mut ws).await.len(), 1024);
+        ws.send("x".repeat(1025)).await.unwrap();
+        let closed = within("the close", async {
+            loop {
+                match ws.recv().await {
+                    Ok(Some(Message::Close(frame))) => return frame.map(|f| f.code),
+                    Ok(Some(_)) => {}
+                    other => panic!("expected a close frame, got {other:?}"),
+                }
+            }
+        })
+        .await;
+        assert_eq!(closed, Some(CloseCode::TOO_BIG));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tls_self_signed_certificate_is_printed_and_usable() {
+    bounded(async {
+        let dir = temp_dir("tls");
+        let cert = dir.join("dev.pem");
+        let (server, port) = serve(&["--tls-self-signed", "--cert-out", cert.to_str().unwrap()]).await;
+        let printed = server.stderr_line("the --ca hint", |l| l.contains("wsx connect --ca")).await;
+        let printed_path = printed.split("--ca ").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+        assert_eq!(printed_path, cert.to_str().unwrap());
+        assert!(dir.join("dev.key.pem").is_file());
+        for host in ["localhost", "127.0.0.1"] {
+            let url = format!("wss://{host}:{port}/");
+            let builder = ClientBuilder::new(&url).root_certificates_pem_file(&printed_path);
+            let (mut ws, _) = within("connect over TLS", builder.connect()).await.expect("TLS connect");
+            assert_eq!(next_text(&mut ws).await, "ho!");
+            ws.close(CloseCode::NORMAL, "").await.unwrap();
+        }
+        // Without trusting it, the certificate is refused.
+        let error = within("connect", ClientBuilder::new(format!("wss://localhost:{port}/")).connect())
+            .await
+            .expect_err("untrusted certificate");
+        assert!(error.is_tls(), "{error}");
+        // The CLI client with the printed path.
+        let url = format!("wss://localhost:{port}/");
+        let run = run_wsx(&["connect", "--ca", &printed_path, "--wait", "300ms", &url], "hi\n").await;
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        assert!(run.stdout.contains("< ho!"), "{}", run.stdout);
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sigterm_closes_clients_with_1001() {
+    bounded(async {
+        let (mut server, port) = serve(&[]).await;
+        let mut ws = connect(port).await;
+        assert_eq!(next_text(&mut ws).await, "ho!");
+        let reader = tokio::spawn(async move {
+            loop {
+                match ws.recv().await {
+                    Ok(Some(Message::Close(frame))) => return frame.map(|f| f.code),
+                    Ok(Some(_)) => {}
+                    other => panic!("expected close, got {other:?}"),
+                }
+            }
+        });
+        let status = server.terminate().await;
+        assert!(status.success(), "exit status {status:?}: {}", server.stderr_text());
+        assert_eq!(within("the close", reader).await.unwrap(), Some(CloseCode::AWAY));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn json_logs() {
+    bounded(async {
+        let proc = common::Proc::spawn(wsx_bin(), &["serve", "--port", "0", "--log-format", "json"]);
+        let line = proc.stdout_line("the listening event", |l| l.contains("listening on")).await;
+        let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+        assert_eq!(event["level"], "INFO");
+        let port = common::port_in(event["fields"]["message"].as_str().unwrap());
+        let mut ws = connect(port).await;
+        assert_eq!(next_text(&mut ws).await, "ho!");
+        ws.send("hey").await.unwrap();
+        let line = proc.stdout_line("the received event", |l| l.contains("Received message")).await;
+        let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+        assert_eq!(event["fields"]["message"], "Received message => hey");
+        assert!(event["fields"]["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_arguments_fail_clearly() {
+    bounded(async {
+        for (args, expect) in [
+            (&["serve", "--port", "notanumber"][..], "notanumber"),
+            (&["serve", "--deflate", "maybe"][..], "expected on or off"),
+            (&["serve", "--max-message-size", "lots"][..], "not a size"),
+            (&["serve", "--ping-interval", "soon"][..], "not a duration"),
+            (&["serve", "--echo", "--broadcast"][..], "cannot be used with"),
+            (&["serve", "--static", "/definitely/not/here", "--port", "0"][..], "not a directory"),
+            (&["serve", "--tls-cert", "/nope.pem", "--tls-key", "/nope.key", "--port", "0"][..], "nope.pem"),
+        ] {
+            let run = run_wsx(args, "").await;
+            assert_ne!(run.code, Some(0), "{args:?} should fail");
+            assert!(run.stderr.contains(expect), "{args:?}: stderr lacks {expect:?}:\n{}", run.stderr);
+        }
+    })
+    .await;
+}
