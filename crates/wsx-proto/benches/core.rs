@@ -3,6 +3,8 @@
 //!
 //! `cargo bench -p wsx-proto --bench core`
 
+#![allow(missing_docs)]
+
 use std::{hint::black_box, time::Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};

@@ -135,7 +135,7 @@ mod tests {
                 for c in [0x00, 0x80, 0x8F, 0x90, 0xBF, 0xC0] {
                     buf.copy_from_slice(&[a, b, c]);
                     let std_ok = std::str::from_utf8(&buf).is_ok();
-                    let one = feed_all(&[&buf]).map(|c| c).unwrap_or(false);
+                    let one = feed_all(&[&buf]).unwrap_or(false);
                     let split = feed_all(&[&buf[..1], &buf[1..2], &buf[2..]]).unwrap_or(false);
                     assert_eq!(one, std_ok, "{buf:x?}");
                     assert_eq!(split, std_ok, "{buf:x?}");

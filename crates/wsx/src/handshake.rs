@@ -11,6 +11,45 @@ use crate::{
     stream::{Driver, WebSocket, now},
 };
 
+/// How a server refuses an upgrade request: any HTTP response but 101.
+///
+/// Build it from a status (`Reject::from(StatusCode::FORBIDDEN)`, with the reason phrase as
+/// body) or from a whole `http::Response<Bytes>` (headers such as `WWW-Authenticate`, a body).
+#[derive(Debug)]
+pub struct Reject(Box<http::Response<Bytes>>);
+
+impl Reject {
+    /// Refuse with `status` and its reason phrase as a plain-text body.
+    pub fn status(status: http::StatusCode) -> Self {
+        let body = Bytes::from(format!("{} {}\n", status.as_u16(), status.canonical_reason().unwrap_or("")));
+        let mut response = http::Response::new(body);
+        *response.status_mut() = status;
+        Self(Box::new(response))
+    }
+
+    /// Refuse with this response.
+    pub fn response(response: http::Response<Bytes>) -> Self {
+        Self(Box::new(response))
+    }
+
+    /// The response that will be sent.
+    pub fn into_response(self) -> http::Response<Bytes> {
+        *self.0
+    }
+}
+
+impl From<http::StatusCode> for Reject {
+    fn from(status: http::StatusCode) -> Self {
+        Self::status(status)
+    }
+}
+
+impl From<http::Response<Bytes>> for Reject {
+    fn from(response: http::Response<Bytes>) -> Self {
+        Self::response(response)
+    }
+}
+
 /// Accept a WebSocket connection on `io` with the default [`Config`], whatever the request's
 /// path, origin or subprotocols.
 pub async fn accept<S>(io: S) -> Result<WebSocket<S>>
@@ -29,7 +68,7 @@ where
 pub async fn accept_with<S, F>(io: S, config: &Config, decide: F) -> Result<WebSocket<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
-    F: FnOnce(&Request) -> std::result::Result<Accept, http::Response<Bytes>>,
+    F: FnOnce(&Request) -> std::result::Result<Accept, Reject>,
 {
     let conn = Connection::server(config, now())?;
     let mut driver = Driver::new(io, conn);
@@ -45,8 +84,8 @@ where
                         poll_fn(|cx| driver.poll_flush(cx)).await?;
                         return Ok(WebSocket::from_driver(driver));
                     }
-                    Err(response) => {
-                        driver.conn.reject(response)?;
+                    Err(reject) => {
+                        driver.conn.reject(reject.into_response())?;
                     }
                 }
             }

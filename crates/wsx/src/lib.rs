@@ -33,7 +33,7 @@ pub mod tls;
 #[cfg(feature = "client")]
 pub use client::{ClientBuilder, MaybeTlsStream, connect};
 pub use error::{Error, Result};
-pub use handshake::{accept, accept_with, client};
+pub use handshake::{Reject, accept, accept_with, client};
 #[cfg(feature = "server")]
 pub use server::{ConnectionInfo, Server, ShutdownHandle};
 pub use stream::{WebSocket, WsReader, WsWriter};

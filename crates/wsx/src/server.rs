@@ -70,7 +70,7 @@ const BACKOFF_START: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// The handshake callback: accept (choosing a subprotocol, adding headers) or reject.
-type Decide = dyn Fn(&Request) -> std::result::Result<Accept, http::Response<Bytes>> + Send + Sync;
+type Decide = dyn Fn(&Request) -> std::result::Result<Accept, crate::Reject> + Send + Sync;
 
 /// A WebSocket server: accepts TCP connections, runs the opening handshake and hands each
 /// open [`WebSocket`] to your handler in a task of its own.
@@ -276,7 +276,7 @@ impl<T: Transport> Builder<T> {
     /// Malformed requests are answered (400, 426, …) without calling it.
     pub fn on_request<D>(mut self, decide: D) -> Self
     where
-        D: Fn(&Request) -> std::result::Result<Accept, http::Response<Bytes>> + Send + Sync + 'static,
+        D: Fn(&Request) -> std::result::Result<Accept, crate::Reject> + Send + Sync + 'static,
     {
         self.options.on_request = Some(Arc::new(decide));
         self
@@ -470,7 +470,6 @@ where
 
 /// One connection: the handshake, then the handler.
 // The handshake callback's `Err` is the whole HTTP response, as `accept_with` takes it.
-#[allow(clippy::result_large_err)]
 async fn run_connection<T, H, F>(
     shared: Arc<Shared<T, H>>,
     tcp: TcpStream,
@@ -524,7 +523,6 @@ async fn run_connection<T, H, F>(
 
 /// A client over the connection cap: read its request and answer 503 with `Retry-After`.
 // The handshake callback's `Err` is the whole HTTP response, as `accept_with` takes it.
-#[allow(clippy::result_large_err)]
 async fn refuse<T, H>(shared: Arc<Shared<T, H>>, tcp: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit)
 where
     T: Transport,
@@ -533,7 +531,7 @@ where
     let config = &shared.refuse_config;
     let answer = async {
         let io = shared.transport.wrap(tcp).await?;
-        accept_with(io, config, |_| Err(service_unavailable())).await
+        accept_with(io, config, |_| Err(service_unavailable().into())).await
     };
     let answer = tokio::time::timeout(shared.refuse_timeout, answer);
     tokio::select! {

@@ -1,11 +1,9 @@
 //! The client against real servers on loopback: URLs, TLS, errors, handshake options.
 
 // `accept_with`'s callbacks reject with a whole `http::Response`, by design.
-#![allow(clippy::result_large_err)]
 
 use std::{net::SocketAddr, time::Duration};
 
-use bytes::Bytes;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -40,9 +38,9 @@ impl Seen {
     }
 }
 
-type Decide = fn(&Request) -> Result<Accept, http::Response<Bytes>>;
+type Decide = fn(&Request) -> Result<Accept, wsx::Reject>;
 
-fn accept_all(_: &Request) -> Result<Accept, http::Response<Bytes>> {
+fn accept_all(_: &Request) -> Result<Accept, wsx::Reject> {
     Ok(Accept::new())
 }
 
@@ -377,7 +375,7 @@ async fn handshake_timeout_comes_from_config() {
 
 #[tokio::test]
 async fn subprotocol_negotiation() {
-    fn pick_v1(request: &Request) -> Result<Accept, http::Response<Bytes>> {
+    fn pick_v1(request: &Request) -> Result<Accept, wsx::Reject> {
         assert_eq!(request.protocols(), ["chat.v2", "chat.v1"]);
         Ok(Accept::new().protocol("chat.v1"))
     }

@@ -200,14 +200,13 @@ async fn stops_accepting_on_shutdown() {
 }
 
 #[tokio::test]
-#[allow(clippy::result_large_err)]
 async fn on_request_rejects_a_bad_origin_and_chooses_a_subprotocol() {
     bounded(async {
         let builder = Server::builder().on_request(|req| {
             if req.origin() != Some("https://good.example") {
                 let mut response = http::Response::new(Bytes::from_static(b"bad origin\n"));
                 *response.status_mut() = http::StatusCode::FORBIDDEN;
-                return Err(response);
+                return Err(response.into());
             }
             let mut accept = Accept::new();
             if req.protocols().iter().any(|p| p == "chat") {

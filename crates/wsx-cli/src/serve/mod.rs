@@ -263,7 +263,6 @@ async fn connection(state: &State, tcp: TcpStream, peer: SocketAddr, pending: to
 
 /// The WebSocket handshake (origin check, subprotocol choice) and the session.
 // `accept_with`'s callback returns the whole HTTP response as its `Err`.
-#[allow(clippy::result_large_err)]
 async fn websocket(state: &State, io: Box<dyn Io>, head: Head, peer: SocketAddr) {
     let Head { bytes, target, .. } = head;
     let stream = Prefixed::new(bytes, io);
@@ -273,7 +272,7 @@ async fn websocket(state: &State, io: Box<dyn Io>, head: Head, peer: SocketAddr)
             let normalized = origin.trim_end_matches('/').to_ascii_lowercase();
             if !state.origins.is_empty() && !state.origins.contains(&normalized) {
                 refused = Some(origin.to_owned());
-                return Err(forbidden());
+                return Err(forbidden().into());
             }
         }
         let chosen = request.protocols().iter().find(|offered| state.subprotocols.contains(offered));

@@ -246,8 +246,8 @@ impl Connection {
         }
         match (header.opcode, &self.message) {
             // §5.4: fragments of one message arrive in order, not interleaved with another.
-            (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
-            (OpCode::Text | OpCode::Binary, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
+            (OpCode::Continuation, None) => Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Text | OpCode::Binary, Some(_)) => Err(ProtocolError::ExpectedContinuation),
             (OpCode::Continuation, Some(m)) => {
                 if m.fragments >= self.config.max_fragments {
                     return Err(ProtocolError::TooManyFragments { limit: self.config.max_fragments });

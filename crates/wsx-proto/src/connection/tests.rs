@@ -796,7 +796,7 @@ mod deflate {
         let sent = frames(&drain(&mut pair.client));
         assert_eq!(sent.iter().map(|f| f.1).collect::<Vec<_>>(), vec![crate::frame::RSV1, 0]);
         assert!(sent.iter().map(|f| f.3.len()).sum::<usize>() < text.len() / 4, "compressed");
-        pair.server.receive(&sent.iter().flat_map(|f| cframe_rsv(f)).collect::<Vec<_>>(), pair.now);
+        pair.server.receive(&sent.iter().flat_map(cframe_rsv).collect::<Vec<_>>(), pair.now);
         assert_eq!(message(&pair.server_events()[0]), &Message::text(text.repeat(2)));
     }
 
