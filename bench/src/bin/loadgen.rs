@@ -16,7 +16,9 @@
 //! Prints one JSON object on stdout: messages/s, payload MB/s (each way), latency
 //! percentiles in microseconds, the loadgen's own CPU time and share of one core, and —
 //! with `--server-pid` — the server's CPU time (utime + stime from `/proc/PID/stat`, summed
-//! over its threads) over exactly the measured window, per message.
+//! over its threads) over exactly the measured window, per message, and the CPU other
+//! processes took meanwhile (`other_cpu_share`, in cores, from `/proc/stat`), which tells a
+//! clean run from a disturbed one.
 
 use std::{
     io::{self, Read, Write},
@@ -375,12 +377,37 @@ struct Snapshot {
     at: Option<Instant>,
     self_cpu: Duration,
     server_cpu: Option<Duration>,
+    /// Machine-wide task time (user + nice + system) and softirq time, all CPUs.
+    machine: Option<(Duration, Duration)>,
 }
 
 impl Snapshot {
     fn take(at: Instant, server_pid: Option<u32>) -> Self {
-        Self { at: Some(at), self_cpu: self_cpu(), server_cpu: server_pid.and_then(process_cpu) }
+        Self {
+            at: Some(at),
+            self_cpu: self_cpu(),
+            server_cpu: server_pid.and_then(process_cpu),
+            machine: machine_cpu(),
+        }
     }
+}
+
+/// Clock ticks (USER_HZ) as a duration.
+fn ticks(n: u64) -> Duration {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_nanos(n * 1_000_000_000 / hz.max(1))
+}
+
+/// Task time (user + nice + system) and softirq time summed over all CPUs, from `/proc/stat`.
+/// Task time minus the server's and our own is what other processes used: a measure of how
+/// disturbed the run was.
+fn machine_cpu() -> Option<(Duration, Duration)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+    // Fields: user nice system idle iowait irq softirq steal guest guest_nice (proc(5)).
+    Some((ticks(v.first()? + v.get(1)? + v.get(2)?), ticks(*v.get(6)?)))
 }
 
 /// This process's user + system CPU time (getrusage).
@@ -400,10 +427,7 @@ fn process_cpu(pid: u32) -> Option<Duration> {
     // state is field 3, utime 14 and stime 15 (proc(5)).
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Some(Duration::from_nanos(ticks * 1_000_000_000 / hz.max(1)))
+    Some(ticks(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?))
 }
 
 fn report(opts: &Options, hist: &Histogram<u64>, messages: u64, errors: u64, start: &Snapshot, end: &Snapshot) {
@@ -416,12 +440,23 @@ fn report(opts: &Options, hist: &Histogram<u64>, messages: u64, errors: u64, sta
         (Some(a), Some(b)) => Some(b.saturating_sub(a).as_secs_f64()),
         _ => None,
     };
+    // Other processes' CPU over the window, in cores: task time machine-wide minus ours and
+    // the server's (only meaningful with --server-pid).
+    let (others, softirq) = match (start.machine, end.machine) {
+        (Some(a), Some(b)) => {
+            let task = b.0.saturating_sub(a.0).as_secs_f64();
+            let others = server_cpu.map(|srv| ((task - srv - self_cpu) / secs).max(0.0));
+            (others, Some(b.1.saturating_sub(a.1).as_secs_f64() / secs))
+        }
+        _ => (None, None),
+    };
     let opt = |v: Option<f64>| v.map_or("null".to_owned(), |v| format!("{v:.4}"));
     println!(
         "{{\"label\":\"{}\",\"connections\":{},\"size\":{},\"seconds\":{:.3},\"messages\":{},\"errors\":{},\
          \"msgs_per_s\":{:.1},\"mb_per_s\":{:.3},\
          \"latency_us\":{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1},\"mean\":{:.1}}},\
-         \"loadgen_cpu_s\":{:.4},\"loadgen_cpu_share\":{:.4},\"server_cpu_s\":{},\"server_cpu_us_per_msg\":{}}}",
+         \"loadgen_cpu_s\":{:.4},\"loadgen_cpu_share\":{:.4},\"server_cpu_s\":{},\"server_cpu_us_per_msg\":{},\
+         \"other_cpu_share\":{},\"softirq_share\":{}}}",
         opts.label.replace(['"', '\\'], ""),
         opts.connections,
         opts.size,
@@ -440,6 +475,8 @@ fn report(opts: &Options, hist: &Histogram<u64>, messages: u64, errors: u64, sta
         self_cpu / secs,
         opt(server_cpu),
         opt(server_cpu.filter(|_| messages > 0).map(|s| s * 1e6 / messages as f64)),
+        opt(others),
+        opt(softirq),
     );
 }
 
