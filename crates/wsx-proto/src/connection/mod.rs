@@ -20,7 +20,7 @@ use crate::{
     CloseCode, CloseFrame, Config, ConfigError, HandshakeError, MaskRng, OpCode, ProtocolError, Request, Response,
     Role,
     deflate::{self, Deflate},
-    frame::Header,
+    frame::{Header, MAX_HEADER_LEN},
     handshake::client,
     outgoing::Outgoing,
     utf8::Validator,
@@ -192,6 +192,8 @@ pub struct Connection {
     pong_deadline: Option<Instant>,
     ping_counter: u32,
     last_received: Instant,
+    /// The size of the last complete frame, capped: how much to read at once next.
+    read_hint: usize,
 }
 
 impl fmt::Debug for Connection {
@@ -270,6 +272,7 @@ impl Connection {
             pong_deadline: None,
             ping_counter: 0,
             last_received: now,
+            read_hint: 0,
         }
     }
 
@@ -419,10 +422,21 @@ impl Connection {
     }
 
     /// The buffer the I/O layer may read into directly, to save the copy `receive` makes;
-    /// call [`receive_buffered`](Self::receive_buffered) after appending to it. It has at
-    /// least `read_buffer_size` bytes of spare capacity.
+    /// call [`receive_buffered`](Self::receive_buffered) after appending to it.
+    ///
+    /// Its spare capacity is at least `read_buffer_size`, and enough for the rest of the frame
+    /// being received (up to twice what has arrived, so a peer cannot make it allocate a
+    /// frame's declared length without sending it), or for a frame as large as the last one,
+    /// so that a stream of equal frames takes one read each.
     pub fn read_buffer(&mut self) -> &mut BytesMut {
-        let want = self.config.read_buffer_size;
+        let want = match self.frame {
+            Some(frame) => {
+                let rest = (frame.header.payload_len as usize).saturating_sub(self.rbuf.len()) + MAX_HEADER_LEN;
+                rest.min(self.rbuf.len().max(self.config.read_buffer_size) * 2)
+            }
+            None => self.read_hint + MAX_HEADER_LEN,
+        }
+        .max(self.config.read_buffer_size);
         if self.rbuf.capacity() - self.rbuf.len() < want {
             self.rbuf.reserve(want);
         }

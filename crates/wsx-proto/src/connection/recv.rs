@@ -12,6 +12,9 @@ use crate::{
     mask::apply_mask,
 };
 
+/// The most a read is sized for ahead of data, from the last frame's size.
+const READ_HINT_MAX: usize = 256 << 10;
+
 impl Connection {
     /// Process whatever the read buffer holds, as far as the state allows.
     pub(super) fn process(&mut self) {
@@ -205,6 +208,8 @@ impl Connection {
                 return Ok(());
             }
             self.frame = None;
+            // Remember the frame size so the next read can take a whole frame like it.
+            self.read_hint = len.min(READ_HINT_MAX);
             let payload = self.rbuf.split_to(len).freeze();
             self.handle_frame(frame.header, payload)?;
         }
