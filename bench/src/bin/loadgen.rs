@@ -10,8 +10,20 @@
 //!
 //! ```text
 //! loadgen --port 9001 --connections 100 --size 20 --warmup 1 --duration 5 \
-//!         [--server-pid PID] [--label NAME] [--host 127.0.0.1]
+//!         [--server-pid PID] [--label NAME] [--host 127.0.0.1] \
+//!         [--deflate [--server-no-context-takeover] [--variants 64]]
 //! ```
+//!
+//! With `--deflate` the handshake offers permessage-deflate (`client_no_context_takeover;
+//! client_max_window_bits`, plus `server_no_context_takeover` if asked) and requires the server
+//! to accept it. The payload is then JSON text (an array of product records), `--variants`
+//! different records of exactly `--size` bytes generated once; each is compressed once up front
+//! (raw deflate, sync flush, trailer removed: no context takeover on our side means every
+//! message stands alone) into a masked RSV1 text frame, and each connection sends them in
+//! turn. Echoes are parsed frame by frame (length unknown in advance), must be FIN text frames;
+//! RSV1 set or not is counted. With server context takeover every echo is inflated through
+//! the connection's own decompressor (the stream needs it) and compared; without, every
+//! 16th. The report adds wire bytes per message each way and the compression ratios.
 //!
 //! Prints one JSON object on stdout: messages/s, payload MB/s (each way), latency
 //! percentiles in microseconds, the loadgen's own CPU time and share of one core, and —
@@ -27,6 +39,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use hdrhistogram::Histogram;
 use wsx_bench::{arg, arg_or};
 
@@ -50,20 +63,59 @@ struct Options {
     duration: Duration,
     server_pid: Option<u32>,
     label: String,
+    /// permessage-deflate mode (JSON text payloads, compressed frames).
+    deflate: bool,
+    /// In deflate mode, ask the server not to keep its compression context between messages.
+    server_no_context_takeover: bool,
+    /// In deflate mode, how many different payloads each connection cycles through.
+    variants: usize,
 }
 
 /// The bytes of one exchange, built once and shared by every connection.
 struct Frames {
-    /// The masked client frame sent each round.
-    request: Vec<u8>,
-    /// The unmasked header the server's echo must start with.
+    /// The masked client frame sent each round (in deflate mode, one per payload variant,
+    /// sent in turn).
+    requests: Vec<Vec<u8>>,
+    /// The unmasked header the server's echo must start with (binary mode only).
     echo_header: Vec<u8>,
-    /// The payload, to check echoes against.
-    payload: Vec<u8>,
+    /// The payloads, to check echoes against (one per request).
+    payloads: Vec<Vec<u8>>,
+    /// The payload bytes of each request frame on the wire (compressed in deflate mode).
+    request_payload_lens: Vec<usize>,
+    deflate: bool,
 }
 
 impl Frames {
-    fn new(size: usize) -> Self {
+    fn new(opts: &Options) -> Self {
+        if opts.deflate { Self::deflate(opts.size, opts.variants.max(1)) } else { Self::binary(opts.size) }
+    }
+
+    /// JSON text payloads, each compressed on its own (raw deflate, sync flush, without the
+    /// final `00 00 ff ff`, RFC 7692 §7.2.1) into a masked text frame with RSV1 set.
+    fn deflate(size: usize, variants: usize) -> Self {
+        let mut requests = Vec::with_capacity(variants);
+        let mut payloads = Vec::with_capacity(variants);
+        let mut lens = Vec::with_capacity(variants);
+        for v in 0..variants {
+            let payload = json_payload(size, v as u32);
+            assert_eq!(payload.len(), size);
+            let mut z = Compress::new(Compression::default(), false);
+            let mut out = Vec::with_capacity(2 * size + 64);
+            z.compress_vec(&payload, &mut out, FlushCompress::Sync).expect("deflate");
+            assert_eq!(z.total_in() as usize, size, "compressor took all input");
+            assert!(out.ends_with(&[0, 0, 0xff, 0xff]), "sync flush ends with an empty stored block");
+            out.truncate(out.len() - 4);
+            lens.push(out.len());
+            let mut request = header(0xc1, out.len(), true);
+            request.extend_from_slice(&MASK);
+            request.extend(out.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+            requests.push(request);
+            payloads.push(payload);
+        }
+        Self { requests, echo_header: Vec::new(), payloads, request_payload_lens: lens, deflate: true }
+    }
+
+    fn binary(size: usize) -> Self {
         // Pseudo-random bytes (xorshift), so that no compressor or shortcut can help.
         let mut x: u32 = 0x9e37_79b9;
         let payload: Vec<u8> = (0..size)
@@ -77,12 +129,95 @@ impl Frames {
         let mut request = header(0x82, size, true);
         request.extend_from_slice(&MASK);
         request.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
-        Self { request, echo_header: header(0x82, size, false), payload }
+        Self {
+            requests: vec![request],
+            echo_header: header(0x82, size, false),
+            payloads: vec![payload],
+            request_payload_lens: vec![size],
+            deflate: false,
+        }
     }
 
-    fn echo_len(&self) -> usize {
-        self.echo_header.len() + self.payload.len()
+    /// The receive buffer each connection needs: one echo (binary mode: exactly; deflate mode:
+    /// room for an incompressible payload plus the deflate block overhead and a header), plus 4
+    /// bytes to append the sync-flush trailer in place before inflating.
+    fn rbuf_len(&self) -> usize {
+        let size = self.payloads[0].len();
+        if self.deflate { size + size / 8 + 64 + 14 + 4 } else { self.echo_header.len() + size }
     }
+}
+
+/// A deterministic JSON array of product records, exactly `size` bytes (at least 256), with
+/// values drawn from a PRNG seeded by `seed`: the same keys and vocabulary in every variant,
+/// different ids, names, prices, quantities and timestamps. The last record's name is
+/// lengthened with a fixed phrase to hit the size exactly.
+fn json_payload(size: usize, seed: u32) -> Vec<u8> {
+    assert!(size >= 256, "--deflate needs --size of at least 256 bytes");
+    const NAMES: [&str; 12] = [
+        "Widget", "Gadget", "Sprocket", "Bracket", "Lamp", "Chair", "Cable", "Adapter", "Bottle", "Filter", "Valve",
+        "Panel",
+    ];
+    const COLOURS: [&str; 7] = ["Red", "Blue", "Green", "Black", "White", "Silver", "Oak"];
+    const CATEGORIES: [&str; 8] = ["home", "garden", "office", "tools", "kitchen", "outdoor", "toys", "audio"];
+    const CURRENCIES: [&str; 3] = ["EUR", "USD", "GBP"];
+    const FILLER: &str = " limited edition with extended warranty and free returns,";
+    let mut x: u32 = 0x9e37_79b9 ^ seed.wrapping_mul(0x85eb_ca6b);
+    let mut rnd = |n: u32| {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x % n
+    };
+    let mut records: Vec<(String, String)> = Vec::new(); // (before the name's end, after it)
+    let mut id = 100_000 + seed * 1_000;
+    let mut ts = 1_795_000_000u32 + seed * 3_600; // 2026-11, seconds
+    let mut len = 2; // "[" and "]"
+    loop {
+        id += 1 + rnd(7);
+        ts += rnd(600);
+        let (d, h, m, sec) = (1 + (ts / 86_400) % 28, (ts / 3_600) % 24, (ts / 60) % 60, ts % 60);
+        let name = NAMES[rnd(12) as usize];
+        let before = format!(
+            "{{\"id\":{id},\"sku\":\"{}-{:04}\",\"name\":\"{name} {} {}",
+            &name[..3].to_ascii_uppercase(),
+            rnd(10_000),
+            COLOURS[rnd(7) as usize],
+            1 + rnd(99),
+        );
+        let after = format!(
+            "\",\"category\":\"{}\",\"price\":{}.{:02},\"currency\":\"{}\",\"qty\":{},\"in_stock\":{},\
+             \"updated_at\":\"2026-11-{d:02}T{h:02}:{m:02}:{sec:02}.{:03}Z\"}}",
+            CATEGORIES[rnd(8) as usize],
+            1 + rnd(500),
+            rnd(100),
+            CURRENCIES[rnd(3) as usize],
+            rnd(50),
+            rnd(5) != 0,
+            rnd(1000),
+        );
+        let add = before.len() + after.len() + usize::from(!records.is_empty());
+        if len + add > size {
+            break;
+        }
+        len += add;
+        records.push((before, after));
+    }
+    let fill = size - len;
+    assert!(!records.is_empty() && fill < 400, "a record fits in {size} bytes");
+    let filler: String = FILLER.chars().cycle().take(fill).collect();
+    let last = records.len() - 1;
+    records[last].0.push_str(&filler);
+    let mut out = String::with_capacity(size);
+    out.push('[');
+    for (i, (before, after)) in records.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(before);
+        out.push_str(after);
+    }
+    out.push(']');
+    out.into_bytes()
 }
 
 /// A frame header (RFC 6455 §5.2) without the masking key.
@@ -103,9 +238,15 @@ fn header(first: u8, len: usize, masked: bool) -> Vec<u8> {
 
 struct Conn {
     tcp: TcpStream,
-    /// The echo being received; exactly one echo long.
+    /// The echo being received; exactly one echo long (deflate mode: room for one echo).
     rbuf: Box<[u8]>,
     rlen: usize,
+    /// Which of `Frames::requests` is in flight.
+    variant: usize,
+    /// Deflate mode: the decompressor for this connection's echoes (with server context
+    /// takeover, fed every echo in order), and what the last echo took.
+    inflater: Option<Decompress>,
+    last: EchoStats,
     /// How much of the request frame has been written.
     woff: usize,
     /// Whether EPOLLOUT is registered (a partial write is pending).
@@ -118,6 +259,38 @@ struct Conn {
     alive: bool,
 }
 
+/// What one echo took (deflate mode).
+#[derive(Default, Clone, Copy)]
+struct EchoStats {
+    /// Echo frame bytes on the wire (header + payload).
+    wire: usize,
+    /// Echo payload bytes on the wire (compressed if RSV1).
+    payload: usize,
+    /// RSV1 was set.
+    compressed: bool,
+    /// Whether it was inflated, and the time that took.
+    inflated: bool,
+    inflate_time: Duration,
+}
+
+/// Window totals in deflate mode.
+#[derive(Default)]
+struct DeflateTotals {
+    up_wire: u64,
+    up_payload: u64,
+    down_wire: u64,
+    down_payload: u64,
+    compressed: u64,
+    inflated: u64,
+    inflate_time: Duration,
+}
+
+/// What the server agreed to in its `Sec-WebSocket-Extensions` answer.
+#[derive(Clone, Copy, Default)]
+struct Agreed {
+    server_context_takeover: bool,
+}
+
 fn main() {
     let opts = Options {
         addr: SocketAddr::new(arg_or("host", std::net::IpAddr::from([127, 0, 0, 1])), arg_or("port", 9001u16)),
@@ -127,6 +300,9 @@ fn main() {
         duration: Duration::from_secs_f64(arg_or("duration", 5.0f64)),
         server_pid: arg("server-pid").map(|p| p.parse().expect("--server-pid: a process id")),
         label: arg("label").unwrap_or_default(),
+        deflate: flag("deflate"),
+        server_no_context_takeover: flag("server-no-context-takeover"),
+        variants: arg_or("variants", 64usize),
     };
     if let Err(e) = run(&opts) {
         eprintln!("loadgen: {e}");
@@ -134,12 +310,23 @@ fn main() {
     }
 }
 
+/// Whether `--name` is among the process arguments (a flag without a value).
+fn flag(name: &str) -> bool {
+    let flag = format!("--{name}");
+    std::env::args().skip(1).any(|a| a == flag)
+}
+
 fn run(opts: &Options) -> io::Result<()> {
-    let frames = Frames::new(opts.size);
+    let frames = Frames::new(opts);
     let mut conns = Vec::with_capacity(opts.connections);
+    let mut agreed = Agreed::default();
     for _ in 0..opts.connections {
-        conns.push(connect(opts.addr, &frames)?);
+        let (c, a) = connect(opts, &frames)?;
+        agreed = a;
+        conns.push(c);
     }
+    let mut scratch = vec![0u8; opts.size + 1];
+    let mut totals = DeflateTotals::default();
     let epoll = Epoll::new()?;
     for (i, c) in conns.iter().enumerate() {
         c.tcp.set_nonblocking(true)?;
@@ -157,7 +344,7 @@ fn run(opts: &Options) -> io::Result<()> {
     let mut snap_end = None;
 
     for (i, c) in conns.iter_mut().enumerate() {
-        if let Err(e) = send(c, &frames.request, start, &epoll, i) {
+        if let Err(e) = send(c, &frames, start, &epoll, i) {
             fail(c, &epoll, &mut errors, e);
         }
     }
@@ -169,6 +356,7 @@ fn run(opts: &Options) -> io::Result<()> {
             in_window = true;
             hist.reset();
             messages = 0;
+            totals = DeflateTotals::default();
             snap_start = Snapshot::take(now, opts.server_pid);
         }
         if in_window && now >= window_end_at {
@@ -192,7 +380,7 @@ fn run(opts: &Options) -> io::Result<()> {
                 continue;
             }
             if ev.events & libc::EPOLLOUT as u32 != 0 && c.want_out {
-                if let Err(e) = write_out(c, &frames.request, &epoll, i) {
+                if let Err(e) = write_out(c, &frames, &epoll, i) {
                     fail(c, &epoll, &mut errors, e);
                     continue;
                 }
@@ -200,16 +388,32 @@ fn run(opts: &Options) -> io::Result<()> {
             if ev.events & (libc::EPOLLIN | libc::EPOLLERR | libc::EPOLLHUP) as u32 == 0 {
                 continue;
             }
-            match read_echo(c, &frames) {
+            let got = if frames.deflate {
+                read_deflate_echo(c, &frames, agreed, &mut scratch)
+            } else {
+                read_echo(c, &frames)
+            };
+            match got {
                 Ok(false) => {}
                 Ok(true) => {
                     let done = Instant::now();
                     if in_window {
                         messages += 1;
                         hist.saturating_record(done.duration_since(c.sent_at).as_nanos() as u64);
+                        if frames.deflate {
+                            let req = &frames.requests[c.variant];
+                            totals.up_wire += req.len() as u64;
+                            totals.up_payload += frames.request_payload_lens[c.variant] as u64;
+                            totals.down_wire += c.last.wire as u64;
+                            totals.down_payload += c.last.payload as u64;
+                            totals.compressed += u64::from(c.last.compressed);
+                            totals.inflated += u64::from(c.last.inflated);
+                            totals.inflate_time += c.last.inflate_time;
+                        }
                     }
                     if sending {
-                        if let Err(e) = send(c, &frames.request, done, &epoll, i) {
+                        c.variant = (c.variant + 1) % frames.requests.len();
+                        if let Err(e) = send(c, &frames, done, &epoll, i) {
                             fail(c, &epoll, &mut errors, e);
                         }
                     }
@@ -222,18 +426,28 @@ fn run(opts: &Options) -> io::Result<()> {
     close_all(&mut conns, &epoll);
     // Invariant: the loop above only breaks once the window has ended.
     let end = snap_end.expect("window ended");
-    report(opts, &hist, messages, errors, &snap_start, &end);
+    let deflate = frames.deflate.then_some((&totals, agreed));
+    report(opts, &hist, messages, errors, &snap_start, &end, deflate);
     Ok(())
 }
 
 /// Open a connection and run the opening handshake with a fixed request.
-fn connect(addr: SocketAddr, frames: &Frames) -> io::Result<Conn> {
+fn connect(opts: &Options, frames: &Frames) -> io::Result<(Conn, Agreed)> {
+    let addr = opts.addr;
     let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     tcp.set_nodelay(true)?;
     tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let extensions = if !opts.deflate {
+        ""
+    } else if opts.server_no_context_takeover {
+        "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover; client_max_window_bits; \
+         server_no_context_takeover\r\n"
+    } else {
+        "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover; client_max_window_bits\r\n"
+    };
     let request = format!(
         "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{extensions}\r\n"
     );
     tcp.write_all(request.as_bytes())?;
     let mut buf = Vec::with_capacity(1024);
@@ -260,31 +474,59 @@ fn connect(addr: SocketAddr, frames: &Frames) -> io::Result<Conn> {
     if !accepted || head_end != buf.len() {
         return Err(io::Error::other(format!("unexpected handshake response: {head:?}")));
     }
+    let mut agreed = Agreed::default();
+    if opts.deflate {
+        // The server's answer: exactly one permessage-deflate, with parameters we can live
+        // with (our frames are compressed with a 15-bit window).
+        let ext: Vec<String> = head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(k, _)| k.trim().eq_ignore_ascii_case("sec-websocket-extensions"))
+            .map(|(_, v)| v.trim().to_ascii_lowercase())
+            .collect();
+        let params: Vec<&str> = ext.iter().flat_map(|v| v.split(';')).map(str::trim).collect();
+        if params.first() != Some(&"permessage-deflate") || ext.len() != 1 || ext[0].contains(',') {
+            return Err(io::Error::other(format!("server did not accept permessage-deflate: {head:?}")));
+        }
+        let no_takeover = params.contains(&"server_no_context_takeover");
+        if opts.server_no_context_takeover && !no_takeover {
+            return Err(io::Error::other(format!("server ignored server_no_context_takeover: {head:?}")));
+        }
+        if params.iter().any(|p| p.starts_with("client_max_window_bits=") && !p.ends_with("=15")) {
+            return Err(io::Error::other(format!("server limits our window below 15 bits: {head:?}")));
+        }
+        agreed.server_context_takeover = !no_takeover;
+    }
     tcp.set_read_timeout(None)?;
-    Ok(Conn {
+    let conn = Conn {
         tcp,
-        rbuf: vec![0; frames.echo_len()].into_boxed_slice(),
+        rbuf: vec![0; frames.rbuf_len()].into_boxed_slice(),
         rlen: 0,
+        variant: 0,
+        inflater: opts.deflate.then(|| Decompress::new(false)),
+        last: EchoStats::default(),
         woff: 0,
         want_out: false,
         sent_at: Instant::now(),
         echoes: 0,
         busy: false,
         alive: true,
-    })
+    };
+    Ok((conn, agreed))
 }
 
 /// Start one request: reset the receive state and write the frame.
-fn send(c: &mut Conn, request: &[u8], now: Instant, epoll: &Epoll, i: usize) -> io::Result<()> {
+fn send(c: &mut Conn, frames: &Frames, now: Instant, epoll: &Epoll, i: usize) -> io::Result<()> {
     c.sent_at = now;
     c.woff = 0;
     c.rlen = 0;
     c.busy = true;
-    write_out(c, request, epoll, i)
+    write_out(c, frames, epoll, i)
 }
 
 /// Write what is left of the request; on a short write, wait for EPOLLOUT.
-fn write_out(c: &mut Conn, request: &[u8], epoll: &Epoll, i: usize) -> io::Result<()> {
+fn write_out(c: &mut Conn, frames: &Frames, epoll: &Epoll, i: usize) -> io::Result<()> {
+    let request = &frames.requests[c.variant][..];
     while c.woff < request.len() {
         match c.tcp.write(&request[c.woff..]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -328,9 +570,97 @@ fn read_echo(c: &mut Conn, frames: &Frames) -> io::Result<bool> {
     if c.rbuf[..h] != frames.echo_header[..] {
         return Err(io::Error::other(format!("unexpected echo header {:02x?}", &c.rbuf[..h])));
     }
-    if c.echoes % VERIFY_EVERY == 0 && c.rbuf[h..] != frames.payload[..] {
+    if c.echoes % VERIFY_EVERY == 0 && c.rbuf[h..] != frames.payloads[0][..] {
         return Err(io::Error::other("echoed payload differs"));
     }
+    c.echoes += 1;
+    c.busy = false;
+    Ok(true)
+}
+
+/// Deflate mode: read until one whole frame is in, check it is a final text frame, inflate it
+/// when needed and compare it with what was sent; `Ok(true)` once done.
+fn read_deflate_echo(c: &mut Conn, frames: &Frames, agreed: Agreed, scratch: &mut [u8]) -> io::Result<bool> {
+    // The last 4 bytes of `rbuf` are kept for the trailer.
+    let cap = c.rbuf.len() - 4;
+    let frame_len = loop {
+        if c.rlen >= 2 {
+            let b1 = c.rbuf[1];
+            if b1 & 0x80 != 0 {
+                return Err(io::Error::other("masked frame from the server"));
+            }
+            let (hl, len) = match b1 & 0x7f {
+                126 if c.rlen >= 4 => (4, u16::from_be_bytes([c.rbuf[2], c.rbuf[3]]) as usize),
+                127 if c.rlen >= 10 => {
+                    // Invariant: the slice is 8 bytes long.
+                    (10, u64::from_be_bytes(c.rbuf[2..10].try_into().expect("8 bytes")) as usize)
+                }
+                126 | 127 => (0, 0),
+                n => (2, n as usize),
+            };
+            if hl > 0 {
+                if hl + len > cap {
+                    return Err(io::Error::other(format!("echo frame of {} bytes is too long", hl + len)));
+                }
+                if c.rlen >= hl + len {
+                    break hl + len;
+                }
+            }
+        }
+        match c.tcp.read(&mut c.rbuf[c.rlen..cap]) {
+            Ok(0) => {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "server closed the connection"));
+            }
+            Ok(n) => c.rlen += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    };
+    if !c.busy || c.rlen != frame_len {
+        return Err(io::Error::other("unsolicited data from the server"));
+    }
+    let b0 = c.rbuf[0];
+    if b0 & 0xbf != 0x81 {
+        return Err(io::Error::other(format!("unexpected echo header byte {b0:02x} (want a final text frame)")));
+    }
+    let compressed = b0 & 0x40 != 0;
+    let hl = match c.rbuf[1] & 0x7f {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    let expected = &frames.payloads[c.variant];
+    let must_inflate = compressed && agreed.server_context_takeover;
+    let check = c.echoes % VERIFY_EVERY == 0;
+    let mut stats = EchoStats { wire: frame_len, payload: frame_len - hl, compressed, ..EchoStats::default() };
+    if must_inflate || check {
+        if compressed {
+            let t = Instant::now();
+            // Invariant: `inflater` is set in deflate mode.
+            let z = c.inflater.as_mut().expect("deflate mode");
+            if !agreed.server_context_takeover {
+                z.reset(false);
+            }
+            c.rbuf[frame_len..frame_len + 4].copy_from_slice(&[0, 0, 0xff, 0xff]);
+            let input = &c.rbuf[hl..frame_len + 4];
+            let (in0, out0) = (z.total_in(), z.total_out());
+            let st = z.decompress(input, scratch, FlushDecompress::Sync);
+            let used = (z.total_in() - in0) as usize;
+            let made = (z.total_out() - out0) as usize;
+            if st.is_err() || used != input.len() || scratch[..made] != expected[..] {
+                return Err(io::Error::other(format!(
+                    "echo does not inflate to the payload sent ({st:?}, {used}/{} in, {made} out)",
+                    input.len()
+                )));
+            }
+            stats.inflated = true;
+            stats.inflate_time = t.elapsed();
+        } else if c.rbuf[hl..frame_len] != expected[..] {
+            return Err(io::Error::other("echoed payload differs"));
+        }
+    }
+    c.last = stats;
     c.echoes += 1;
     c.busy = false;
     Ok(true)
@@ -430,7 +760,15 @@ fn process_cpu(pid: u32) -> Option<Duration> {
     Some(ticks(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?))
 }
 
-fn report(opts: &Options, hist: &Histogram<u64>, messages: u64, errors: u64, start: &Snapshot, end: &Snapshot) {
+fn report(
+    opts: &Options,
+    hist: &Histogram<u64>,
+    messages: u64,
+    errors: u64,
+    start: &Snapshot,
+    end: &Snapshot,
+    deflate: Option<(&DeflateTotals, Agreed)>,
+) {
     // Invariant: both snapshots are taken with a time.
     let secs = end.at.expect("time").duration_since(start.at.expect("time")).as_secs_f64();
     let rate = messages as f64 / secs;
@@ -451,12 +789,40 @@ fn report(opts: &Options, hist: &Histogram<u64>, messages: u64, errors: u64, sta
         _ => (None, None),
     };
     let opt = |v: Option<f64>| v.map_or("null".to_owned(), |v| format!("{v:.4}"));
+    // Deflate mode: bytes per message each way, frame and compressed payload, and the ratios
+    // to the payload size (wire / payload).
+    let deflate = match deflate {
+        None => String::new(),
+        Some((t, agreed)) => {
+            let m = messages.max(1) as f64;
+            let s = opts.size as f64;
+            format!(
+                ",\"deflate\":true,\"server_context_takeover\":{},\"up_wire_bytes_per_msg\":{:.1},\
+                 \"up_payload_bytes_per_msg\":{:.1},\"down_wire_bytes_per_msg\":{:.1},\"down_payload_bytes_per_msg\":{:.1},\
+                 \"up_ratio\":{:.4},\"down_ratio\":{:.4},\"up_frame_ratio\":{:.4},\"down_frame_ratio\":{:.4},\
+                 \"compressed_echoes\":{},\"inflated_echoes\":{},\"inflate_cpu_s\":{:.4},\"inflate_share_of_loadgen\":{:.4}",
+                agreed.server_context_takeover,
+                t.up_wire as f64 / m,
+                t.up_payload as f64 / m,
+                t.down_wire as f64 / m,
+                t.down_payload as f64 / m,
+                t.up_payload as f64 / m / s,
+                t.down_payload as f64 / m / s,
+                t.up_wire as f64 / m / s,
+                t.down_wire as f64 / m / s,
+                t.compressed,
+                t.inflated,
+                t.inflate_time.as_secs_f64(),
+                if self_cpu > 0.0 { t.inflate_time.as_secs_f64() / self_cpu } else { 0.0 },
+            )
+        }
+    };
     println!(
         "{{\"label\":\"{}\",\"connections\":{},\"size\":{},\"seconds\":{:.3},\"messages\":{},\"errors\":{},\
          \"msgs_per_s\":{:.1},\"mb_per_s\":{:.3},\
          \"latency_us\":{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1},\"mean\":{:.1}}},\
          \"loadgen_cpu_s\":{:.4},\"loadgen_cpu_share\":{:.4},\"server_cpu_s\":{},\"server_cpu_us_per_msg\":{},\
-         \"other_cpu_share\":{},\"softirq_share\":{}}}",
+         \"other_cpu_share\":{},\"softirq_share\":{}{}}}",
         opts.label.replace(['"', '\\'], ""),
         opts.connections,
         opts.size,
@@ -477,6 +843,7 @@ fn report(opts: &Options, hist: &Histogram<u64>, messages: u64, errors: u64, sta
         opt(server_cpu.filter(|_| messages > 0).map(|s| s * 1e6 / messages as f64)),
         opt(others),
         opt(softirq),
+        deflate,
     );
 }
 

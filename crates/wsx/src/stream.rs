@@ -304,6 +304,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         Ok(self.conn.send(message)?)
     }
 
+    pub(crate) fn start_send_compressed(&mut self, message: Message, compress: bool) -> Result<()> {
+        if self.done {
+            return Err(SendError::Closed.into());
+        }
+        Ok(self.conn.send_compressed(message, compress)?)
+    }
+
     pub(crate) fn start_send_frame(&mut self, frame: Frame) -> Result<()> {
         if self.done {
             return Err(SendError::Closed.into());
@@ -430,6 +437,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Write out everything queued.
     pub async fn flush(&mut self) -> Result<()> {
         poll_fn(|cx| self.driver.poll_flush(cx)).await
+    }
+
+    /// Send a text or binary message choosing whether to compress it, overriding the
+    /// permessage-deflate threshold: `false` for data known not to compress (images, already
+    /// compressed files), `true` for a small message worth compressing. Ignored when the
+    /// extension was not negotiated.
+    pub async fn send_compressed(&mut self, message: impl Into<Message>, compress: bool) -> Result<()> {
+        poll_fn(|cx| self.driver.poll_ready(cx)).await?;
+        self.driver.start_send_compressed(message.into(), compress)?;
+        self.flush().await
     }
 
     /// Send one frame of a message streamed in fragments, and write it out: a text or binary

@@ -175,3 +175,16 @@ async fn sending_after_close_is_an_error_not_a_panic() {
     assert!(error.is_closed(), "{error}");
     closing.await.unwrap();
 }
+
+#[tokio::test]
+async fn compression_can_be_chosen_per_message() {
+    let deflate = Config::default().deflate(Some(wsx::DeflateConfig::default()));
+    let (mut client, mut server) = pair(1 << 16, deflate.clone(), deflate).await;
+    assert!(client.is_compressed() && server.is_compressed());
+    let text = "abc".repeat(1000);
+    // Over the threshold but sent plain, and under it but compressed: both arrive intact.
+    client.send_compressed(text.as_str(), false).await.unwrap();
+    client.send_compressed("tiny", true).await.unwrap();
+    assert_eq!(server.recv().await.unwrap(), Some(Message::text(text)));
+    assert_eq!(server.recv().await.unwrap(), Some(Message::text("tiny")));
+}

@@ -821,6 +821,24 @@ mod deflate {
     }
 
     #[test]
+    fn compression_can_be_chosen_per_message() {
+        let mut pair = deflate_pair(1 << 20);
+        let big = "abc".repeat(1000); // over the 1 KiB threshold
+        let small = "xyz".repeat(40); // under it, but compressible
+        pair.client.send_compressed(Message::text(big.as_str()), false).unwrap();
+        pair.client.send_compressed(Message::text(small.as_str()), true).unwrap();
+        pair.client.send(Message::text(big.as_str())).unwrap();
+        let out = drain(&mut pair.client);
+        let rsv: Vec<u8> = frames(&out).iter().map(|f| f.1).collect();
+        assert_eq!(rsv, vec![0, crate::frame::RSV1, crate::frame::RSV1]);
+        pair.server.receive(&out, pair.now);
+        let got: Vec<Event> = pair.server_events();
+        assert_eq!(message(&got[0]), &Message::text(big.as_str()));
+        assert_eq!(message(&got[1]), &Message::text(small));
+        assert_eq!(message(&got[2]), &Message::text(big));
+    }
+
+    #[test]
     fn compressed_frames_get_slack_over_the_frame_limit() {
         // A peer that compresses incompressible data sends a frame a little over the limit.
         let mut pair = deflate_pair(1000);
