@@ -12,7 +12,22 @@
 //! loadgen --port 9001 --connections 100 --size 20 --warmup 1 --duration 5 \
 //!         [--server-pid PID] [--label NAME] [--host 127.0.0.1] \
 //!         [--deflate [--server-no-context-takeover] [--variants 64]]
+//!         [--raw] [--pipeline K]
+//! loadgen --idle N --port 9001 --server-pid PID [--hold 2] [--label NAME] [--raw]
 //! ```
+//!
+//! `--raw` drives a raw TCP echo (`echo-raw`): no handshake, the same masked frames are sent,
+//! and the echo expected is those very bytes (S + 6, 8 or 14 per message: 4 bytes more per
+//! echo than a WebSocket server sends back). No close frames at the end.
+//!
+//! `--pipeline K` keeps K messages in flight per connection instead of one: K frames are written
+//! at once, and for every batch of echoes read, as many new frames are written in one `write`.
+//! Latency is then from queueing a frame to the end of its echo. Not with `--deflate`.
+//!
+//! `--idle N` measures memory instead: it reads the server's `VmRSS` (`/proc/PID/status`), opens
+//! N connections (handshake only; none with `--raw`), waits `--hold` seconds, reads `VmRSS` again
+//! and prints (after − baseline) / N in bytes, plus the server's open descriptors before and
+//! after as a check that every connection was accepted.
 //!
 //! With `--deflate` the handshake offers permessage-deflate (`client_no_context_takeover;
 //! client_max_window_bits`, plus `server_no_context_takeover` if asked) and requires the server
@@ -33,6 +48,7 @@
 //! clean run from a disturbed one.
 
 use std::{
+    collections::VecDeque,
     io::{self, Read, Write},
     net::{SocketAddr, TcpStream},
     os::fd::AsRawFd,
@@ -69,6 +85,14 @@ struct Options {
     server_no_context_takeover: bool,
     /// In deflate mode, how many different payloads each connection cycles through.
     variants: usize,
+    /// Raw TCP echo: no handshake; the echo is the request's own bytes.
+    raw: bool,
+    /// Messages in flight per connection (0: closed loop, one at a time, the original path).
+    pipeline: usize,
+    /// Idle-memory mode: open this many connections and measure the server's RSS.
+    idle: usize,
+    /// Idle mode: how long to wait with every connection open before reading the RSS.
+    hold: Duration,
 }
 
 /// The bytes of one exchange, built once and shared by every connection.
@@ -83,11 +107,27 @@ struct Frames {
     /// The payload bytes of each request frame on the wire (compressed in deflate mode).
     request_payload_lens: Vec<usize>,
     deflate: bool,
+    /// Pipeline mode: K + 1 copies of the request back to back, so that any run of up to K
+    /// frames starting anywhere in the first copy is one contiguous slice.
+    batch: Vec<u8>,
 }
 
 impl Frames {
     fn new(opts: &Options) -> Self {
-        if opts.deflate { Self::deflate(opts.size, opts.variants.max(1)) } else { Self::binary(opts.size) }
+        let mut frames = if opts.deflate {
+            Self::deflate(opts.size, opts.variants.max(1))
+        } else {
+            Self::binary(opts.size, opts.raw)
+        };
+        if opts.pipeline > 0 {
+            frames.batch = frames.requests[0].repeat(opts.pipeline + 1);
+        }
+        frames
+    }
+
+    /// Bytes of one echo (binary and raw modes).
+    fn echo_len(&self) -> usize {
+        self.echo_header.len() + self.payloads[0].len()
     }
 
     /// JSON text payloads, each compressed on its own (raw deflate, sync flush, without the
@@ -112,10 +152,20 @@ impl Frames {
             requests.push(request);
             payloads.push(payload);
         }
-        Self { requests, echo_header: Vec::new(), payloads, request_payload_lens: lens, deflate: true }
+        Self {
+            requests,
+            echo_header: Vec::new(),
+            payloads,
+            request_payload_lens: lens,
+            deflate: true,
+            batch: Vec::new(),
+        }
     }
 
-    fn binary(size: usize) -> Self {
+    /// A masked binary frame of `size` pseudo-random bytes. With `raw`, the expected echo is the
+    /// request itself (a raw TCP echo returns what it got): `echo_header` is then the masked
+    /// header with its key, and `payloads[0]` the masked payload.
+    fn binary(size: usize, raw: bool) -> Self {
         // Pseudo-random bytes (xorshift), so that no compressor or shortcut can help.
         let mut x: u32 = 0x9e37_79b9;
         let payload: Vec<u8> = (0..size)
@@ -129,21 +179,28 @@ impl Frames {
         let mut request = header(0x82, size, true);
         request.extend_from_slice(&MASK);
         request.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+        let (echo_header, payload) = if raw {
+            let h = request.len() - size;
+            (request[..h].to_vec(), request[h..].to_vec())
+        } else {
+            (header(0x82, size, false), payload)
+        };
         Self {
             requests: vec![request],
-            echo_header: header(0x82, size, false),
+            echo_header,
             payloads: vec![payload],
             request_payload_lens: vec![size],
             deflate: false,
+            batch: Vec::new(),
         }
     }
 
     /// The receive buffer each connection needs: one echo (binary mode: exactly; deflate mode:
     /// room for an incompressible payload plus the deflate block overhead and a header), plus 4
     /// bytes to append the sync-flush trailer in place before inflating.
-    fn rbuf_len(&self) -> usize {
+    fn rbuf_len(&self, pipeline: usize) -> usize {
         let size = self.payloads[0].len();
-        if self.deflate { size + size / 8 + 64 + 14 + 4 } else { self.echo_header.len() + size }
+        if self.deflate { size + size / 8 + 64 + 14 + 4 } else { self.echo_len() * pipeline.max(1) }
     }
 }
 
@@ -256,6 +313,11 @@ struct Conn {
     echoes: u64,
     /// Waiting for an echo (a request was sent and not yet answered).
     busy: bool,
+    /// Pipeline mode: when each frame in flight was queued, oldest first.
+    inflight: VecDeque<Instant>,
+    /// Pipeline mode: request bytes still to write, and where in the request the next byte is.
+    owed: usize,
+    wpos: usize,
     alive: bool,
 }
 
@@ -303,8 +365,21 @@ fn main() {
         deflate: flag("deflate"),
         server_no_context_takeover: flag("server-no-context-takeover"),
         variants: arg_or("variants", 64usize),
+        raw: flag("raw"),
+        pipeline: arg_or("pipeline", 0usize),
+        idle: arg_or("idle", 0usize),
+        hold: Duration::from_secs_f64(arg_or("hold", 2.0f64)),
     };
-    if let Err(e) = run(&opts) {
+    if opts.pipeline > 0 && opts.deflate {
+        eprintln!("loadgen: --pipeline does not work with --deflate");
+        std::process::exit(2);
+    }
+    if opts.raw && opts.deflate {
+        eprintln!("loadgen: --raw does not work with --deflate");
+        std::process::exit(2);
+    }
+    let result = if opts.idle > 0 { run_idle(&opts) } else { run(&opts) };
+    if let Err(e) = result {
         eprintln!("loadgen: {e}");
         std::process::exit(1);
     }
@@ -344,7 +419,12 @@ fn run(opts: &Options) -> io::Result<()> {
     let mut snap_end = None;
 
     for (i, c) in conns.iter_mut().enumerate() {
-        if let Err(e) = send(c, &frames, start, &epoll, i) {
+        let sent = if opts.pipeline > 0 {
+            send_pipelined(c, &frames, start, &epoll, i, opts.pipeline)
+        } else {
+            send(c, &frames, start, &epoll, i)
+        };
+        if let Err(e) = sent {
             fail(c, &epoll, &mut errors, e);
         }
     }
@@ -380,12 +460,41 @@ fn run(opts: &Options) -> io::Result<()> {
                 continue;
             }
             if ev.events & libc::EPOLLOUT as u32 != 0 && c.want_out {
-                if let Err(e) = write_out(c, &frames, &epoll, i) {
+                let written = if opts.pipeline > 0 {
+                    write_owed(c, &frames, &epoll, i)
+                } else {
+                    write_out(c, &frames, &epoll, i)
+                };
+                if let Err(e) = written {
                     fail(c, &epoll, &mut errors, e);
                     continue;
                 }
             }
             if ev.events & (libc::EPOLLIN | libc::EPOLLERR | libc::EPOLLHUP) as u32 == 0 {
+                continue;
+            }
+            if opts.pipeline > 0 {
+                match read_pipelined(c, &frames) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        let done = Instant::now();
+                        for _ in 0..n {
+                            // Invariant: read_pipelined never reports more echoes than are in flight.
+                            let sent_at = c.inflight.pop_front().expect("in flight");
+                            if in_window {
+                                messages += 1;
+                                hist.saturating_record(done.duration_since(sent_at).as_nanos() as u64);
+                            }
+                        }
+                        c.busy = !c.inflight.is_empty();
+                        if sending {
+                            if let Err(e) = send_pipelined(c, &frames, done, &epoll, i, n) {
+                                fail(c, &epoll, &mut errors, e);
+                            }
+                        }
+                    }
+                    Err(e) => fail(c, &epoll, &mut errors, e),
+                }
                 continue;
             }
             let got = if frames.deflate {
@@ -423,7 +532,9 @@ fn run(opts: &Options) -> io::Result<()> {
         }
     }
 
-    close_all(&mut conns, &epoll);
+    if !opts.raw {
+        close_all(&mut conns, &epoll);
+    }
     // Invariant: the loop above only breaks once the window has ended.
     let end = snap_end.expect("window ended");
     let deflate = frames.deflate.then_some((&totals, agreed));
@@ -436,6 +547,9 @@ fn connect(opts: &Options, frames: &Frames) -> io::Result<(Conn, Agreed)> {
     let addr = opts.addr;
     let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     tcp.set_nodelay(true)?;
+    if opts.raw {
+        return Ok((new_conn(tcp, opts, frames), Agreed::default()));
+    }
     tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
     let extensions = if !opts.deflate {
         ""
@@ -498,9 +612,13 @@ fn connect(opts: &Options, frames: &Frames) -> io::Result<(Conn, Agreed)> {
         agreed.server_context_takeover = !no_takeover;
     }
     tcp.set_read_timeout(None)?;
-    let conn = Conn {
+    Ok((new_conn(tcp, opts, frames), agreed))
+}
+
+fn new_conn(tcp: TcpStream, opts: &Options, frames: &Frames) -> Conn {
+    Conn {
         tcp,
-        rbuf: vec![0; frames.rbuf_len()].into_boxed_slice(),
+        rbuf: vec![0; frames.rbuf_len(opts.pipeline)].into_boxed_slice(),
         rlen: 0,
         variant: 0,
         inflater: opts.deflate.then(|| Decompress::new(false)),
@@ -510,9 +628,11 @@ fn connect(opts: &Options, frames: &Frames) -> io::Result<(Conn, Agreed)> {
         sent_at: Instant::now(),
         echoes: 0,
         busy: false,
+        inflight: VecDeque::with_capacity(opts.pipeline),
+        owed: 0,
+        wpos: 0,
         alive: true,
-    };
-    Ok((conn, agreed))
+    }
 }
 
 /// Start one request: reset the receive state and write the frame.
@@ -547,6 +667,155 @@ fn write_out(c: &mut Conn, frames: &Frames, epoll: &Epoll, i: usize) -> io::Resu
         c.want_out = false;
     }
     Ok(())
+}
+
+/// Pipeline mode: queue `count` more frames (all alike) and write as much as the socket takes.
+fn send_pipelined(
+    c: &mut Conn,
+    frames: &Frames,
+    now: Instant,
+    epoll: &Epoll,
+    i: usize,
+    count: usize,
+) -> io::Result<()> {
+    c.inflight.extend(std::iter::repeat_n(now, count));
+    c.owed += count * frames.requests[0].len();
+    c.busy = !c.inflight.is_empty();
+    write_owed(c, frames, epoll, i)
+}
+
+/// Pipeline mode: write the owed request bytes, in one `write` when the socket takes them; on a
+/// short write, wait for EPOLLOUT.
+fn write_owed(c: &mut Conn, frames: &Frames, epoll: &Epoll, i: usize) -> io::Result<()> {
+    let l = frames.requests[0].len();
+    while c.owed > 0 {
+        // `wpos < l` and `owed <= K * l`, so this fits in the K + 1 copies of `batch`.
+        let chunk = &frames.batch[c.wpos..c.wpos + c.owed];
+        match c.tcp.write(chunk) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                c.owed -= n;
+                c.wpos = (c.wpos + n) % l;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !c.want_out {
+                    epoll.modify(c.tcp.as_raw_fd(), i as u64, true)?;
+                    c.want_out = true;
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if c.want_out {
+        epoll.modify(c.tcp.as_raw_fd(), i as u64, false)?;
+        c.want_out = false;
+    }
+    Ok(())
+}
+
+/// Pipeline mode: read what has arrived (until the socket runs dry), check every whole echo's
+/// header (and every 16th payload), keep a partial echo for later; returns how many whole
+/// echoes arrived.
+fn read_pipelined(c: &mut Conn, frames: &Frames) -> io::Result<usize> {
+    let e = frames.echo_len();
+    let h = frames.echo_header.len();
+    let mut done = 0;
+    loop {
+        match c.tcp.read(&mut c.rbuf[c.rlen..]) {
+            Ok(0) => {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "server closed the connection"));
+            }
+            Ok(n) => c.rlen += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(done),
+            Err(e) => return Err(e),
+        }
+        let whole = c.rlen / e;
+        if done + whole > c.inflight.len() {
+            return Err(io::Error::other("unsolicited data from the server"));
+        }
+        for k in 0..whole {
+            let echo = &c.rbuf[k * e..(k + 1) * e];
+            if echo[..h] != frames.echo_header[..] {
+                return Err(io::Error::other(format!("unexpected echo header {:02x?}", &echo[..h])));
+            }
+            if c.echoes % VERIFY_EVERY == 0 && echo[h..] != frames.payloads[0][..] {
+                return Err(io::Error::other("echoed payload differs"));
+            }
+            c.echoes += 1;
+        }
+        done += whole;
+        c.rbuf.copy_within(whole * e..c.rlen, 0);
+        c.rlen -= whole * e;
+    }
+}
+
+/// Idle-memory mode: the server's RSS before and after opening `--idle` connections.
+fn run_idle(opts: &Options) -> io::Result<()> {
+    let pid = opts.server_pid.ok_or_else(|| io::Error::other("--idle needs --server-pid"))?;
+    let frames = Frames::new(opts);
+    let before = vm_rss(pid).ok_or_else(|| io::Error::other("cannot read the server's VmRSS"))?;
+    let fds_before = open_fds(pid);
+    let t = Instant::now();
+    let mut conns = Vec::with_capacity(opts.idle);
+    for _ in 0..opts.idle {
+        let mut c = connect(opts, &frames)?.0;
+        if opts.raw {
+            // No handshake to wait for: one byte there and back instead, so that the server has
+            // accepted this connection before the next comes (else the accept queue overflows
+            // and a dropped SYN costs a 1 s retransmit).
+            c.tcp.write_all(b"x")?;
+            c.tcp.read_exact(&mut [0u8; 1])?;
+        }
+        conns.push(c);
+    }
+    let connect_s = t.elapsed().as_secs_f64();
+    std::thread::sleep(opts.hold);
+    let after = vm_rss(pid).ok_or_else(|| io::Error::other("cannot read the server's VmRSS"))?;
+    let fds_after = open_fds(pid);
+    let opt = |v: Option<usize>| v.map_or("null".to_owned(), |v| v.to_string());
+    println!(
+        "{{\"label\":\"{}\",\"idle_connections\":{},\"connect_s\":{connect_s:.3},\"hold_s\":{:.1},\
+         \"rss_baseline_kb\":{before},\"rss_after_kb\":{after},\"idle_bytes_per_conn\":{:.1},\
+         \"server_fds_before\":{},\"server_fds_after\":{}}}",
+        opts.label.replace(['"', '\\'], ""),
+        opts.idle,
+        opts.hold.as_secs_f64(),
+        (after as f64 - before as f64) * 1024.0 / opts.idle as f64,
+        opt(fds_before),
+        opt(fds_after),
+    );
+    // Reset rather than close: 10,000 client sockets in TIME_WAIT per run would soon use up
+    // the ephemeral ports of 127.0.0.1 (and make later connects crawl).
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    for c in &conns {
+        // SAFETY: `linger` is a valid `struct linger` of the size passed, for the call's duration.
+        unsafe {
+            libc::setsockopt(
+                c.tcp.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&raw const linger).cast(),
+                size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+    }
+    drop(conns);
+    Ok(())
+}
+
+/// A process's resident set size in KiB (`VmRSS` in `/proc/PID/status`).
+fn vm_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// How many file descriptors a process has open.
+fn open_fds(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
 
 /// Read towards the expected echo; `Ok(true)` once all of it has arrived and checked out.
