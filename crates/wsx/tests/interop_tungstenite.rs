@@ -33,24 +33,6 @@ use tokio_tungstenite::{
 
 const LIMIT: Duration = Duration::from_secs(240);
 
-/// The steps of the tungstenite client scenario against our server.
-const STEPS: &[&str] = &[
-    "text",
-    "binary",
-    "empty_text",
-    "empty_binary",
-    "size_125",
-    "size_126",
-    "size_65535",
-    "size_65536",
-    "size_16mib",
-    "utf8_text",
-    "fragmented",
-    "fragmented_binary",
-    "ping",
-    "close",
-];
-
 fn describe(m: &Message) -> String {
     match m {
         Message::Text(t) if t.len() <= 64 => format!("Text({:?})", t.as_str()),
@@ -189,7 +171,8 @@ async fn tungstenite_client_to_wsx(server_deflate: bool, tls: bool) {
             tungstenite_scenario(ws).await
         }
     };
-    results.assert_all_ok("tungstenite client against the wsx server", STEPS);
+    // The same steps the Node and Python client scenarios report.
+    results.assert_all_ok("tungstenite client against the wsx server", common::PEER_CLIENT_STEPS);
     let logs = server.settle().await;
     common::assert_server_saw_scenario(&logs, "tungstenite client", false);
     assert_eq!(logs[0].echoed, 12, "messages our server echoed");
