@@ -228,7 +228,7 @@ impl Events {
             if let Event::Closed(reason) = &event {
                 assert!(conn.is_finished(), "Closed but not finished");
                 check_reason(reason);
-                self.closed = Some(reason.clone());
+                self.closed = Some((**reason).clone());
             }
             f(conn, &event);
         }

@@ -198,7 +198,7 @@ impl Header {
         let [b0, b1, ..] = *buf else {
             return Ok(None);
         };
-        let opcode = OpCode::from_bits(b0 & 0x0F).ok_or(ProtocolError::ReservedOpcode(b0 & 0x0F))?;
+        let opcode = OpCode::from_bits(b0 & 0x0F).ok_or_else(|| ProtocolError::ReservedOpcode(b0 & 0x0F))?;
         let fin = b0 & 0x80 != 0;
         let masked = b1 & 0x80 != 0;
         let (payload_len, mut len) = match b1 & 0x7F {

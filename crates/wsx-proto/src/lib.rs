@@ -43,6 +43,7 @@ pub mod handshake;
 pub mod mask;
 mod message;
 mod outgoing;
+mod pool;
 mod rng;
 pub mod utf8;
 

@@ -4,6 +4,8 @@ use std::{collections::VecDeque, io::IoSlice};
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::pool;
+
 /// Bytes waiting to be written, as a [`Buf`] of chunks.
 ///
 /// Small frames are copied into one contiguous tail so that many of them go out in one
@@ -17,6 +19,8 @@ pub struct Outgoing {
     tail: BytesMut,
     /// Total bytes in `queue` and `tail`.
     len: usize,
+    /// The size class of `tail` if it came from the buffer cache and can go back; 0 if not.
+    tail_class: usize,
 }
 
 /// Payloads at least this long are queued by reference instead of copied.
@@ -28,7 +32,7 @@ pub(crate) const COPY_THRESHOLD: usize = 4096;
 impl Outgoing {
     /// Append bytes by copying them into the tail.
     pub(crate) fn extend(&mut self, bytes: &[u8]) {
-        self.tail.extend_from_slice(bytes);
+        self.tail_mut(bytes.len()).extend_from_slice(bytes);
         self.len += bytes.len();
     }
 
@@ -45,8 +49,10 @@ impl Outgoing {
         self.queue.push_back(bytes);
     }
 
-    /// The tail, to encode into directly; call [`commit_tail`](Self::commit_tail) after.
-    pub(crate) fn tail_mut(&mut self) -> &mut BytesMut {
+    /// The tail with room for `additional` more bytes, to encode into directly; call
+    /// [`commit_tail`](Self::commit_tail) after. An empty tail comes from the buffer cache.
+    pub(crate) fn tail_mut(&mut self, additional: usize) -> &mut BytesMut {
+        pool::reserve(&mut self.tail, &mut self.tail_class, additional);
         &mut self.tail
     }
 
@@ -55,10 +61,10 @@ impl Outgoing {
         self.len += n;
     }
 
-    /// Drop the tail's allocation if it is empty and larger than `keep` bytes.
-    pub(crate) fn shrink(&mut self, keep: usize) {
-        if self.len == 0 && self.tail.capacity() > keep {
-            self.tail = BytesMut::new();
+    /// Give the tail's allocation back to the buffer cache if nothing is queued.
+    pub(crate) fn release(&mut self) {
+        if self.len == 0 && self.tail.capacity() > 0 {
+            pool::give(std::mem::take(&mut self.tail), std::mem::take(&mut self.tail_class));
         }
     }
 }

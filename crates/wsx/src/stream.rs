@@ -65,9 +65,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// Server shutdown hook: once `away` fires, start the closing handshake with 1001 (once),
     /// then keep driving it as usual. `cx` registers for the signal; without it, only look.
+    /// Returns whether it fired in this call.
     #[cfg(feature = "server")]
-    fn poll_away(&mut self, cx: Option<&mut Context<'_>>) {
-        let Some(away) = &mut self.away else { return };
+    fn poll_away(&mut self, cx: Option<&mut Context<'_>>) -> bool {
+        let Some(away) = &mut self.away else { return false };
         let fired = match cx {
             Some(cx) => away.poll_fired(cx),
             None => away.is_fired(),
@@ -82,6 +83,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 let _ = self.conn.close(CloseCode::AWAY, "server shutting down", now());
             }
         }
+        fired
     }
 
     /// Write what the engine has queued, and half-close when it asks. `Ready(Ok)` once the
@@ -94,7 +96,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 break Poll::Ready(Ok(()));
             }
             let io = Pin::new(&mut self.io);
-            let polled = if io.is_write_vectored() {
+            // One slice goes out with a plain write (`send` on a socket), which costs the
+            // kernel less than `writev`.
+            let polled = if out.chunk().len() < out.remaining() && io.is_write_vectored() {
                 let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
                 let n = out.chunks_vectored(&mut slices);
                 io.poll_write_vectored(cx, &slices[..n])
@@ -165,8 +169,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// Drive the connection until it has an event, or it ends (`None`).
     pub(crate) fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event>>> {
+        // Only look here; register for the signal when about to wait.
         #[cfg(feature = "server")]
-        self.poll_away(Some(cx));
+        self.poll_away(None);
         loop {
             if let Some(event) = self.conn.next_event() {
                 if let Event::Closed(_) = event {
@@ -193,6 +198,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     continue;
                 }
                 Poll::Pending => {
+                    #[cfg(feature = "server")]
+                    if self.poll_away(Some(cx)) {
+                        continue;
+                    }
                     // Idle: hold no read buffer while waiting (kept if it holds data).
                     self.conn.release_buffers();
                     return Poll::Pending;
@@ -241,7 +250,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     if self.failure_reported {
                         continue;
                     }
-                    if let Some(e) = close_error(reason) {
+                    if let Some(e) = close_error(*reason) {
                         return Poll::Ready(Some(Err(e)));
                     }
                 }
@@ -274,7 +283,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
         // Only look: in split halves the reader's task is the one registered for the signal.
         #[cfg(feature = "server")]
-        self.poll_away(None);
+        let _ = self.poll_away(None);
         while self.conn.is_write_blocked() {
             match self.poll_write_out(cx) {
                 Poll::Ready(Ok(())) => {}
@@ -359,7 +368,7 @@ fn event_to_item(event: Event) -> Option<Result<Message>> {
             let frame = (frame.code != CloseCode::NO_STATUS).then_some(frame);
             Some(Ok(Message::Close(frame)))
         }
-        Event::Closed(reason) => close_error(reason).map(Err),
+        Event::Closed(reason) => close_error(*reason).map(Err),
         _ => None,
     }
 }

@@ -23,8 +23,12 @@ use crate::{
     frame::{Header, MAX_HEADER_LEN},
     handshake::client,
     outgoing::Outgoing,
+    pool,
     utf8::Validator,
 };
+
+/// The most an adaptive read between frames grows to (see [`Connection::read_buffer`]).
+const READ_SIZE_MAX: usize = 64 << 10;
 
 /// What happened on a connection, in the order it happened.
 #[derive(Debug)]
@@ -45,7 +49,8 @@ pub enum Event {
     /// with [`Event::Closed`] once the TCP connection ends.
     Closing(CloseFrame),
     /// The connection is over: drop the socket once `transmit` is drained. The last event.
-    Closed(CloseReason),
+    /// (Boxed: it comes once, and keeps every other event small to move.)
+    Closed(Box<CloseReason>),
 }
 
 /// How a connection ended.
@@ -194,6 +199,15 @@ pub struct Connection {
     last_received: Instant,
     /// The size of the last complete frame, capped: how much to read at once next.
     read_hint: usize,
+    /// Adaptive read size between frames: doubled when a read fills all the space it was
+    /// offered (more is waiting, as when a peer pipelines), halved when reads come back small.
+    read_size: usize,
+    /// Spare capacity offered by the last `read_buffer`, and the buffer's length then; 0 when
+    /// no read is outstanding.
+    read_offered: usize,
+    read_base: usize,
+    /// The size class of `rbuf` if it came from the buffer cache and can go back; 0 if not.
+    rbuf_class: usize,
 }
 
 impl fmt::Debug for Connection {
@@ -273,6 +287,10 @@ impl Connection {
             ping_counter: 0,
             last_received: now,
             read_hint: 0,
+            read_size: config.read_buffer_size,
+            read_offered: 0,
+            read_base: 0,
+            rbuf_class: 0,
         }
     }
 
@@ -427,24 +445,35 @@ impl Connection {
     /// Its spare capacity is at least `read_buffer_size`, and enough for the rest of the frame
     /// being received (up to twice what has arrived, so a peer cannot make it allocate a
     /// frame's declared length without sending it), or for a frame as large as the last one,
-    /// so that a stream of equal frames takes one read each.
+    /// so that a stream of equal frames takes one read each. Between frames the size also
+    /// adapts: a read that fills all the space offered doubles the next one (up to 64 KiB),
+    /// so a peer that pipelines many small frames is drained in few reads.
     pub fn read_buffer(&mut self) -> &mut BytesMut {
         let want = match self.frame {
             Some(frame) => {
                 let rest = (frame.header.payload_len as usize).saturating_sub(self.rbuf.len()) + MAX_HEADER_LEN;
                 rest.min(self.rbuf.len().max(self.config.read_buffer_size) * 2)
             }
-            None => self.read_hint + MAX_HEADER_LEN,
+            None => (self.read_hint + MAX_HEADER_LEN).max(self.read_size),
         }
         .max(self.config.read_buffer_size);
-        if self.rbuf.capacity() - self.rbuf.len() < want {
-            self.rbuf.reserve(want);
-        }
+        pool::reserve(&mut self.rbuf, &mut self.rbuf_class, want);
+        self.read_base = self.rbuf.len();
+        self.read_offered = self.rbuf.capacity() - self.rbuf.len();
         &mut self.rbuf
     }
 
     /// Process bytes the I/O layer appended to [`read_buffer`](Self::read_buffer).
     pub fn receive_buffered(&mut self, now: Instant) {
+        if self.read_offered > 0 {
+            let got = self.rbuf.len().saturating_sub(self.read_base);
+            if got >= self.read_offered {
+                self.read_size = (self.read_size * 2).min(READ_SIZE_MAX);
+            } else if got < self.read_size / 4 {
+                self.read_size = (self.read_size / 2).max(self.config.read_buffer_size);
+            }
+            self.read_offered = 0;
+        }
         self.observe(now);
         self.last_received = now;
         self.process();
@@ -517,10 +546,10 @@ impl Connection {
     /// Release the read buffer and shrink the write buffer if they hold nothing: call when the
     /// connection goes idle, so that an idle connection holds no buffers.
     pub fn release_buffers(&mut self) {
-        if self.rbuf.is_empty() && self.frame.is_none() {
-            self.rbuf = BytesMut::new();
+        if self.rbuf.is_empty() && self.frame.is_none() && self.rbuf.capacity() > 0 {
+            pool::give(std::mem::take(&mut self.rbuf), std::mem::take(&mut self.rbuf_class));
         }
-        self.out.shrink(0);
+        self.out.release();
         if self.scratch.is_empty() {
             self.scratch = BytesMut::new();
         }
@@ -570,7 +599,7 @@ impl Connection {
             return;
         }
         self.state = State::Finished;
-        self.rbuf = BytesMut::new();
+        pool::give(std::mem::take(&mut self.rbuf), std::mem::take(&mut self.rbuf_class));
         self.message = None;
         self.frame = None;
         let reason = CloseReason {
@@ -578,7 +607,7 @@ impl Connection {
             sent: self.sent_close.clone(),
             error: self.error.clone(),
         };
-        self.events.push_back(Event::Closed(reason));
+        self.events.push_back(Event::Closed(Box::new(reason)));
     }
 
     fn finish_refused(&mut self) {

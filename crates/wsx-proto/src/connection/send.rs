@@ -305,8 +305,7 @@ impl Connection {
         let header = Header { fin, rsv, opcode, mask, payload_len: len as u64 };
         let mut head = [0; MAX_HEADER_LEN];
         let n = header.encode(&mut head);
-        let tail = self.out.tail_mut();
-        tail.reserve(n + len);
+        let tail = self.out.tail_mut(n + len);
         tail.put_slice(&head[..n]);
         body(tail, mask);
         self.out.commit_tail(n + len);
