@@ -487,10 +487,8 @@ fn run(opts: &Options) -> io::Result<()> {
                             }
                         }
                         c.busy = !c.inflight.is_empty();
-                        if sending {
-                            if let Err(e) = send_pipelined(c, &frames, done, &epoll, i, n) {
-                                fail(c, &epoll, &mut errors, e);
-                            }
+                        if sending && let Err(e) = send_pipelined(c, &frames, done, &epoll, i, n) {
+                            fail(c, &epoll, &mut errors, e);
                         }
                     }
                     Err(e) => fail(c, &epoll, &mut errors, e),
@@ -741,7 +739,7 @@ fn read_pipelined(c: &mut Conn, frames: &Frames) -> io::Result<usize> {
             if echo[..h] != frames.echo_header[..] {
                 return Err(io::Error::other(format!("unexpected echo header {:02x?}", &echo[..h])));
             }
-            if c.echoes % VERIFY_EVERY == 0 && echo[h..] != frames.payloads[0][..] {
+            if c.echoes.is_multiple_of(VERIFY_EVERY) && echo[h..] != frames.payloads[0][..] {
                 return Err(io::Error::other("echoed payload differs"));
             }
             c.echoes += 1;
@@ -839,7 +837,7 @@ fn read_echo(c: &mut Conn, frames: &Frames) -> io::Result<bool> {
     if c.rbuf[..h] != frames.echo_header[..] {
         return Err(io::Error::other(format!("unexpected echo header {:02x?}", &c.rbuf[..h])));
     }
-    if c.echoes % VERIFY_EVERY == 0 && c.rbuf[h..] != frames.payloads[0][..] {
+    if c.echoes.is_multiple_of(VERIFY_EVERY) && c.rbuf[h..] != frames.payloads[0][..] {
         return Err(io::Error::other("echoed payload differs"));
     }
     c.echoes += 1;
@@ -901,7 +899,7 @@ fn read_deflate_echo(c: &mut Conn, frames: &Frames, agreed: Agreed, scratch: &mu
     };
     let expected = &frames.payloads[c.variant];
     let must_inflate = compressed && agreed.server_context_takeover;
-    let check = c.echoes % VERIFY_EVERY == 0;
+    let check = c.echoes.is_multiple_of(VERIFY_EVERY);
     let mut stats = EchoStats { wire: frame_len, payload: frame_len - hl, compressed, ..EchoStats::default() };
     if must_inflate || check {
         if compressed {

@@ -95,11 +95,10 @@ async fn session(args: ConnectArgs) -> Result<(), Failure> {
         tokio::select! {
             received = ws.recv() => match received {
                 Ok(Some(message)) => {
-                    if let Message::Close(frame) = &message {
-                        if !we_closed {
+                    if let Message::Close(frame) = &message
+                        && !we_closed {
                             peer_close = Some(frame.clone().unwrap_or(CloseFrame::new(CloseCode::NO_STATUS, "")));
                         }
-                    }
                     out.message("in", &message);
                 }
                 Ok(None) => break,

@@ -80,7 +80,7 @@ pub(crate) fn hex_encode(bytes: &[u8]) -> String {
 /// Hex, either case, ignoring whitespace.
 pub(crate) fn hex_decode(text: &str) -> Result<Vec<u8>, String> {
     let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err("hex input has an odd number of digits".to_owned());
     }
     let value = |d: u8| match d {

@@ -21,6 +21,9 @@ pub struct Outgoing {
     len: usize,
     /// The size class of `tail` if it came from the buffer cache and can go back; 0 if not.
     tail_class: usize,
+    /// The most the tail held since it was last taken: the size to take next time, so that a
+    /// burst of replies does not grow the tail (and copy it) step by step every time.
+    tail_peak: usize,
 }
 
 /// Payloads at least this long are queued by reference instead of copied.
@@ -33,7 +36,7 @@ impl Outgoing {
     /// Append bytes by copying them into the tail.
     pub(crate) fn extend(&mut self, bytes: &[u8]) {
         self.tail_mut(bytes.len()).extend_from_slice(bytes);
-        self.len += bytes.len();
+        self.commit_tail(bytes.len());
     }
 
     /// Append a payload: copied if small, queued by reference if large.
@@ -52,13 +55,19 @@ impl Outgoing {
     /// The tail with room for `additional` more bytes, to encode into directly; call
     /// [`commit_tail`](Self::commit_tail) after. An empty tail comes from the buffer cache.
     pub(crate) fn tail_mut(&mut self, additional: usize) -> &mut BytesMut {
-        pool::reserve(&mut self.tail, &mut self.tail_class, additional);
+        if self.tail.capacity() == 0 {
+            (self.tail, self.tail_class) = pool::take(additional.max(self.tail_peak));
+            self.tail_peak = 0;
+        } else {
+            pool::reserve(&mut self.tail, &mut self.tail_class, additional);
+        }
         &mut self.tail
     }
 
     /// Account for `n` bytes written straight into [`tail_mut`](Self::tail_mut).
     pub(crate) fn commit_tail(&mut self, n: usize) {
         self.len += n;
+        self.tail_peak = self.tail_peak.max(self.tail.len().min(pool::MAX_CLASS));
     }
 
     /// Give the tail's allocation back to the buffer cache if nothing is queued.

@@ -581,10 +581,10 @@ fn log_handler_error(peer: SocketAddr, e: &Error) {
 
 /// Log a connection task that panicked (a handler bug); the server carries on.
 fn report_join(joined: std::result::Result<(), JoinError>) {
-    if let Err(e) = joined {
-        if e.is_panic() {
-            error!(error = %e, "connection handler panicked");
-        }
+    if let Err(e) = joined
+        && e.is_panic()
+    {
+        error!(error = %e, "connection handler panicked");
     }
 }
 

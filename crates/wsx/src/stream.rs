@@ -115,10 +115,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Poll::Pending => break Poll::Pending,
             }
         };
-        if wrote {
-            if let Some(w) = self.writer_waker.take() {
-                w.wake();
-            }
+        if wrote && let Some(w) = self.writer_waker.take() {
+            w.wake();
         }
         ready!(result)?;
         ready!(Pin::new(&mut self.io).poll_flush(cx))?;

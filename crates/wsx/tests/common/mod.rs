@@ -77,10 +77,10 @@ pub struct PeerEnv {
 /// A variable from the environment, else from `target/peers.env` (what `scripts/test` sources;
 /// plain `cargo test` does not).
 fn peer_var(name: &str) -> Option<String> {
-    if let Ok(v) = std::env::var(name) {
-        if !v.is_empty() {
-            return Some(v);
-        }
+    if let Ok(v) = std::env::var(name)
+        && !v.is_empty()
+    {
+        return Some(v);
     }
     let file = std::fs::read_to_string(repo_root().join("target/peers.env")).ok()?;
     file.lines().find_map(|line| {
@@ -1136,13 +1136,13 @@ impl ScriptPeer {
                 run.json.pointer("/close/code")
             ));
         }
-        if let Some(expected) = expected_reason {
-            if run.str_at("/close/reason") != Some(expected) {
-                errors.push(format!(
-                    "our server answered close reason {:?}, expected {expected:?}",
-                    run.json.pointer("/close/reason")
-                ));
-            }
+        if let Some(expected) = expected_reason
+            && run.str_at("/close/reason") != Some(expected)
+        {
+            errors.push(format!(
+                "our server answered close reason {:?}, expected {expected:?}",
+                run.json.pointer("/close/reason")
+            ));
         }
         if !run.status.success() {
             errors.push(format!("the peer exited with {}", run.status));

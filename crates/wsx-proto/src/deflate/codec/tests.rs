@@ -44,7 +44,7 @@ fn text(len: usize, seed: u32) -> Vec<u8> {
         x ^= x >> 17;
         x ^= x << 5;
         out.extend_from_slice(WORDS[x as usize % WORDS.len()].as_bytes());
-        if x % 7 == 0 {
+        if x.is_multiple_of(7) {
             out.extend_from_slice(&x.to_le_bytes());
         }
     }
