@@ -1,4 +1,4 @@
-//! One connection's compressor and decompressor (RFC 7692 §7.2), on flate2 with zlib-rs.
+//! One connection's compressor and decompressor (RFC 7692 §7.2), on zlib-rs.
 //!
 //! Sending: each message is deflated with the connection's compressor and ended with a sync
 //! flush, whose trailing `00 00 ff ff` is cut off (§7.2.1). Receiving: frame payloads are
@@ -9,17 +9,17 @@
 use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use zlib_rs::{DeflateFlush, Inflate, InflateFlush, Method, Status, Strategy};
 
-use super::{DeflateConfig, MAX_WINDOW_BITS, Params};
+use super::{DeflateConfig, MAX_MEM_LEVEL, MAX_WINDOW_BITS, MIN_MEM_LEVEL, Params};
 use crate::Role;
 
 /// The end of the empty stored block a sync flush emits: cut from the end of every message we
 /// compress, and fed after every message we inflate (RFC 7692 §7.2.1, §7.2.2).
 const TRAILER: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
-/// Smallest window flate2 can compress with, as a base-2 logarithm. An agreed 8 runs as 9,
-/// which zlib-rs keeps within 256-byte distances (see the module docs of `deflate`).
+/// Smallest window zlib-rs compresses raw deflate with, as a base-2 logarithm. An agreed 8
+/// runs as 9, which zlib-rs keeps within 256-byte distances (see the module docs of `deflate`).
 const MIN_BACKEND_WINDOW_BITS: u8 = 9;
 
 /// Smallest step, in bytes, by which `decompress` grows its output buffer.
@@ -61,8 +61,16 @@ impl Deflate {
         Self {
             encoder: Encoder {
                 state: None,
-                level: Compression::new(config.level.min(9)),
-                window_bits: own_bits.clamp(MIN_BACKEND_WINDOW_BITS, MAX_WINDOW_BITS),
+                config: zlib_rs::DeflateConfig {
+                    // Clamped so that zlib-rs accepts them even from an unvalidated config
+                    // (`DeflateConfig::validate` checks the same ranges).
+                    level: config.level.min(9) as i32,
+                    method: Method::Deflated,
+                    // Negative: raw deflate, no zlib header or trailer (RFC 7692 §7.2.1).
+                    window_bits: -i32::from(own_bits.clamp(MIN_BACKEND_WINDOW_BITS, MAX_WINDOW_BITS)),
+                    mem_level: i32::from(config.mem_level.clamp(MIN_MEM_LEVEL, MAX_MEM_LEVEL)),
+                    strategy: Strategy::Default,
+                },
                 reset: own_reset,
             },
             decoder: Decoder { state: None, peer_resets, has_input: false, ended: false },
@@ -117,21 +125,22 @@ impl Deflate {
 /// This side's compressor.
 struct Encoder {
     /// Created on the first compressed message, then reused.
-    state: Option<Compress>,
-    level: Compression,
-    /// The window the backend runs with: the agreed one, or 9 for an agreed 8.
-    window_bits: u8,
+    state: Option<zlib_rs::Deflate>,
+    /// What `state` is created with: raw deflate, the window the backend runs with (the agreed
+    /// one, or 9 for an agreed 8), and the configured level and memory level.
+    config: zlib_rs::DeflateConfig,
     /// This side agreed not to take context over: reset after every message (§7.1.1).
     reset: bool,
 }
 
 impl Encoder {
     fn compress(&mut self, input: &[u8], fin: bool, out: &mut BytesMut) {
-        let (level, window_bits) = (self.level, self.window_bits);
-        // `window_bits` is in 9..=15, as flate2 requires (clamped in `Deflate::new`).
-        let state = self.state.get_or_insert_with(|| Compress::new_with_window_bits(level, false, window_bits));
+        let config = self.config;
+        // Invariant: zlib-rs panics only on parameters it refuses (`Deflate::new` clamped them
+        // into range) or when it cannot allocate, which aborts anywhere else too.
+        let state = self.state.get_or_insert_with(|| zlib_rs::Deflate::new_with_config(config));
         let start = out.len();
-        let flush = if fin { FlushCompress::Sync } else { FlushCompress::None };
+        let flush = if fin { DeflateFlush::SyncFlush } else { DeflateFlush::NoFlush };
         let mut rest = input;
         loop {
             if out.capacity() - out.len() < 64 {
@@ -144,7 +153,7 @@ impl Encoder {
                 (state.total_out() - before_out, (status, state.total_in() - before_in))
             });
             // Invariant: deflate fails only on a stream that was finished or set up with bad
-            // parameters; this one is never finished and flate2 built it from checked ones. No
+            // parameters; this one is never finished and was built from checked ones. No
             // progress (nothing to flush) comes back as Ok(BufError).
             status.expect("deflate on a valid, unfinished stream");
             rest = rest.get(usize::try_from(consumed).unwrap_or(usize::MAX)..).unwrap_or_default();
@@ -178,8 +187,8 @@ impl Encoder {
 struct Decoder {
     /// Created on the first compressed message, then reused. Always a 15-bit window: it
     /// inflates whatever the peer's agreed window, costs zlib-rs the same memory as smaller
-    /// ones, and is the only size flate2 resets without re-allocating.
-    state: Option<Decompress>,
+    /// ones, and is what zlib-rs's `Inflate::reset` returns to.
+    state: Option<Inflate>,
     /// The peer agreed not to take context over: reset after every message (§7.1.1). Not
     /// required (the peer never refers back), but it is cheap and keeps a bad message from
     /// spoiling the next.
@@ -192,7 +201,8 @@ struct Decoder {
 
 impl Decoder {
     fn decompress(&mut self, input: &[u8], fin: bool, out: &mut BytesMut, limit: usize) -> Result<(), InflateError> {
-        let state = self.state.get_or_insert_with(|| Decompress::new_with_window_bits(false, MAX_WINDOW_BITS));
+        // Raw deflate (no zlib header), 15-bit window.
+        let state = self.state.get_or_insert_with(|| Inflate::new(false, MAX_WINDOW_BITS));
         let mut result = Ok(());
         if !input.is_empty() && !self.ended {
             self.has_input = true;
@@ -220,7 +230,7 @@ impl Decoder {
 /// `ended` at the end of the deflate stream; anything after it is ignored (RFC 7692 §7.2.3.4
 /// has a sender pad a BFINAL block with an empty stored block header).
 fn inflate(
-    state: &mut Decompress,
+    state: &mut Inflate,
     mut input: &[u8],
     out: &mut BytesMut,
     limit: usize,
@@ -233,7 +243,7 @@ fn inflate(
             // At the limit: any further output byte makes the message too big. Probe with a
             // one-byte buffer on the stack rather than grow `out`.
             let mut probe = [MaybeUninit::uninit()];
-            let status = state.decompress_uninit(input, &mut probe, FlushDecompress::None);
+            let status = state.decompress_uninit(input, &mut probe, InflateFlush::NoFlush);
             if state.total_out() != before_out {
                 return Err(InflateError::TooBig);
             }
@@ -241,13 +251,15 @@ fn inflate(
         } else {
             reserve_bounded(out, room, input.len());
             let (offered, _, status) = fill_spare(out, room, |spare| {
-                let status = state.decompress_uninit(input, spare, FlushDecompress::None);
+                let status = state.decompress_uninit(input, spare, InflateFlush::NoFlush);
                 (state.total_out() - before_out, status)
             });
             (offered, status)
         };
+        // zlib's message names the fault ("invalid distance too far back", ...); a raw stream
+        // never needs a dictionary, so every error is bad data.
         let status =
-            status.map_err(|e| InflateError::Invalid(e.message().unwrap_or("invalid deflate data").to_owned()))?;
+            status.map_err(|e| InflateError::Invalid(state.error_message().unwrap_or(e.as_str()).to_owned()))?;
         let consumed = usize::try_from(state.total_in() - before_in).unwrap_or(usize::MAX);
         let written = usize::try_from(state.total_out() - before_out).unwrap_or(usize::MAX);
         input = input.get(consumed..).unwrap_or_default();

@@ -1,6 +1,9 @@
 //! RFC 7692 §7.2.3 vectors, round trips, window checks against an independent decoder, limits
 //! and bad input.
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
 use bytes::BytesMut;
 use proptest::prelude::*;
 
@@ -346,6 +349,109 @@ fn limit_is_inclusive() {
     let mut out = BytesMut::from(&b"12345"[..]);
     let result = server.decompress(&payload, true, &mut out, 10_004);
     assert!(matches!(result, Err(InflateError::TooBig)));
+}
+
+/// The system allocator, counting the bytes each thread holds, so that a test can measure what
+/// the compressor and decompressor allocate (`cargo test`'s other threads do not disturb it).
+struct Counting;
+
+thread_local! {
+    /// Bytes allocated minus bytes freed by this thread. A `const` `Cell` of a number needs
+    /// no destructor, so the allocator can reach it at any point in the thread's life.
+    static HELD: Cell<isize> = const { Cell::new(0) };
+}
+
+fn held() -> isize {
+    HELD.get()
+}
+
+fn count(bytes: isize) {
+    let _ = HELD.try_with(|held| held.set(held.get() + bytes));
+}
+
+// SAFETY: every call goes to `System` with the caller's arguments unchanged; counting touches
+// only a thread-local number, and neither allocates nor unwinds.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees for `alloc`.
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            count(layout.size() as isize);
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees for `alloc_zeroed`.
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            count(layout.size() as isize);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded with the caller's guarantees for `dealloc`.
+        unsafe { System.dealloc(ptr, layout) };
+        count(-(layout.size() as isize));
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees for `realloc`.
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            count(new_size as isize - layout.size() as isize);
+        }
+        new
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Bytes the compressor and the decompressor allocate on first use, for `config` and an agreed
+/// window of `bits` in both directions.
+fn state_bytes(config: &DeflateConfig, bits: u8) -> (isize, isize) {
+    let (mut client, mut server) = pair(params(false, false, bits, bits), config);
+    // Output buffers big enough that the codec never grows them.
+    let (mut payload, mut message) = (BytesMut::with_capacity(1024), BytesMut::with_capacity(8192));
+    let before = held();
+    client.compress(b"Hello", true, &mut payload);
+    let compressor = held() - before;
+    let before = held();
+    server.decompress(&payload, true, &mut message, usize::MAX).unwrap();
+    let decompressor = held() - before;
+    assert_eq!(&message[..], b"Hello");
+    (compressor, decompressor)
+}
+
+/// The memory figures in `DeflateConfig`'s docs, measured: the compressor takes the 128 KiB
+/// hash table, four bytes per window byte (the window twice over, and its hash chains), seven
+/// per entry of the `2^(mem_level + 6)`-symbol block buffers, and about 3 KiB of state; the
+/// decompressor 46 KiB whatever the settings. Run with `--nocapture` for the table.
+#[test]
+fn state_memory() {
+    let kib = |bytes: isize| bytes as f64 / 1024.0;
+    for bits in [15, 12, 9, 8] {
+        for mem_level in 1..=9 {
+            let (compressor, decompressor) = state_bytes(&DeflateConfig::default().mem_level(mem_level), bits);
+            println!(
+                "window bits {bits:2}, mem_level {mem_level}: compressor {:5.1} KiB, decompressor {:4.1} KiB",
+                kib(compressor),
+                kib(decompressor),
+            );
+            // An agreed 8 runs as 9.
+            let window = 1 << bits.max(9);
+            let tables = (128 << 10) + 4 * window + 7 * (1 << (mem_level + 6));
+            assert!((tables..tables + (4 << 10)).contains(&compressor), "{bits} {mem_level}: {compressor}");
+            assert!(((46 << 10)..(47 << 10)).contains(&decompressor), "{decompressor}");
+        }
+    }
+    // The defaults, as `DeflateConfig`'s docs give them (in whole KiB).
+    let (compressor, decompressor) = state_bytes(&DeflateConfig::default(), 15);
+    assert_eq!(((compressor + 512) >> 10, (decompressor + 512) >> 10), (273, 46));
+    let (compressor, _) = state_bytes(&DeflateConfig::default(), 8);
+    assert_eq!((compressor + 512) >> 10, 147);
 }
 
 #[test]
