@@ -55,10 +55,19 @@ impl Outgoing {
         self.len += n;
     }
 
-    /// Drop the tail's allocation if it is empty and larger than `keep` bytes.
+    /// When nothing is queued, drop the queue's allocation, and the tail's unless it has room
+    /// for at most `keep` bytes (0: drop it whatever its size).
     pub(crate) fn shrink(&mut self, keep: usize) {
-        if self.len == 0 && self.tail.capacity() > keep {
+        if self.len != 0 {
+            return;
+        }
+        // The tail's `capacity` does not count the bytes already written out (`advance`), so a
+        // tail written out in full reports 0 while it still holds its allocation.
+        if keep == 0 || self.tail.capacity() > keep {
             self.tail = BytesMut::new();
+        }
+        if self.queue.capacity() > 0 {
+            self.queue = VecDeque::new();
         }
     }
 }

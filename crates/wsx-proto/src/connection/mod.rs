@@ -11,7 +11,7 @@ mod send;
 #[cfg(test)]
 mod tests;
 
-use std::{collections::VecDeque, fmt, time::Instant};
+use std::{collections::VecDeque, fmt, sync::Arc, time::Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
@@ -136,6 +136,32 @@ struct OutMessage {
     compressed: bool,
 }
 
+/// What only the opening handshake needs: allocated with the connection and dropped when the
+/// handshake ends, so that an open connection does not carry it.
+#[derive(Debug)]
+struct Handshake {
+    /// When the handshake times out.
+    deadline: Instant,
+    /// Client: what the response must match.
+    pending_client: Option<client::Pending>,
+    /// Server: the request waiting for `accept` or `reject`.
+    pending_request: Option<Box<Request>>,
+    /// Server: the permessage-deflate parameters agreed and the header answering the offer.
+    pending_deflate: Option<(deflate::Params, String)>,
+    /// Client: the refused (non-101) response whose body is being read.
+    refused: Option<RefusedResponse>,
+}
+
+/// The closing handshake and how the connection ended: allocated by the first close frame,
+/// failure or close timer, so that an open connection does not carry it.
+#[derive(Debug, Default)]
+struct Closing {
+    sent: Option<CloseFrame>,
+    received: Option<CloseFrame>,
+    error: Option<ProtocolError>,
+    deadline: Option<Instant>,
+}
+
 /// A server client response (non-101) being read.
 #[derive(Debug)]
 struct RefusedResponse {
@@ -152,7 +178,8 @@ struct RefusedResponse {
 pub struct Connection {
     role: Role,
     state: State,
-    config: Config,
+    /// Shared by the connections of a server (see [`Connection::server_shared`]).
+    config: Arc<Config>,
     /// The most recent `now` passed in.
     now: Instant,
     rng: Option<Box<dyn MaskRng>>,
@@ -167,25 +194,17 @@ pub struct Connection {
     // Sending.
     out: Outgoing,
     out_message: Option<OutMessage>,
-    scratch: BytesMut,
     deflate: Option<Box<Deflate>>,
 
     // Handshake.
-    pending_client: Option<client::Pending>,
-    pending_request: Option<Box<Request>>,
-    pending_deflate: Option<(deflate::Params, String)>,
-    refused: Option<RefusedResponse>,
+    handshake: Option<Box<Handshake>>,
     protocol: Option<String>,
 
     // Closing.
-    sent_close: Option<CloseFrame>,
-    received_close: Option<CloseFrame>,
-    error: Option<ProtocolError>,
+    closing: Option<Box<Closing>>,
     shutdown: bool,
 
     // Timers.
-    handshake_deadline: Option<Instant>,
-    close_deadline: Option<Instant>,
     /// A close was sent by a command that had no `now`: arm the close timer at the next input.
     close_timer_pending: bool,
     next_ping: Option<Instant>,
@@ -221,14 +240,16 @@ impl Connection {
         now: Instant,
     ) -> Result<Self, ClientError> {
         config.validate()?;
-        let mut conn = Self::new(Role::Client, config, now);
+        let mut conn = Self::new(Role::Client, Arc::new(config.clone()), now);
         let mut key = [0; 16];
         rng.fill(&mut key);
         let offer = config.deflate.as_ref().map(deflate::client_offer);
         let mut head = BytesMut::new();
         let pending = client::write_request(request, key, offer.as_deref(), &mut head)?;
         conn.out.extend(&head);
-        conn.pending_client = Some(pending);
+        if let Some(handshake) = conn.handshake.as_mut() {
+            handshake.pending_client = Some(pending);
+        }
         conn.rng = Some(Box::new(rng));
         Ok(conn)
     }
@@ -236,15 +257,28 @@ impl Connection {
     /// A server connection: validates `config` and waits for the client's request, which is
     /// reported as [`Event::Request`].
     pub fn server(config: &Config, now: Instant) -> Result<Self, ConfigError> {
+        Self::server_shared(Arc::new(config.clone()), now)
+    }
+
+    /// Like [`server`](Self::server), but sharing `config` with other connections instead of
+    /// holding a copy: a server with many connections keeps one `Config` for all of them.
+    pub fn server_shared(config: Arc<Config>, now: Instant) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Self::new(Role::Server, config, now))
     }
 
-    fn new(role: Role, config: &Config, now: Instant) -> Self {
+    fn new(role: Role, config: Arc<Config>, now: Instant) -> Self {
+        let handshake = Handshake {
+            deadline: now + config.handshake_timeout,
+            pending_client: None,
+            pending_request: None,
+            pending_deflate: None,
+            refused: None,
+        };
         Self {
             role,
             state: State::Handshake,
-            config: config.clone(),
+            config,
             now,
             rng: None,
             rbuf: BytesMut::new(),
@@ -254,19 +288,11 @@ impl Connection {
             events: VecDeque::new(),
             out: Outgoing::default(),
             out_message: None,
-            scratch: BytesMut::new(),
             deflate: None,
-            pending_client: None,
-            pending_request: None,
-            pending_deflate: None,
-            refused: None,
+            handshake: Some(Box::new(handshake)),
             protocol: None,
-            sent_close: None,
-            received_close: None,
-            error: None,
+            closing: None,
             shutdown: false,
-            handshake_deadline: Some(now + config.handshake_timeout),
-            close_deadline: None,
             close_timer_pending: false,
             next_ping: None,
             pong_deadline: None,
@@ -316,13 +342,14 @@ impl Connection {
     /// How the connection ended, or is ending: available once a close frame has crossed or
     /// the connection failed.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        if self.sent_close.is_none() && self.received_close.is_none() && self.error.is_none() {
+        let closing = self.closing.as_deref()?;
+        if closing.sent.is_none() && closing.received.is_none() && closing.error.is_none() {
             return None;
         }
         Some(CloseReason {
-            received: self.received_close.clone(),
-            sent: self.sent_close.clone(),
-            error: self.error.clone(),
+            received: closing.received.clone(),
+            sent: closing.sent.clone(),
+            error: closing.error.clone(),
         })
     }
 
@@ -367,13 +394,15 @@ impl Connection {
             }
         };
         match self.state {
-            State::Handshake | State::AwaitAccept | State::Refused => consider(self.handshake_deadline),
+            State::Handshake | State::AwaitAccept | State::Refused => {
+                consider(self.handshake.as_ref().map(|h| h.deadline))
+            }
             State::Open => {
                 consider(self.next_ping);
                 consider(self.pong_deadline);
                 consider(self.config.idle_timeout.map(|d| self.last_received + d));
             }
-            State::CloseSent | State::Closed => consider(self.close_deadline),
+            State::CloseSent | State::Closed => consider(self.closing.as_ref().and_then(|c| c.deadline)),
             State::Finished => {}
         }
         deadline
@@ -456,11 +485,11 @@ impl Connection {
         match self.state {
             State::Finished => return,
             State::Handshake | State::AwaitAccept => {
-                self.error.get_or_insert(HandshakeError::UnexpectedEof.into());
+                self.closing_mut().error.get_or_insert(HandshakeError::UnexpectedEof.into());
             }
             State::Refused => self.finish_refused(),
             State::Open | State::CloseSent => {
-                self.error.get_or_insert(ProtocolError::UnexpectedEof);
+                self.closing_mut().error.get_or_insert(ProtocolError::UnexpectedEof);
             }
             State::Closed => {}
         }
@@ -474,11 +503,11 @@ impl Connection {
         self.observe(now);
         match self.state {
             State::Handshake | State::AwaitAccept | State::Refused => {
-                if self.handshake_deadline.is_some_and(|t| now >= t) {
+                if self.handshake.as_ref().is_some_and(|h| now >= h.deadline) {
                     if self.state == State::Refused {
                         self.finish_refused();
                     } else {
-                        self.error.get_or_insert(HandshakeError::Timeout.into());
+                        self.closing_mut().error.get_or_insert(HandshakeError::Timeout.into());
                     }
                     self.shutdown = true;
                     self.finish();
@@ -502,9 +531,9 @@ impl Connection {
                 }
             }
             State::CloseSent | State::Closed => {
-                if self.close_deadline.is_some_and(|t| now >= t) {
+                if self.closing.as_ref().and_then(|c| c.deadline).is_some_and(|t| now >= t) {
                     if self.state == State::CloseSent {
-                        self.error.get_or_insert(ProtocolError::CloseTimeout);
+                        self.closing_mut().error.get_or_insert(ProtocolError::CloseTimeout);
                     }
                     self.shutdown = true;
                     self.finish();
@@ -514,15 +543,18 @@ impl Connection {
         }
     }
 
-    /// Release the read buffer and shrink the write buffer if they hold nothing: call when the
-    /// connection goes idle, so that an idle connection holds no buffers.
+    /// Release the read buffer, the write buffer and the event queue if they hold nothing: call
+    /// when the connection goes idle, so that an idle connection holds no buffers.
     pub fn release_buffers(&mut self) {
         if self.rbuf.is_empty() && self.frame.is_none() {
             self.rbuf = BytesMut::new();
         }
         self.out.shrink(0);
-        if self.scratch.is_empty() {
-            self.scratch = BytesMut::new();
+        if let Some(deflate) = self.deflate.as_mut() {
+            deflate.scratch = BytesMut::new();
+        }
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
         }
     }
 
@@ -531,8 +563,13 @@ impl Connection {
         self.now = now;
         if self.close_timer_pending {
             self.close_timer_pending = false;
-            self.close_deadline = Some(now + self.config.close_timeout);
+            self.closing_mut().deadline = Some(now + self.config.close_timeout);
         }
+    }
+
+    /// The closing state, created on first use.
+    fn closing_mut(&mut self) -> &mut Closing {
+        self.closing.get_or_insert_with(Box::default)
     }
 
     /// Fail the connection (RFC 6455 §7.1.7): send a close frame with the fault's code if
@@ -545,7 +582,7 @@ impl Connection {
                 self.send_close_frame(Some(CloseFrame::new(code, reason.as_str())));
             }
         }
-        self.error.get_or_insert(error);
+        self.closing_mut().error.get_or_insert(error);
         self.enter_closed();
         self.shutdown = true;
     }
@@ -556,8 +593,8 @@ impl Connection {
         self.message = None;
         self.frame = None;
         self.rbuf.clear();
-        self.pending_request = None;
-        self.close_deadline = Some(self.now + self.config.close_timeout);
+        self.handshake = None;
+        self.closing_mut().deadline = Some(self.now + self.config.close_timeout);
         self.close_timer_pending = false;
         if self.role == Role::Server {
             self.shutdown = true;
@@ -571,19 +608,22 @@ impl Connection {
         }
         self.state = State::Finished;
         self.rbuf = BytesMut::new();
+        self.handshake = None;
         self.message = None;
         self.frame = None;
+        let closing = self.closing_mut();
         let reason = CloseReason {
-            received: self.received_close.clone(),
-            sent: self.sent_close.clone(),
-            error: self.error.clone(),
+            received: closing.received.clone(),
+            sent: closing.sent.clone(),
+            error: closing.error.clone(),
         };
         self.events.push_back(Event::Closed(reason));
     }
 
     fn finish_refused(&mut self) {
-        if let Some(r) = self.refused.take() {
-            self.error
+        if let Some(r) = self.handshake.as_mut().and_then(|h| h.refused.take()) {
+            self.closing_mut()
+                .error
                 .get_or_insert(HandshakeError::Refused { status: r.status, headers: r.headers, body: r.body }.into());
         }
     }
