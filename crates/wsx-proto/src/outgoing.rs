@@ -14,16 +14,20 @@ use crate::pool;
 #[derive(Debug, Default)]
 pub struct Outgoing {
     /// Chunks in order, all before `tail`.
-    queue: VecDeque<Bytes>,
+    /// Boxed: only payloads of `COPY_THRESHOLD` bytes or more use it, and an idle connection
+    /// keeps just the pointer.
+    // Boxed on purpose: a pointer inline instead of the queue's 32 bytes, in every connection.
+    #[allow(clippy::box_collection)]
+    queue: Option<Box<VecDeque<Bytes>>>,
     /// The last, growable chunk.
     tail: BytesMut,
     /// Total bytes in `queue` and `tail`.
     len: usize,
     /// The size class of `tail` if it came from the buffer cache and can go back; 0 if not.
-    tail_class: usize,
+    tail_class: u32,
     /// The most the tail held since it was last taken: the size to take next time, so that a
     /// burst of replies does not grow the tail (and copy it) step by step every time.
-    tail_peak: usize,
+    tail_peak: u32,
 }
 
 /// Payloads at least this long are queued by reference instead of copied.
@@ -46,17 +50,18 @@ impl Outgoing {
             return;
         }
         if !self.tail.is_empty() {
-            self.queue.push_back(self.tail.split().freeze());
+            let head = self.tail.split().freeze();
+            self.queue.get_or_insert_default().push_back(head);
         }
         self.len += bytes.len();
-        self.queue.push_back(bytes);
+        self.queue.get_or_insert_default().push_back(bytes);
     }
 
     /// The tail with room for `additional` more bytes, to encode into directly; call
     /// [`commit_tail`](Self::commit_tail) after. An empty tail comes from the buffer cache.
     pub(crate) fn tail_mut(&mut self, additional: usize) -> &mut BytesMut {
-        if self.tail.capacity() == 0 {
-            (self.tail, self.tail_class) = pool::take(additional.max(self.tail_peak));
+        if self.tail.capacity() == 0 && self.tail_class == 0 {
+            (self.tail, self.tail_class) = pool::take(additional.max(self.tail_peak as usize));
             self.tail_peak = 0;
         } else {
             pool::reserve(&mut self.tail, &mut self.tail_class, additional);
@@ -67,14 +72,21 @@ impl Outgoing {
     /// Account for `n` bytes written straight into [`tail_mut`](Self::tail_mut).
     pub(crate) fn commit_tail(&mut self, n: usize) {
         self.len += n;
-        self.tail_peak = self.tail_peak.max(self.tail.len().min(pool::MAX_CLASS));
+        // At most `MAX_CLASS`: fits a `u32`.
+        self.tail_peak = self.tail_peak.max(self.tail.len().min(pool::MAX_CLASS) as u32);
     }
 
-    /// Give the tail's allocation back to the buffer cache if nothing is queued.
+    /// When nothing is queued, give the tail's allocation back to the buffer cache and drop
+    /// the queue's.
     pub(crate) fn release(&mut self) {
-        if self.len == 0 && self.tail.capacity() > 0 {
-            pool::give(std::mem::take(&mut self.tail), std::mem::take(&mut self.tail_class));
+        if self.len != 0 {
+            return;
         }
+        // The tail's `capacity` does not count the bytes already written out (`advance`), so a
+        // tail written out in full reports 0 while it still holds its allocation: hand it back
+        // whatever it reports (`give` drops what it cannot keep).
+        pool::give(std::mem::take(&mut self.tail), std::mem::take(&mut self.tail_class));
+        self.queue = None;
     }
 }
 
@@ -84,7 +96,7 @@ impl Buf for Outgoing {
     }
 
     fn chunk(&self) -> &[u8] {
-        match self.queue.front() {
+        match self.queue.as_ref().and_then(|q| q.front()) {
             Some(b) => b,
             None => &self.tail,
         }
@@ -92,7 +104,8 @@ impl Buf for Outgoing {
 
     fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
-        for chunk in self.queue.iter().map(|b| &b[..]).chain(std::iter::once(&self.tail[..])) {
+        let queued = self.queue.iter().flat_map(|q| q.iter());
+        for chunk in queued.map(|b| &b[..]).chain(std::iter::once(&self.tail[..])) {
             if n == dst.len() {
                 break;
             }
@@ -108,10 +121,11 @@ impl Buf for Outgoing {
         assert!(cnt <= self.len, "advance past the end of Outgoing");
         self.len -= cnt;
         while cnt > 0 {
-            match self.queue.front_mut() {
+            match self.queue.as_mut().and_then(|q| q.front_mut()) {
                 Some(front) if front.len() <= cnt => {
                     cnt -= front.len();
-                    self.queue.pop_front();
+                    // Invariant: `front_mut` just found an element.
+                    self.queue.as_mut().and_then(|q| q.pop_front());
                 }
                 Some(front) => {
                     front.advance(cnt);

@@ -27,7 +27,7 @@ thread_local! {
 
 /// An empty buffer with at least `min` bytes of capacity, and its size class: the capacity to
 /// hand back to [`give`] (0 when the buffer is too large to cache).
-pub(crate) fn take(min: usize) -> (BytesMut, usize) {
+pub(crate) fn take(min: usize) -> (BytesMut, u32) {
     if min > MAX_CLASS {
         return (BytesMut::with_capacity(min), 0);
     }
@@ -41,12 +41,13 @@ pub(crate) fn take(min: usize) -> (BytesMut, usize) {
         })
         .ok()
         .flatten();
+    // Classes are at most `MAX_CLASS`, so they fit a `u32`.
     match cached {
         Some(buf) => {
-            let class = buf.capacity();
+            let class = buf.capacity() as u32;
             (buf, class)
         }
-        None => (BytesMut::with_capacity(class), class),
+        None => (BytesMut::with_capacity(class), class as u32),
     }
 }
 
@@ -54,7 +55,7 @@ pub(crate) fn take(min: usize) -> (BytesMut, usize) {
 /// cache), keeping a cached buffer's allocation exactly its class: space is reclaimed in
 /// place when possible, otherwise the contents move to a larger buffer and the old one goes
 /// back. Buffers not from the cache grow as usual.
-pub(crate) fn reserve(buf: &mut BytesMut, class: &mut usize, additional: usize) {
+pub(crate) fn reserve(buf: &mut BytesMut, class: &mut u32, additional: usize) {
     if buf.capacity() - buf.len() >= additional {
         return;
     }
@@ -73,7 +74,8 @@ pub(crate) fn reserve(buf: &mut BytesMut, class: &mut usize, additional: usize) 
 
 /// Hand back a buffer [`take`] gave out with size class `class`. It is kept only if it holds
 /// its whole allocation again, unshared; otherwise it is dropped.
-pub(crate) fn give(mut buf: BytesMut, class: usize) {
+pub(crate) fn give(mut buf: BytesMut, class: u32) {
+    let class = class as usize;
     if class == 0 || class > MAX_CLASS {
         return;
     }
@@ -97,12 +99,12 @@ mod tests {
     #[test]
     fn reuses_a_returned_buffer() {
         let (buf, class) = take(100);
-        assert_eq!(class, MIN_CLASS);
+        assert_eq!(class as usize, MIN_CLASS);
         let ptr = buf.as_ptr();
         give(buf, class);
         let (again, class) = take(10);
         assert_eq!(again.as_ptr(), ptr);
-        assert_eq!(class, MIN_CLASS);
+        assert_eq!(class as usize, MIN_CLASS);
         assert!(again.is_empty());
     }
 
@@ -127,7 +129,7 @@ mod tests {
         give(buf, class);
         let (again, _) = take(MIN_CLASS);
         assert_eq!(again.as_ptr(), start);
-        assert_eq!(again.capacity(), class);
+        assert_eq!(again.capacity(), class as usize);
     }
 
     #[test]
@@ -138,14 +140,14 @@ mod tests {
         // Fits once the consumed front is reclaimed: same allocation.
         let start = buf.as_ptr();
         reserve(&mut buf, &mut class, 3000);
-        assert_eq!(class, MIN_CLASS);
+        assert_eq!(class as usize, MIN_CLASS);
         assert!(buf.capacity() - buf.len() >= 3000);
         assert_eq!(&buf[..], &[7; 1000][..]);
         assert_ne!(buf.as_ptr(), start);
         // Does not fit: moves to the next class, contents kept.
         reserve(&mut buf, &mut class, MIN_CLASS);
-        assert_eq!(class, 2 * MIN_CLASS);
-        assert_eq!(buf.capacity(), class);
+        assert_eq!(class as usize, 2 * MIN_CLASS);
+        assert_eq!(buf.capacity(), class as usize);
         assert_eq!(&buf[..], &[7; 1000][..]);
     }
 

@@ -1,6 +1,6 @@
 //! The opening handshake over a stream the caller owns.
 
-use std::future::poll_fn;
+use std::{future::poll_fn, sync::Arc};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -70,7 +70,16 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     F: FnOnce(&Request) -> std::result::Result<Accept, Reject>,
 {
-    let conn = Connection::server(config, now())?;
+    accept_shared(io, Arc::new(config.clone()), decide).await
+}
+
+/// [`accept_with`] for a server, whose connections all share one `config`.
+pub(crate) async fn accept_shared<S, F>(io: S, config: Arc<Config>, decide: F) -> Result<WebSocket<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnOnce(&Request) -> std::result::Result<Accept, Reject>,
+{
+    let conn = Connection::server_shared(config, now())?;
     let mut driver = Driver::new(io, conn);
     let mut decide = Some(decide);
     loop {

@@ -26,12 +26,11 @@ use std::{
     future::Future,
     io,
     net::SocketAddr,
-    pin::Pin,
     sync::{
-        Arc,
+        Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, Ordering},
     },
-    task::{Context, Poll, Waker},
+    task::{Context, Waker},
     time::Duration,
 };
 
@@ -43,13 +42,13 @@ use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore},
     task::{JoinError, JoinSet},
 };
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 use wsx_proto::{Accept, Config, Request};
 
 use crate::{
     error::{Error, Result},
-    handshake::accept_with,
+    handshake::accept_shared,
     stream::WebSocket,
 };
 
@@ -171,7 +170,8 @@ impl<T: Transport> Server<T> {
             transport,
             handler,
             handshake_timeout,
-            refuse_config: options.config.clone().handshake_timeout(refuse_timeout),
+            config: Arc::new(options.config.clone()),
+            refuse_config: Arc::new(options.config.clone().handshake_timeout(refuse_timeout)),
             refuse_timeout,
             options,
             limit: Arc::new(Semaphore::new(max_connections)),
@@ -437,8 +437,10 @@ struct Shared<T, H> {
     options: Options,
     /// The config's handshake timeout, which also bounds the transport's (TLS) handshake.
     handshake_timeout: Duration,
+    /// The connections' config, shared by all of them.
+    config: Arc<Config>,
     /// The config for refusing over-the-cap clients: a shorter handshake timeout.
-    refuse_config: Config,
+    refuse_config: Arc<Config>,
     refuse_timeout: Duration,
     /// One permit per open connection.
     limit: Arc<Semaphore>,
@@ -469,24 +471,53 @@ where
 }
 
 /// One connection: the handshake, then the handler.
-// The handshake callback's `Err` is the whole HTTP response, as `accept_with` takes it.
-async fn run_connection<T, H, F>(
+///
+/// Not an `async fn`, which would keep its arguments (the socket among them) for the
+/// connection's whole life. The handshake is boxed, so that its state (its timer, the
+/// `accept_with` future, the shutdown wait, the `Shared` handle) is freed when it ends: the
+/// task then holds the handler's future, the permit and the peer's address, and nothing else.
+fn run_connection<T, H, F>(
     shared: Arc<Shared<T, H>>,
     tcp: TcpStream,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
-) where
+) -> impl Future<Output = ()> + Send + 'static
+where
     T: Transport,
     H: Fn(WebSocket<T::Stream>, ConnectionInfo) -> F + Send + Sync + 'static,
     F: Future<Output = Result<()>> + Send + 'static,
 {
-    let _permit = permit;
+    let handshake = Box::pin(async move {
+        let (ws, info) = handshake(&shared, tcp, peer).await?;
+        Some((shared.handler)(ws, info))
+    });
+    async move {
+        let Some(handler) = handshake.await else { return };
+        if let Err(e) = handler.await {
+            log_handler_error(peer, &e);
+        }
+        drop(permit);
+    }
+}
+
+/// The opening handshake of a connection under the cap, within the handshake timeout: the open
+/// [`WebSocket`], set to close with 1001 on shutdown, and what the request said. `None` if it
+/// failed, timed out or the server is shutting down (logged).
+// The handshake callback's `Err` is the whole HTTP response, as `accept_with` takes it.
+async fn handshake<T, H>(
+    shared: &Shared<T, H>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) -> Option<(WebSocket<T::Stream>, ConnectionInfo)>
+where
+    T: Transport,
+{
     let local_addr = tcp.local_addr().ok();
     let options = &shared.options;
     let handshake = async {
         let io = shared.transport.wrap(tcp).await?;
         let mut request = None;
-        let ws = accept_with(io, &options.config, |req| {
+        let ws = accept_shared(io, shared.config.clone(), |req| {
             request = Some(req.clone());
             match &options.on_request {
                 Some(decide) => decide(req),
@@ -499,26 +530,23 @@ async fn run_connection<T, H, F>(
     let handshake = tokio::time::timeout(shared.handshake_timeout, handshake);
     let outcome = tokio::select! {
         outcome = handshake => outcome,
-        () = shared.away.cancelled() => return,
+        () = shared.away.cancelled() => return None,
     };
     let (mut ws, request) = match outcome {
         Ok(Ok((ws, Some(request)))) => (ws, request),
         // `accept_with` only returns a socket after `decide` accepted the request.
-        Ok(Ok((_, None))) => return,
+        Ok(Ok((_, None))) => return None,
         Ok(Err(e)) => {
             debug!(%peer, error = %e, "handshake failed");
-            return;
+            return None;
         }
         Err(_) => {
             debug!(%peer, "handshake timed out");
-            return;
+            return None;
         }
     };
     ws.set_away(shared.away.watch());
-    let info = ConnectionInfo { peer_addr: peer, local_addr, request };
-    if let Err(e) = (shared.handler)(ws, info).await {
-        log_handler_error(peer, &e);
-    }
+    Some((ws, ConnectionInfo { peer_addr: peer, local_addr, request }))
 }
 
 /// A client over the connection cap: read its request and answer 503 with `Retry-After`.
@@ -528,10 +556,9 @@ where
     T: Transport,
 {
     let _permit = permit;
-    let config = &shared.refuse_config;
     let answer = async {
         let io = shared.transport.wrap(tcp).await?;
-        accept_with(io, config, |_| Err(service_unavailable().into())).await
+        accept_shared(io, shared.refuse_config.clone(), |_| Err(service_unavailable().into())).await
     };
     let answer = tokio::time::timeout(shared.refuse_timeout, answer);
     tokio::select! {
@@ -590,56 +617,91 @@ fn report_join(joined: std::result::Result<(), JoinError>) {
 
 /// The server's shutdown broadcast to its connections.
 ///
-/// A flag for the cheap check on every poll, plus a token whose wait future wakes the
-/// connection's task.
+/// A flag for the cheap check on every poll; a token for the handshakes' `select!`; and, for
+/// each open connection, the waker of the task that last polled it, so that an idle
+/// connection is woken to send its 1001. A waker slot costs 16 bytes in one shared table,
+/// where a waiter on the token would be an intrusive future boxed per connection (72 bytes).
 #[derive(Clone, Default)]
-struct Shutdown {
-    fired: Arc<AtomicBool>,
+struct Shutdown(Arc<ShutdownState>);
+
+#[derive(Default)]
+struct ShutdownState {
+    fired: AtomicBool,
     token: CancellationToken,
+    wakers: Mutex<WakerSlots>,
+}
+
+/// One slot per [`Away`]; the slots of dropped ones are reused.
+#[derive(Default)]
+struct WakerSlots {
+    slots: Vec<Option<Waker>>,
+    free: Vec<usize>,
 }
 
 impl Shutdown {
     fn fire(&self) {
-        self.fired.store(true, Ordering::Release);
-        self.token.cancel();
+        self.0.fired.store(true, Ordering::Release);
+        self.0.token.cancel();
+        // Taken under the lock and woken after it. An `Away` that registers after this finds
+        // its slot gone, and sees the flag when it checks again.
+        let slots = std::mem::take(&mut self.0.lock_wakers().slots);
+        for waker in slots.into_iter().flatten() {
+            waker.wake();
+        }
     }
 
     async fn cancelled(&self) {
-        self.token.cancelled().await;
+        self.0.token.cancelled().await;
     }
 
     fn watch(&self) -> Away {
-        Away { fired: self.fired.clone(), token: self.token.clone(), wait: None, waker: None }
+        let mut wakers = self.0.lock_wakers();
+        let slot = match wakers.free.pop() {
+            Some(slot) => slot,
+            None => {
+                wakers.slots.push(None);
+                wakers.slots.len() - 1
+            }
+        };
+        drop(wakers);
+        Away { shutdown: self.0.clone(), slot, waker: None }
+    }
+}
+
+impl ShutdownState {
+    fn lock_wakers(&self) -> MutexGuard<'_, WakerSlots> {
+        // Every critical section leaves the table consistent, so a poisoned lock is usable.
+        self.wakers.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 /// One connection's view of the server shutdown, polled by its driver (see
 /// `Driver::poll_away` in `stream.rs`).
 pub(crate) struct Away {
-    fired: Arc<AtomicBool>,
-    token: CancellationToken,
-    /// Registered with the waker of the last poll, created on the first.
-    wait: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    shutdown: Arc<ShutdownState>,
+    /// This connection's slot in the shutdown's waker table.
+    slot: usize,
+    /// The waker registered in the slot, to skip the lock while it does not change.
     waker: Option<Waker>,
 }
 
 impl Away {
     /// Whether the server is shutting down; does not register for a wake-up.
     pub(crate) fn is_fired(&self) -> bool {
-        self.fired.load(Ordering::Acquire)
+        self.shutdown.fired.load(Ordering::Acquire)
     }
 
     /// Wake the task that last polled for the signal, if any.
-    pub(crate) fn wake(self) {
-        if let Some(waker) = self.waker {
+    pub(crate) fn wake(mut self) {
+        if let Some(waker) = self.waker.take() {
             waker.wake();
         }
     }
 
     /// Whether the server is shutting down; if not, `cx` is woken when it does.
     ///
-    /// Costs one atomic load when called again from the same task: the wait future is only
-    /// re-polled when the waker changes.
+    /// Costs one atomic load when called again from the same task: the shared table is only
+    /// locked when the waker changes.
     pub(crate) fn poll_fired(&mut self, cx: &mut Context<'_>) -> bool {
         if self.is_fired() {
             return true;
@@ -647,9 +709,23 @@ impl Away {
         if self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             return false;
         }
-        self.waker = Some(cx.waker().clone());
-        let token = &self.token;
-        let wait = self.wait.get_or_insert_with(|| Box::pin(token.clone().cancelled_owned()));
-        matches!(wait.as_mut().poll(cx), Poll::Ready(()))
+        let waker = cx.waker().clone();
+        if let Some(slot) = self.shutdown.lock_wakers().slots.get_mut(self.slot) {
+            *slot = Some(waker.clone());
+        }
+        self.waker = Some(waker);
+        // The shutdown may have fired (and emptied the table) before we registered.
+        self.is_fired()
+    }
+}
+
+impl Drop for Away {
+    fn drop(&mut self) {
+        let mut wakers = self.shutdown.lock_wakers();
+        // After a shutdown fired the table is empty: nothing to give back.
+        if let Some(slot) = wakers.slots.get_mut(self.slot) {
+            *slot = None;
+            wakers.free.push(self.slot);
+        }
     }
 }

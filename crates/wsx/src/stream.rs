@@ -423,27 +423,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// connection has ended cleanly; an error if it failed.
     ///
     /// Pings are answered automatically (unless `auto_pong` is off) before they are returned.
-    pub async fn recv(&mut self) -> Result<Option<Message>> {
-        poll_fn(|cx| self.driver.poll_message(cx)).await.transpose()
+    //
+    // `recv`, `send`, `feed` and `flush` are plain functions returning small futures rather
+    // than `async fn`s, which would keep a second copy of their arguments: a handler's future
+    // embeds theirs, and that future is most of an idle connection's memory.
+    pub fn recv(&mut self) -> impl Future<Output = Result<Option<Message>>> + '_ {
+        poll_fn(|cx| self.driver.poll_message(cx).map(Option::transpose))
     }
 
     /// Send a message and write it out. Waits while the write queue is over
     /// `write_high_water`.
-    pub async fn send(&mut self, message: impl Into<Message>) -> Result<()> {
-        self.feed(message).await?;
-        self.flush().await
+    pub fn send(&mut self, message: impl Into<Message>) -> impl Future<Output = Result<()>> + '_ {
+        let message = message.into();
+        async move {
+            self.feed(message).await?;
+            self.flush().await
+        }
     }
 
     /// Queue a message without writing it yet: several fed messages go out in one write at
     /// the next [`flush`](Self::flush), `send`, or `recv`.
-    pub async fn feed(&mut self, message: impl Into<Message>) -> Result<()> {
-        poll_fn(|cx| self.driver.poll_ready(cx)).await?;
-        self.driver.start_send(message.into())
+    pub fn feed(&mut self, message: impl Into<Message>) -> impl Future<Output = Result<()>> + '_ {
+        let mut message = Some(message.into());
+        poll_fn(move |cx| {
+            ready!(self.driver.poll_ready(cx))?;
+            // Invariant: the future is done once it has sent the message, and a future is not
+            // polled again after it returned `Ready`.
+            let message = message.take().expect("feed polled after completion");
+            Poll::Ready(self.driver.start_send(message))
+        })
     }
 
     /// Write out everything queued.
-    pub async fn flush(&mut self) -> Result<()> {
-        poll_fn(|cx| self.driver.poll_flush(cx)).await
+    pub fn flush(&mut self) -> impl Future<Output = Result<()>> + '_ {
+        poll_fn(|cx| self.driver.poll_flush(cx))
     }
 
     /// Send a text or binary message choosing whether to compress it, overriding the

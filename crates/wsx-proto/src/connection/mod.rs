@@ -11,7 +11,7 @@ mod send;
 #[cfg(test)]
 mod tests;
 
-use std::{collections::VecDeque, fmt, time::Instant};
+use std::{collections::VecDeque, fmt, sync::Arc, time::Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
@@ -29,6 +29,8 @@ use crate::{
 
 /// The most an adaptive read between frames grows to (see [`Connection::read_buffer`]).
 const READ_SIZE_MAX: usize = 64 << 10;
+/// `read_base` when no read is outstanding.
+const NO_READ: u32 = u32::MAX;
 
 /// What happened on a connection, in the order it happened.
 #[derive(Debug)]
@@ -126,6 +128,43 @@ struct InFrame {
     validate: bool,
 }
 
+/// Events waiting for the application. Parsing stops at the first event (see `read_frames`), so
+/// there is nearly always at most one: it is kept inline, and only the rare extra ones (a close
+/// and the end, say) go to a queue, which is freed when the connection goes idle.
+#[derive(Debug, Default)]
+struct Events {
+    first: Option<Event>,
+    // Boxed on purpose: a pointer inline instead of the queue's 32 bytes, in every connection.
+    #[allow(clippy::box_collection)]
+    rest: Option<Box<VecDeque<Event>>>,
+}
+
+impl Events {
+    fn push_back(&mut self, event: Event) {
+        match &mut self.rest {
+            Some(rest) => rest.push_back(event),
+            None if self.first.is_none() => self.first = Some(event),
+            None => self.rest = Some(Box::new(VecDeque::from([event]))),
+        }
+    }
+
+    /// `first`, when set, is older than everything in `rest`: it is only filled when both are
+    /// empty.
+    fn pop_front(&mut self) -> Option<Event> {
+        self.first.take().or_else(|| self.rest.as_mut()?.pop_front())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.as_ref().is_none_or(|r| r.is_empty())
+    }
+
+    fn release(&mut self) {
+        if self.rest.as_ref().is_some_and(|r| r.is_empty()) {
+            self.rest = None;
+        }
+    }
+}
+
 /// A fragmented or compressed message being assembled.
 #[derive(Debug)]
 struct InMessage {
@@ -139,6 +178,32 @@ struct InMessage {
 #[derive(Debug, Clone, Copy)]
 struct OutMessage {
     compressed: bool,
+}
+
+/// What only the opening handshake needs: allocated with the connection and dropped when the
+/// handshake ends, so that an open connection does not carry it.
+#[derive(Debug)]
+struct Handshake {
+    /// When the handshake times out.
+    deadline: Instant,
+    /// Client: what the response must match.
+    pending_client: Option<client::Pending>,
+    /// Server: the request waiting for `accept` or `reject`.
+    pending_request: Option<Box<Request>>,
+    /// Server: the permessage-deflate parameters agreed and the header answering the offer.
+    pending_deflate: Option<(deflate::Params, String)>,
+    /// Client: the refused (non-101) response whose body is being read.
+    refused: Option<RefusedResponse>,
+}
+
+/// The closing handshake and how the connection ended: allocated by the first close frame,
+/// failure or close timer, so that an open connection does not carry it.
+#[derive(Debug, Default)]
+struct Closing {
+    sent: Option<CloseFrame>,
+    received: Option<CloseFrame>,
+    error: Option<ProtocolError>,
+    deadline: Option<Instant>,
 }
 
 /// A server client response (non-101) being read.
@@ -157,7 +222,8 @@ struct RefusedResponse {
 pub struct Connection {
     role: Role,
     state: State,
-    config: Config,
+    /// Shared by the connections of a server (see [`Connection::server_shared`]).
+    config: Arc<Config>,
     /// The most recent `now` passed in.
     now: Instant,
     rng: Option<Box<dyn MaskRng>>,
@@ -165,32 +231,25 @@ pub struct Connection {
     // Receiving.
     rbuf: BytesMut,
     frame: Option<InFrame>,
-    message: Option<InMessage>,
+    /// Boxed: only fragmented or compressed messages need it.
+    message: Option<Box<InMessage>>,
     utf8: Validator,
-    events: VecDeque<Event>,
+    events: Events,
 
     // Sending.
     out: Outgoing,
     out_message: Option<OutMessage>,
-    scratch: BytesMut,
     deflate: Option<Box<Deflate>>,
 
     // Handshake.
-    pending_client: Option<client::Pending>,
-    pending_request: Option<Box<Request>>,
-    pending_deflate: Option<(deflate::Params, String)>,
-    refused: Option<RefusedResponse>,
-    protocol: Option<String>,
+    handshake: Option<Box<Handshake>>,
+    protocol: Option<Box<str>>,
 
     // Closing.
-    sent_close: Option<CloseFrame>,
-    received_close: Option<CloseFrame>,
-    error: Option<ProtocolError>,
+    closing: Option<Box<Closing>>,
     shutdown: bool,
 
     // Timers.
-    handshake_deadline: Option<Instant>,
-    close_deadline: Option<Instant>,
     /// A close was sent by a command that had no `now`: arm the close timer at the next input.
     close_timer_pending: bool,
     next_ping: Option<Instant>,
@@ -198,16 +257,15 @@ pub struct Connection {
     ping_counter: u32,
     last_received: Instant,
     /// The size of the last complete frame, capped: how much to read at once next.
-    read_hint: usize,
+    read_hint: u32,
     /// Adaptive read size between frames: doubled when a read fills all the space it was
     /// offered (more is waiting, as when a peer pipelines), halved when reads come back small.
-    read_size: usize,
-    /// Spare capacity offered by the last `read_buffer`, and the buffer's length then; 0 when
-    /// no read is outstanding.
-    read_offered: usize,
-    read_base: usize,
+    read_size: u32,
+    /// The read buffer's length when `read_buffer` last offered it; `NO_READ` when no read is
+    /// outstanding.
+    read_base: u32,
     /// The size class of `rbuf` if it came from the buffer cache and can go back; 0 if not.
-    rbuf_class: usize,
+    rbuf_class: u32,
 }
 
 impl fmt::Debug for Connection {
@@ -235,14 +293,16 @@ impl Connection {
         now: Instant,
     ) -> Result<Self, ClientError> {
         config.validate()?;
-        let mut conn = Self::new(Role::Client, config, now);
+        let mut conn = Self::new(Role::Client, Arc::new(config.clone()), now);
         let mut key = [0; 16];
         rng.fill(&mut key);
         let offer = config.deflate.as_ref().map(deflate::client_offer);
         let mut head = BytesMut::new();
         let pending = client::write_request(request, key, offer.as_deref(), &mut head)?;
         conn.out.extend(&head);
-        conn.pending_client = Some(pending);
+        if let Some(handshake) = conn.handshake.as_mut() {
+            handshake.pending_client = Some(pending);
+        }
         conn.rng = Some(Box::new(rng));
         Ok(conn)
     }
@@ -250,46 +310,53 @@ impl Connection {
     /// A server connection: validates `config` and waits for the client's request, which is
     /// reported as [`Event::Request`].
     pub fn server(config: &Config, now: Instant) -> Result<Self, ConfigError> {
+        Self::server_shared(Arc::new(config.clone()), now)
+    }
+
+    /// Like [`server`](Self::server), but sharing `config` with other connections instead of
+    /// holding a copy: a server with many connections keeps one `Config` for all of them.
+    pub fn server_shared(config: Arc<Config>, now: Instant) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Self::new(Role::Server, config, now))
     }
 
-    fn new(role: Role, config: &Config, now: Instant) -> Self {
+    fn new(role: Role, config: Arc<Config>, now: Instant) -> Self {
+        let handshake = Handshake {
+            deadline: now + config.handshake_timeout,
+            pending_client: None,
+            pending_request: None,
+            pending_deflate: None,
+            refused: None,
+        };
+        // Adapts between `read_buffer_size` and `READ_SIZE_MAX`; a larger configured size still
+        // applies, as the floor in `read_buffer`.
+        let read_size = config.read_buffer_size.min(READ_SIZE_MAX) as u32;
         Self {
             role,
             state: State::Handshake,
-            config: config.clone(),
+            config,
             now,
             rng: None,
             rbuf: BytesMut::new(),
             frame: None,
             message: None,
             utf8: Validator::new(),
-            events: VecDeque::new(),
+            events: Events::default(),
             out: Outgoing::default(),
             out_message: None,
-            scratch: BytesMut::new(),
             deflate: None,
-            pending_client: None,
-            pending_request: None,
-            pending_deflate: None,
-            refused: None,
+            handshake: Some(Box::new(handshake)),
             protocol: None,
-            sent_close: None,
-            received_close: None,
-            error: None,
+            closing: None,
             shutdown: false,
-            handshake_deadline: Some(now + config.handshake_timeout),
-            close_deadline: None,
             close_timer_pending: false,
             next_ping: None,
             pong_deadline: None,
             ping_counter: 0,
             last_received: now,
             read_hint: 0,
-            read_size: config.read_buffer_size,
-            read_offered: 0,
-            read_base: 0,
+            read_size,
+            read_base: NO_READ,
             rbuf_class: 0,
         }
     }
@@ -334,13 +401,14 @@ impl Connection {
     /// How the connection ended, or is ending: available once a close frame has crossed or
     /// the connection failed.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        if self.sent_close.is_none() && self.received_close.is_none() && self.error.is_none() {
+        let closing = self.closing.as_deref()?;
+        if closing.sent.is_none() && closing.received.is_none() && closing.error.is_none() {
             return None;
         }
         Some(CloseReason {
-            received: self.received_close.clone(),
-            sent: self.sent_close.clone(),
-            error: self.error.clone(),
+            received: closing.received.clone(),
+            sent: closing.sent.clone(),
+            error: closing.error.clone(),
         })
     }
 
@@ -385,13 +453,15 @@ impl Connection {
             }
         };
         match self.state {
-            State::Handshake | State::AwaitAccept | State::Refused => consider(self.handshake_deadline),
+            State::Handshake | State::AwaitAccept | State::Refused => {
+                consider(self.handshake.as_ref().map(|h| h.deadline))
+            }
             State::Open => {
                 consider(self.next_ping);
                 consider(self.pong_deadline);
                 consider(self.config.idle_timeout.map(|d| self.last_received + d));
             }
-            State::CloseSent | State::Closed => consider(self.close_deadline),
+            State::CloseSent | State::Closed => consider(self.closing.as_ref().and_then(|c| c.deadline)),
             State::Finished => {}
         }
         deadline
@@ -454,25 +524,29 @@ impl Connection {
                 let rest = (frame.header.payload_len as usize).saturating_sub(self.rbuf.len()) + MAX_HEADER_LEN;
                 rest.min(self.rbuf.len().max(self.config.read_buffer_size) * 2)
             }
-            None => (self.read_hint + MAX_HEADER_LEN).max(self.read_size),
+            None => (self.read_hint as usize + MAX_HEADER_LEN).max(self.read_size as usize),
         }
         .max(self.config.read_buffer_size);
         pool::reserve(&mut self.rbuf, &mut self.rbuf_class, want);
-        self.read_base = self.rbuf.len();
-        self.read_offered = self.rbuf.capacity() - self.rbuf.len();
+        // What a partial frame holds is bounded by the frame limit (a `usize` < 4 GiB here or
+        // the read is simply not measured).
+        self.read_base = u32::try_from(self.rbuf.len()).unwrap_or(NO_READ);
         &mut self.rbuf
     }
 
     /// Process bytes the I/O layer appended to [`read_buffer`](Self::read_buffer).
     pub fn receive_buffered(&mut self, now: Instant) {
-        if self.read_offered > 0 {
-            let got = self.rbuf.len().saturating_sub(self.read_base);
-            if got >= self.read_offered {
-                self.read_size = (self.read_size * 2).min(READ_SIZE_MAX);
-            } else if got < self.read_size / 4 {
-                self.read_size = (self.read_size / 2).max(self.config.read_buffer_size);
+        if self.read_base != NO_READ {
+            // A read that filled all the space it was offered leaves the buffer full.
+            let filled = self.rbuf.len() == self.rbuf.capacity();
+            let got = self.rbuf.len().saturating_sub(self.read_base as usize);
+            let min = self.config.read_buffer_size.min(READ_SIZE_MAX) as u32;
+            if filled {
+                self.read_size = (self.read_size * 2).min(READ_SIZE_MAX as u32);
+            } else if got < self.read_size as usize / 4 {
+                self.read_size = (self.read_size / 2).max(min);
             }
-            self.read_offered = 0;
+            self.read_base = NO_READ;
         }
         self.observe(now);
         self.last_received = now;
@@ -485,11 +559,11 @@ impl Connection {
         match self.state {
             State::Finished => return,
             State::Handshake | State::AwaitAccept => {
-                self.error.get_or_insert(HandshakeError::UnexpectedEof.into());
+                self.closing_mut().error.get_or_insert(HandshakeError::UnexpectedEof.into());
             }
             State::Refused => self.finish_refused(),
             State::Open | State::CloseSent => {
-                self.error.get_or_insert(ProtocolError::UnexpectedEof);
+                self.closing_mut().error.get_or_insert(ProtocolError::UnexpectedEof);
             }
             State::Closed => {}
         }
@@ -503,11 +577,11 @@ impl Connection {
         self.observe(now);
         match self.state {
             State::Handshake | State::AwaitAccept | State::Refused => {
-                if self.handshake_deadline.is_some_and(|t| now >= t) {
+                if self.handshake.as_ref().is_some_and(|h| now >= h.deadline) {
                     if self.state == State::Refused {
                         self.finish_refused();
                     } else {
-                        self.error.get_or_insert(HandshakeError::Timeout.into());
+                        self.closing_mut().error.get_or_insert(HandshakeError::Timeout.into());
                     }
                     self.shutdown = true;
                     self.finish();
@@ -531,9 +605,9 @@ impl Connection {
                 }
             }
             State::CloseSent | State::Closed => {
-                if self.close_deadline.is_some_and(|t| now >= t) {
+                if self.closing.as_ref().and_then(|c| c.deadline).is_some_and(|t| now >= t) {
                     if self.state == State::CloseSent {
-                        self.error.get_or_insert(ProtocolError::CloseTimeout);
+                        self.closing_mut().error.get_or_insert(ProtocolError::CloseTimeout);
                     }
                     self.shutdown = true;
                     self.finish();
@@ -543,16 +617,18 @@ impl Connection {
         }
     }
 
-    /// Release the read buffer and shrink the write buffer if they hold nothing: call when the
-    /// connection goes idle, so that an idle connection holds no buffers.
+    /// Release the read buffer, the write buffer and the event queue if they hold nothing: call
+    /// when the connection goes idle, so that an idle connection holds no buffers.
     pub fn release_buffers(&mut self) {
-        if self.rbuf.is_empty() && self.frame.is_none() && self.rbuf.capacity() > 0 {
+        // As for the write tail, `capacity` may be 0 while the buffer is still allocated.
+        if self.rbuf.is_empty() && self.frame.is_none() {
             pool::give(std::mem::take(&mut self.rbuf), std::mem::take(&mut self.rbuf_class));
         }
         self.out.release();
-        if self.scratch.is_empty() {
-            self.scratch = BytesMut::new();
+        if let Some(deflate) = self.deflate.as_mut() {
+            deflate.scratch = BytesMut::new();
         }
+        self.events.release();
     }
 
     /// Record the time of an input and arm a close timer a command left pending.
@@ -560,8 +636,13 @@ impl Connection {
         self.now = now;
         if self.close_timer_pending {
             self.close_timer_pending = false;
-            self.close_deadline = Some(now + self.config.close_timeout);
+            self.closing_mut().deadline = Some(now + self.config.close_timeout);
         }
+    }
+
+    /// The closing state, created on first use.
+    fn closing_mut(&mut self) -> &mut Closing {
+        self.closing.get_or_insert_with(Box::default)
     }
 
     /// Fail the connection (RFC 6455 §7.1.7): send a close frame with the fault's code if
@@ -574,7 +655,7 @@ impl Connection {
                 self.send_close_frame(Some(CloseFrame::new(code, reason.as_str())));
             }
         }
-        self.error.get_or_insert(error);
+        self.closing_mut().error.get_or_insert(error);
         self.enter_closed();
         self.shutdown = true;
     }
@@ -585,8 +666,8 @@ impl Connection {
         self.message = None;
         self.frame = None;
         self.rbuf.clear();
-        self.pending_request = None;
-        self.close_deadline = Some(self.now + self.config.close_timeout);
+        self.handshake = None;
+        self.closing_mut().deadline = Some(self.now + self.config.close_timeout);
         self.close_timer_pending = false;
         if self.role == Role::Server {
             self.shutdown = true;
@@ -600,19 +681,22 @@ impl Connection {
         }
         self.state = State::Finished;
         pool::give(std::mem::take(&mut self.rbuf), std::mem::take(&mut self.rbuf_class));
+        self.handshake = None;
         self.message = None;
         self.frame = None;
+        let closing = self.closing_mut();
         let reason = CloseReason {
-            received: self.received_close.clone(),
-            sent: self.sent_close.clone(),
-            error: self.error.clone(),
+            received: closing.received.clone(),
+            sent: closing.sent.clone(),
+            error: closing.error.clone(),
         };
         self.events.push_back(Event::Closed(Box::new(reason)));
     }
 
     fn finish_refused(&mut self) {
-        if let Some(r) = self.refused.take() {
-            self.error
+        if let Some(r) = self.handshake.as_mut().and_then(|h| h.refused.take()) {
+            self.closing_mut()
+                .error
                 .get_or_insert(HandshakeError::Refused { status: r.status, headers: r.headers, body: r.body }.into());
         }
     }

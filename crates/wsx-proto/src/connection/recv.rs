@@ -58,11 +58,13 @@ impl Connection {
             Ok(None) => false,
             Ok(Some((request, n))) => {
                 self.rbuf.advance(n);
-                if let Some(cfg) = &self.config.deflate {
-                    self.pending_deflate = deflate::server_negotiate(cfg, request.headers());
-                }
                 let request = Box::new(request);
-                self.pending_request = Some(request.clone());
+                if let Some(handshake) = self.handshake.as_mut() {
+                    if let Some(cfg) = &self.config.deflate {
+                        handshake.pending_deflate = deflate::server_negotiate(cfg, request.headers());
+                    }
+                    handshake.pending_request = Some(request.clone());
+                }
                 self.state = State::AwaitAccept;
                 self.events.push_back(Event::Request(request));
                 false
@@ -76,7 +78,7 @@ impl Connection {
                 let mut head = BytesMut::new();
                 server::write_response(status, &HeaderMap::new(), body.as_bytes(), &mut head);
                 self.out.extend(&head);
-                self.error = Some(error.into());
+                self.closing_mut().error = Some(error.into());
                 self.enter_closed();
                 false
             }
@@ -89,7 +91,7 @@ impl Connection {
             Ok(None) => return false,
             Ok(Some(parsed)) => parsed,
             Err(error) => {
-                self.error = Some(error.into());
+                self.closing_mut().error = Some(error.into());
                 self.shutdown = true;
                 self.finish();
                 return false;
@@ -103,18 +105,21 @@ impl Connection {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<usize>().ok());
             let (parts, ()) = head.into_parts();
-            self.refused = Some(RefusedResponse {
-                status: parts.status,
-                headers: Box::new(parts.headers),
-                body: Vec::new(),
-                remaining,
-            });
+            if let Some(handshake) = self.handshake.as_mut() {
+                handshake.refused = Some(RefusedResponse {
+                    status: parts.status,
+                    headers: Box::new(parts.headers),
+                    body: Vec::new(),
+                    remaining,
+                });
+            }
             self.state = State::Refused;
             return true;
         }
         // Invariant: `pending_client` is set by `Connection::client`, the only way to get a
-        // client connection, and taken only here.
-        let pending = self.pending_client.take().expect("client handshake pending");
+        // client connection, and taken only here; `handshake` is kept until the state leaves
+        // `Handshake`.
+        let pending = self.handshake.as_mut().and_then(|h| h.pending_client.take()).expect("client handshake pending");
         let extensions = head.headers().clone();
         let result = client::check_response(head, &pending).and_then(|response| {
             let agreed = match &self.config.deflate {
@@ -131,7 +136,7 @@ impl Connection {
                 if let (Some(params), Some(cfg)) = (agreed, &self.config.deflate) {
                     self.deflate = Some(Box::new(Deflate::new(params, Role::Client, cfg)));
                 }
-                self.protocol = response.protocol.clone();
+                self.protocol = response.protocol.as_deref().map(Box::from);
                 self.open();
                 self.events.push_back(Event::Opened(Box::new(response)));
                 true
@@ -139,7 +144,7 @@ impl Connection {
             Err(error) => {
                 // §4.1: "the client MUST _Fail the WebSocket Connection_"; nothing was sent
                 // on it yet, so just close.
-                self.error = Some(error.into());
+                self.closing_mut().error = Some(error.into());
                 self.shutdown = true;
                 self.finish();
                 false
@@ -150,7 +155,7 @@ impl Connection {
     /// Client: collect the body of a non-101 response, bounded by `max_header_bytes`.
     fn read_refused_body(&mut self) {
         let limit = self.config.max_header_bytes;
-        let Some(r) = self.refused.as_mut() else { return };
+        let Some(r) = self.handshake.as_mut().and_then(|h| h.refused.as_mut()) else { return };
         let want = r.remaining.unwrap_or(usize::MAX).min(self.rbuf.len());
         let keep = want.min(limit.saturating_sub(r.body.len()));
         r.body.extend_from_slice(&self.rbuf[..keep]);
@@ -169,7 +174,7 @@ impl Connection {
     /// The handshake is done: start the keep-alive timer.
     pub(super) fn open(&mut self) {
         self.state = State::Open;
-        self.handshake_deadline = None;
+        self.handshake = None;
         self.next_ping = self.config.ping_interval.map(|d| self.now + d);
     }
 
@@ -209,7 +214,8 @@ impl Connection {
             }
             self.frame = None;
             // Remember the frame size so the next read can take a whole frame like it.
-            self.read_hint = len.min(READ_HINT_MAX);
+            // Capped: fits a `u32`.
+            self.read_hint = len.min(READ_HINT_MAX) as u32;
             let payload = self.rbuf.split_to(len).freeze();
             self.handle_frame(frame.header, payload)?;
         }
@@ -299,7 +305,7 @@ impl Connection {
                     self.events.push_back(Event::Message(message));
                     return Ok(());
                 }
-                self.message = Some(InMessage { text, compressed, fragments: 1, data: BytesMut::new() });
+                self.message = Some(Box::new(InMessage { text, compressed, fragments: 1, data: BytesMut::new() }));
                 self.append(&payload, header.fin)
             }
             OpCode::Continuation => {
@@ -386,7 +392,7 @@ impl Connection {
             let echo = (frame.code != CloseCode::NO_STATUS).then(|| frame.clone());
             self.send_close_frame(echo);
         }
-        self.received_close = Some(frame.clone());
+        self.closing_mut().received = Some(frame.clone());
         self.events.push_back(Event::Closing(frame));
         self.enter_closed();
         Ok(())

@@ -24,16 +24,16 @@ impl Connection {
         if self.state != State::AwaitAccept {
             return Err(SendError::InvalidState);
         }
-        let request = self.pending_request.as_deref().ok_or(SendError::InvalidState)?;
-        let extensions = self.pending_deflate.as_ref().map(|(_, header)| header.as_str());
+        let handshake = self.handshake.as_deref_mut().ok_or(SendError::InvalidState)?;
+        let request = handshake.pending_request.as_deref().ok_or(SendError::InvalidState)?;
+        let extensions = handshake.pending_deflate.as_ref().map(|(_, header)| header.as_str());
         let mut head = BytesMut::new();
         server::write_accept(request, accept, extensions, &mut head)?;
         self.out.extend(&head);
-        if let (Some((params, _)), Some(cfg)) = (self.pending_deflate.take(), &self.config.deflate) {
+        if let (Some((params, _)), Some(cfg)) = (handshake.pending_deflate.take(), &self.config.deflate) {
             self.deflate = Some(Box::new(Deflate::new(params, Role::Server, cfg)));
         }
-        self.protocol = accept.protocol.clone();
-        self.pending_request = None;
+        self.protocol = accept.protocol.as_deref().map(Box::from);
         self.open();
         self.process();
         Ok(())
@@ -49,7 +49,7 @@ impl Connection {
         let mut head = BytesMut::new();
         server::write_response(parts.status, &parts.headers, &body, &mut head);
         self.out.extend(&head);
-        self.error = Some(HandshakeError::Rejected { status: parts.status }.into());
+        self.closing_mut().error = Some(HandshakeError::Rejected { status: parts.status }.into());
         self.enter_closed();
         Ok(())
     }
@@ -136,7 +136,7 @@ impl Connection {
         self.start_close(frame)?;
         if self.close_timer_pending {
             self.close_timer_pending = false;
-            self.close_deadline = Some(now + self.config.close_timeout);
+            self.closing_mut().deadline = Some(now + self.config.close_timeout);
         }
         Ok(())
     }
@@ -199,9 +199,9 @@ impl Connection {
             self.write_frame(opcode, fin, 0, payload);
             return;
         }
-        let mut scratch = std::mem::take(&mut self.scratch);
         // Invariant: `compressed` is only true when deflate was negotiated.
         let deflate = self.deflate.as_mut().expect("deflate negotiated");
+        let mut scratch = std::mem::take(&mut deflate.scratch);
         deflate.compress(&payload, fin, &mut scratch);
         if first && fin && scratch.len() >= payload.len() {
             // Incompressible (already compressed media, random bytes): deflate would only add
@@ -209,7 +209,7 @@ impl Connection {
             // window will not hold it.
             deflate.reset_compressor();
             scratch.clear();
-            self.scratch = scratch;
+            deflate.scratch = scratch;
             self.write_frame(opcode, fin, 0, payload);
             return;
         }
@@ -223,7 +223,9 @@ impl Connection {
             }
         });
         scratch.clear();
-        self.scratch = scratch;
+        if let Some(deflate) = self.deflate.as_mut() {
+            deflate.scratch = scratch;
+        }
     }
 
     /// Queue a control frame (payload at most 125 bytes, checked by the caller).
@@ -251,7 +253,8 @@ impl Connection {
             None => 0,
         };
         self.send_control(OpCode::Close, &payload[..len]);
-        self.sent_close = Some(frame.unwrap_or(CloseFrame { code: CloseCode::NO_STATUS, reason: Default::default() }));
+        self.closing_mut().sent =
+            Some(frame.unwrap_or(CloseFrame { code: CloseCode::NO_STATUS, reason: Default::default() }));
     }
 
     /// Send the keep-alive ping and start waiting for its pong.

@@ -42,6 +42,9 @@ pub(crate) struct Deflate {
     encoder: Encoder,
     decoder: Decoder,
     threshold: usize,
+    /// The compressed form of the frame being sent, reused from message to message; empty
+    /// between calls, and released when the connection goes idle.
+    pub(crate) scratch: BytesMut,
 }
 
 impl Deflate {
@@ -75,6 +78,7 @@ impl Deflate {
             },
             decoder: Decoder { state: None, peer_resets, has_input: false, ended: false },
             threshold: config.threshold,
+            scratch: BytesMut::new(),
         }
     }
 
