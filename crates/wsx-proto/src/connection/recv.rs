@@ -184,6 +184,9 @@ impl Connection {
     /// Stops at the first event: the rest is parsed when the application has taken it.
     fn read_frames(&mut self) -> Result<(), ProtocolError> {
         while matches!(self.state, State::Open | State::CloseSent) && self.events.is_empty() {
+            if self.frame.is_none() && self.message.is_none() && self.role == Role::Server && self.read_small_frame()? {
+                continue;
+            }
             let mut frame = match self.frame {
                 Some(frame) => frame,
                 None => {
@@ -220,6 +223,46 @@ impl Connection {
             self.handle_frame(frame.header, payload)?;
         }
         Ok(())
+    }
+
+    /// The fast path for most of what a server receives: a whole masked text or binary frame
+    /// with FIN set, no RSV bit and a 7- or 16-bit length, with no message being assembled.
+    /// Handles it and returns `true`, or returns `false` to leave everything else, including
+    /// every error other than invalid UTF-8, to the general path. Checks the same rules as
+    /// `check_header` and `handle_frame` do for such a frame.
+    fn read_small_frame(&mut self) -> Result<bool, ProtocolError> {
+        let [b0, b1, ref rest @ ..] = self.rbuf[..] else {
+            return Ok(false);
+        };
+        // FIN set, RSV bits clear, opcode 0x1 (text) or 0x2 (binary); masked.
+        let text = b0 == 0x81;
+        if !(text || b0 == 0x82) || b1 & 0x80 == 0 {
+            return Ok(false);
+        }
+        let (len, key_at) = match (b1 & 0x7F, rest) {
+            (126, [hi, lo, ..]) => (usize::from(u16::from_be_bytes([*hi, *lo])), 4),
+            (126 | 127, _) => return Ok(false),
+            (n, _) => (usize::from(n), 2),
+        };
+        let start = key_at + 4;
+        if self.rbuf.len() < start + len || len > self.config.max_frame_size || len > self.config.max_message_size {
+            return Ok(false);
+        }
+        let key = [self.rbuf[key_at], self.rbuf[key_at + 1], self.rbuf[key_at + 2], self.rbuf[key_at + 3]];
+        self.rbuf.advance(start);
+        let payload = &mut self.rbuf[..len];
+        apply_mask(payload, key, 0);
+        // The frame is whole, so checking it at once fails exactly where the incremental
+        // validator would.
+        if text && simdutf8::basic::from_utf8(payload).is_err() {
+            return Err(ProtocolError::InvalidUtf8);
+        }
+        // At most 65,535: fits a `u32`.
+        self.read_hint = len as u32;
+        let payload = self.rbuf.split_to(len).freeze();
+        let message = if text { Message::Text(Utf8Bytes::from_validated(payload)) } else { Message::Binary(payload) };
+        self.events.push_back(Event::Message(message));
+        Ok(true)
     }
 
     /// Check a header against the connection's state before any of its payload is read.

@@ -270,6 +270,23 @@ impl Connection {
 
     /// Queue a frame whose payload is `Bytes`: large server payloads go out without a copy.
     fn write_frame(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: Bytes) {
+        if self.role == Role::Server && payload.len() < COPY_THRESHOLD {
+            // No mask: the header in its short or 16-bit form (§5.2), the payload copied after.
+            let len = payload.len();
+            let b0 = (u8::from(fin) << 7) | ((rsv & 0x7) << 4) | opcode.bits();
+            let head_len = if len <= 125 { 2 } else { 4 };
+            let tail = self.out.tail_mut(head_len + len);
+            if len <= 125 {
+                tail.extend_from_slice(&[b0, len as u8]);
+            } else {
+                // Below `COPY_THRESHOLD`: fits 16 bits.
+                let [hi, lo] = (len as u16).to_be_bytes();
+                tail.extend_from_slice(&[b0, 126, hi, lo]);
+            }
+            tail.extend_from_slice(&payload);
+            self.out.commit_tail(head_len + len);
+            return;
+        }
         if self.role == Role::Server && payload.len() >= COPY_THRESHOLD {
             let header = Header { fin, rsv, opcode, mask: None, payload_len: payload.len() as u64 };
             let mut head = [0; MAX_HEADER_LEN];
