@@ -881,3 +881,117 @@ mod deflate {
         assert!(pair.server.message.is_none(), "the partial message is dropped");
     }
 }
+
+/// The server's fast path for whole small frames (`read_small_frame`) must behave exactly as
+/// the general path, which handles the same bytes when they arrive in pieces.
+mod fast_path {
+    use super::*;
+
+    /// Feed `input` whole, then byte by byte to a second server, and return both servers.
+    fn both_ways(config: Config, input: &[u8]) -> [Connection; 2] {
+        let (mut whole, now) = open_server(config.clone());
+        whole.receive(input, now);
+        let (mut pieces, now) = open_server(config);
+        for b in input {
+            pieces.receive(std::slice::from_ref(b), now);
+        }
+        [whole, pieces]
+    }
+
+    #[test]
+    fn whole_and_split_frames_give_the_same_messages() {
+        for len in [0, 1, 125, 126, 200, 4095, 4096, 65535, 65536] {
+            for opcode in [1u8, 2] {
+                let payload: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+                let mut input = cframe(true, opcode, &payload);
+                input.extend(cframe(true, opcode, b"next"));
+                for mut conn in both_ways(Config::default(), &input) {
+                    let got: Vec<Vec<u8>> = events(&mut conn)
+                        .iter()
+                        .map(|e| match message(e) {
+                            Message::Text(t) if opcode == 1 => t.as_bytes().to_vec(),
+                            Message::Binary(b) if opcode == 2 => b.to_vec(),
+                            other => panic!("len {len}: unexpected {other:?}"),
+                        })
+                        .collect();
+                    assert_eq!(got, vec![payload.clone(), b"next".to_vec()], "len {len} opcode {opcode}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_text_fails_with_1007_in_every_length_form() {
+        for len in [3, 125, 200, 70_000] {
+            let mut payload = vec![b'x'; len];
+            payload[len / 2] = 0xFF;
+            for mut conn in both_ways(Config::default(), &cframe(true, 1, &payload)) {
+                assert!(events(&mut conn).iter().all(|e| !matches!(e, Event::Message(_))), "len {len}");
+                assert_failing(&mut conn, CloseCode::INVALID_DATA);
+            }
+        }
+    }
+
+    #[test]
+    fn limits_still_apply_to_small_frames() {
+        let config = Config::default().max_message_size(100);
+        for mut conn in both_ways(config, &cframe(true, 2, &[0; 120])) {
+            assert!(events(&mut conn).iter().all(|e| !matches!(e, Event::Message(_))));
+            assert_failing(&mut conn, CloseCode::TOO_BIG);
+        }
+    }
+
+    #[test]
+    fn rsv_bits_and_fragments_still_take_the_general_path() {
+        let (mut server, now) = open_server(Config::default());
+        server.receive(&frame(true, 0b100, 2, Some([1, 2, 3, 4]), b"x"), now);
+        assert_failing(&mut server, CloseCode::PROTOCOL);
+
+        let (mut server, now) = open_server(Config::default());
+        let mut input = cframe(false, 1, b"he");
+        input.extend(cframe(true, 0, b"y"));
+        server.receive(&input, now);
+        let evs = events(&mut server);
+        assert!(matches!(message(&evs[0]), Message::Text(t) if t.as_str() == "hey"));
+    }
+}
+
+mod read_sizing {
+    use super::*;
+
+    fn spare(conn: &mut Connection) -> usize {
+        let buf = conn.read_buffer();
+        buf.capacity() - buf.len()
+    }
+
+    #[test]
+    fn reads_that_fill_the_buffer_grow_and_short_ones_shrink() {
+        let (mut server, now) = open_server(Config::default().read_buffer_size(8 << 10));
+        server.release_buffers();
+        let first = spare(&mut server);
+        assert!(first >= 8 << 10, "{first}");
+        // Fill exactly what was offered with whole small frames (a pipelining peer), then the
+        // start of another.
+        let frame = cframe(true, 2, &[7; 94]); // 100 bytes on the wire
+        let mut input = Vec::new();
+        while input.len() + frame.len() <= first {
+            input.extend_from_slice(&frame);
+        }
+        input.extend_from_slice(&frame[..first - input.len()]);
+        server.read_buffer().extend_from_slice(&input);
+        server.receive_buffered(now);
+        while server.next_event().is_some() {}
+        let second = spare(&mut server);
+        assert!(second >= 2 * first - 100, "after a full read: {second}, before {first}");
+        // Short reads bring it back down, never below `read_buffer_size`.
+        for _ in 0..8 {
+            let _ = spare(&mut server);
+            server.read_buffer().extend_from_slice(&cframe(true, 2, b"x"));
+            server.receive_buffered(now);
+            while server.next_event().is_some() {}
+            server.release_buffers();
+        }
+        // (The buffer itself may be a larger one from the cache; the size asked for shrank.)
+        assert_eq!(server.read_size, 8 << 10, "after short reads");
+    }
+}
