@@ -13,10 +13,8 @@ use crate::pool;
 /// [`Buf::chunks_vectored`] and a vectored write, then [`Buf::advance`] by what was written.
 #[derive(Debug, Default)]
 pub struct Outgoing {
-    /// Chunks in order, all before `tail`.
-    /// Boxed: only payloads of `COPY_THRESHOLD` bytes or more use it, and an idle connection
-    /// keeps just the pointer.
-    // Boxed on purpose: a pointer inline instead of the queue's 32 bytes, in every connection.
+    /// Chunks in order, all before `tail`. Boxed on purpose: only payloads of `COPY_THRESHOLD`
+    /// bytes or more use it, so every connection keeps a pointer instead of the queue's 32 bytes.
     #[allow(clippy::box_collection)]
     queue: Option<Box<VecDeque<Bytes>>>,
     /// The last, growable chunk.
