@@ -180,6 +180,22 @@ struct OutMessage {
     compressed: bool,
 }
 
+/// What only some connections use, boxed so that the others carry a pointer: a server with
+/// neither keep-alive, idle timeout nor subprotocol never allocates it.
+#[derive(Default)]
+struct Extras {
+    /// Client: the masking keys' source.
+    rng: Option<Box<dyn MaskRng>>,
+    /// The subprotocol agreed in the handshake.
+    protocol: Option<Box<str>>,
+    /// Keep-alive: when to send the next ping, and when its pong is due.
+    next_ping: Option<Instant>,
+    pong_deadline: Option<Instant>,
+    ping_counter: u32,
+    /// With an idle timeout: when something last arrived.
+    last_received: Option<Instant>,
+}
+
 /// What only the opening handshake needs: allocated with the connection and dropped when the
 /// handshake ends, so that an open connection does not carry it.
 #[derive(Debug)]
@@ -226,11 +242,12 @@ pub struct Connection {
     config: Arc<Config>,
     /// The most recent `now` passed in.
     now: Instant,
-    rng: Option<Box<dyn MaskRng>>,
 
     // Receiving.
     rbuf: BytesMut,
-    frame: Option<InFrame>,
+    /// The frame being received when it is split across reads (boxed: whole frames, the
+    /// common case, never need it).
+    frame: Option<Box<InFrame>>,
     /// Boxed: only fragmented or compressed messages need it.
     message: Option<Box<InMessage>>,
     utf8: Validator,
@@ -243,7 +260,6 @@ pub struct Connection {
 
     // Handshake.
     handshake: Option<Box<Handshake>>,
-    protocol: Option<Box<str>>,
 
     // Closing.
     closing: Option<Box<Closing>>,
@@ -252,10 +268,8 @@ pub struct Connection {
     // Timers.
     /// A close was sent by a command that had no `now`: arm the close timer at the next input.
     close_timer_pending: bool,
-    next_ping: Option<Instant>,
-    pong_deadline: Option<Instant>,
-    ping_counter: u32,
-    last_received: Instant,
+    /// Keep-alive and idle timers, the client's RNG and the subprotocol: only when used.
+    extras: Option<Box<Extras>>,
     /// The size of the last complete frame, capped: how much to read at once next.
     read_hint: u32,
     /// Adaptive read size between frames: doubled when a read fills all the space it was
@@ -303,7 +317,7 @@ impl Connection {
         if let Some(handshake) = conn.handshake.as_mut() {
             handshake.pending_client = Some(pending);
         }
-        conn.rng = Some(Box::new(rng));
+        conn.extras_mut().rng = Some(Box::new(rng));
         Ok(conn)
     }
 
@@ -331,12 +345,13 @@ impl Connection {
         // Adapts between `read_buffer_size` and `READ_SIZE_MAX`; a larger configured size still
         // applies, as the floor in `read_buffer`.
         let read_size = config.read_buffer_size.min(READ_SIZE_MAX) as u32;
+        // The idle timer counts from the start until something arrives.
+        let extras = config.idle_timeout.map(|_| Box::new(Extras { last_received: Some(now), ..Extras::default() }));
         Self {
             role,
             state: State::Handshake,
             config,
             now,
-            rng: None,
             rbuf: BytesMut::new(),
             frame: None,
             message: None,
@@ -346,14 +361,10 @@ impl Connection {
             out_message: None,
             deflate: None,
             handshake: Some(Box::new(handshake)),
-            protocol: None,
             closing: None,
             shutdown: false,
             close_timer_pending: false,
-            next_ping: None,
-            pong_deadline: None,
-            ping_counter: 0,
-            last_received: now,
+            extras,
             read_hint: 0,
             read_size,
             read_base: NO_READ,
@@ -390,7 +401,7 @@ impl Connection {
 
     /// The subprotocol agreed in the handshake, if any.
     pub fn protocol(&self) -> Option<&str> {
-        self.protocol.as_deref()
+        self.extras.as_ref()?.protocol.as_deref()
     }
 
     /// Whether permessage-deflate was negotiated.
@@ -457,9 +468,11 @@ impl Connection {
                 consider(self.handshake.as_ref().map(|h| h.deadline))
             }
             State::Open => {
-                consider(self.next_ping);
-                consider(self.pong_deadline);
-                consider(self.config.idle_timeout.map(|d| self.last_received + d));
+                if let Some(extras) = &self.extras {
+                    consider(extras.next_ping);
+                    consider(extras.pong_deadline);
+                    consider(self.config.idle_timeout.zip(extras.last_received).map(|(d, t)| t + d));
+                }
             }
             State::CloseSent | State::Closed => consider(self.closing.as_ref().and_then(|c| c.deadline)),
             State::Finished => {}
@@ -519,7 +532,7 @@ impl Connection {
     /// adapts: a read that fills all the space offered doubles the next one (up to 64 KiB),
     /// so a peer that pipelines many small frames is drained in few reads.
     pub fn read_buffer(&mut self) -> &mut BytesMut {
-        let want = match self.frame {
+        let want = match self.frame.as_deref() {
             Some(frame) => {
                 let rest = (frame.header.payload_len as usize).saturating_sub(self.rbuf.len()) + MAX_HEADER_LEN;
                 rest.min(self.rbuf.len().max(self.config.read_buffer_size) * 2)
@@ -549,7 +562,9 @@ impl Connection {
             self.read_base = NO_READ;
         }
         self.observe(now);
-        self.last_received = now;
+        if let Some(extras) = self.extras.as_mut().filter(|_| self.config.idle_timeout.is_some()) {
+            extras.last_received = Some(now);
+        }
         self.process();
     }
 
@@ -590,17 +605,19 @@ impl Connection {
             State::Open => {
                 // A peer that answers nothing will not answer a close either: send it, and end
                 // without waiting out the close timeout.
-                if self.pong_deadline.is_some_and(|t| now >= t) {
+                let extras = self.extras.as_deref();
+                if extras.and_then(|e| e.pong_deadline).is_some_and(|t| now >= t) {
                     self.fail(ProtocolError::PongTimeout);
                     self.finish();
                     return;
                 }
-                if self.config.idle_timeout.is_some_and(|d| now >= self.last_received + d) {
+                let last = extras.and_then(|e| e.last_received);
+                if self.config.idle_timeout.zip(last).is_some_and(|(d, t)| now >= t + d) {
                     self.fail(ProtocolError::IdleTimeout);
                     self.finish();
                     return;
                 }
-                if self.next_ping.is_some_and(|t| now >= t) {
+                if extras.and_then(|e| e.next_ping).is_some_and(|t| now >= t) {
                     self.send_keepalive_ping(now);
                 }
             }
@@ -629,6 +646,10 @@ impl Connection {
             deflate.scratch = BytesMut::new();
         }
         self.events.release();
+    }
+
+    fn extras_mut(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_default()
     }
 
     /// Record the time of an input and arm a close timer a command left pending.

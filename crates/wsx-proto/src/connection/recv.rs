@@ -136,7 +136,9 @@ impl Connection {
                 if let (Some(params), Some(cfg)) = (agreed, &self.config.deflate) {
                     self.deflate = Some(Box::new(Deflate::new(params, Role::Client, cfg)));
                 }
-                self.protocol = response.protocol.as_deref().map(Box::from);
+                if let Some(protocol) = response.protocol.as_deref() {
+                    self.extras_mut().protocol = Some(protocol.into());
+                }
                 self.open();
                 self.events.push_back(Event::Opened(Box::new(response)));
                 true
@@ -175,7 +177,10 @@ impl Connection {
     pub(super) fn open(&mut self) {
         self.state = State::Open;
         self.handshake = None;
-        self.next_ping = self.config.ping_interval.map(|d| self.now + d);
+        if let Some(interval) = self.config.ping_interval {
+            let at = self.now + interval;
+            self.extras_mut().next_ping = Some(at);
+        }
     }
 
     /// Parse and handle every complete frame in the read buffer, and unmask and validate what
@@ -187,8 +192,8 @@ impl Connection {
             if self.frame.is_none() && self.message.is_none() && self.role == Role::Server && self.read_small_frame()? {
                 continue;
             }
-            let mut frame = match self.frame {
-                Some(frame) => frame,
+            let mut frame = match self.frame.as_deref() {
+                Some(frame) => *frame,
                 None => {
                     let Some((header, n)) = Header::decode(&self.rbuf)? else {
                         return Ok(());
@@ -212,7 +217,11 @@ impl Connection {
                 frame.done = avail;
             }
             if avail < len {
-                self.frame = Some(frame);
+                // Kept in its box across reads: one allocation per frame split across reads.
+                match self.frame.as_deref_mut() {
+                    Some(kept) => *kept = frame,
+                    None => self.frame = Some(Box::new(frame)),
+                }
                 return Ok(());
             }
             self.frame = None;
@@ -365,8 +374,10 @@ impl Connection {
                 Ok(())
             }
             OpCode::Pong => {
-                if self.pong_deadline.is_some() && payload[..] == self.ping_counter.to_be_bytes() {
-                    self.pong_deadline = None;
+                if let Some(extras) = self.extras.as_mut().filter(|e| e.pong_deadline.is_some())
+                    && payload[..] == extras.ping_counter.to_be_bytes()
+                {
+                    extras.pong_deadline = None;
                 }
                 self.events.push_back(Event::Pong(payload));
                 Ok(())

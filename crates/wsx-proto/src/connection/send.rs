@@ -33,7 +33,9 @@ impl Connection {
         if let (Some((params, _)), Some(cfg)) = (handshake.pending_deflate.take(), &self.config.deflate) {
             self.deflate = Some(Box::new(Deflate::new(params, Role::Server, cfg)));
         }
-        self.protocol = accept.protocol.as_deref().map(Box::from);
+        if let Some(protocol) = accept.protocol.as_deref() {
+            self.extras_mut().protocol = Some(protocol.into());
+        }
         self.open();
         self.process();
         Ok(())
@@ -259,13 +261,15 @@ impl Connection {
 
     /// Send the keep-alive ping and start waiting for its pong.
     pub(super) fn send_keepalive_ping(&mut self, now: Instant) {
-        self.ping_counter = self.ping_counter.wrapping_add(1);
-        let payload = self.ping_counter.to_be_bytes();
-        self.send_control(OpCode::Ping, &payload);
-        if self.pong_deadline.is_none() {
-            self.pong_deadline = Some(now + self.config.pong_timeout);
+        let (pong_timeout, interval) = (self.config.pong_timeout, self.config.ping_interval);
+        let extras = self.extras_mut();
+        extras.ping_counter = extras.ping_counter.wrapping_add(1);
+        let payload = extras.ping_counter.to_be_bytes();
+        if extras.pong_deadline.is_none() {
+            extras.pong_deadline = Some(now + pong_timeout);
         }
-        self.next_ping = self.config.ping_interval.map(|d| now + d);
+        extras.next_ping = interval.map(|d| now + d);
+        self.send_control(OpCode::Ping, &payload);
     }
 
     /// Queue a frame whose payload is `Bytes`: large server payloads go out without a copy.
@@ -314,7 +318,7 @@ impl Connection {
         len: usize,
         body: impl FnOnce(&mut BytesMut, Option<[u8; 4]>),
     ) {
-        let mask = match (&mut self.rng, self.role) {
+        let mask = match (self.extras.as_mut().and_then(|e| e.rng.as_mut()), self.role) {
             (Some(rng), Role::Client) => {
                 let mut key = [0; 4];
                 rng.fill(&mut key);
