@@ -13,6 +13,9 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use wsx::{Config, DeflateConfig, Message, WebSocket};
 
+#[path = "shared/echo.rs"]
+mod shared;
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let base = std::env::var("AUTOBAHN_URL").unwrap_or_else(|_| "ws://127.0.0.1:9001".into());
@@ -62,21 +65,5 @@ async fn case_count(base: &str) -> Result<u32, Box<dyn std::error::Error>> {
 
 /// Echo text as text and binary as binary until the connection ends.
 async fn echo(url: &str) -> wsx::Result<()> {
-    let mut ws = open(url).await?;
-    loop {
-        let message = match ws.recv().await {
-            Ok(Some(message)) => message,
-            Ok(None) => break,
-            // Reported as soon as our close is out; keep polling to finish the close cleanly.
-            Err(e) if e.is_protocol() => continue,
-            Err(e) => return Err(e),
-        };
-        if message.is_data() {
-            ws.feed(message).await?;
-            if !ws.has_pending_messages() {
-                ws.flush().await?;
-            }
-        }
-    }
-    Ok(())
+    shared::echo(open(url).await?).await
 }

@@ -14,7 +14,10 @@
 use std::net::SocketAddr;
 
 use tokio::{net::TcpSocket, sync::watch};
-use wsx::{Config, DeflateConfig, Server};
+use wsx::Server;
+
+#[path = "shared/echo.rs"]
+mod shared;
 
 fn main() -> std::io::Result<()> {
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".to_owned());
@@ -56,25 +59,8 @@ fn serve_one(addr: SocketAddr, mut stopped: watch::Receiver<bool>) -> std::io::R
         socket.set_reuseaddr(true)?;
         socket.bind(addr)?;
         let listener = socket.listen(1024)?;
-        let config = Config::default().deflate(Some(DeflateConfig::default())).max_message_size(64 << 20);
-        let server = Server::builder().config(config).from_listener(listener);
-        let handler = |mut ws: wsx::WebSocket<_>, _info| async move {
-            loop {
-                let message = match ws.recv().await {
-                    Ok(Some(message)) => message,
-                    Ok(None) => break,
-                    Err(e) if e.is_protocol() => continue,
-                    Err(e) => return Err(e),
-                };
-                if message.is_data() {
-                    ws.feed(message).await?;
-                    if !ws.has_pending_messages() {
-                        ws.flush().await?;
-                    }
-                }
-            }
-            Ok(())
-        };
+        let server = Server::builder().config(shared::server_config()).from_listener(listener);
+        let handler = |ws, _info| shared::echo(ws);
         let shutdown = async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         };

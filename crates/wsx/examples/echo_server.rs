@@ -6,37 +6,19 @@
 //! cargo run --release -p wsx --example echo_server   # ws://127.0.0.1:9001, or set HOST/PORT
 //! ```
 
-use wsx::{Config, DeflateConfig, Server};
+use wsx::Server;
+
+#[path = "shared/echo.rs"]
+mod shared;
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> wsx::Result<()> {
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".to_owned());
     let port = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(9001u16);
-    let config = Config::default().deflate(Some(DeflateConfig::default())).max_message_size(64 << 20);
-    let server = Server::builder().config(config).bind((host.as_str(), port)).await?;
+    let server = Server::builder().config(shared::server_config()).bind((host.as_str(), port)).await?;
     println!("Echoing on ws://{}", server.local_addr()?);
 
-    let handler = |mut ws: wsx::WebSocket<_>, _info| async move {
-        loop {
-            let message = match ws.recv().await {
-                Ok(Some(message)) => message,
-                Ok(None) => break,
-                // A protocol failure is reported as soon as our close frame is out; keep
-                // polling so the closing handshake finishes cleanly, then the stream ends.
-                Err(e) if e.is_protocol() => continue,
-                Err(e) => return Err(e),
-            };
-            if message.is_data() {
-                // Queue the echo; write once no other message is already waiting, so a burst
-                // that arrived in one read goes back in one write.
-                ws.feed(message).await?;
-                if !ws.has_pending_messages() {
-                    ws.flush().await?;
-                }
-            }
-        }
-        Ok(())
-    };
+    let handler = |ws, _info| shared::echo(ws);
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;

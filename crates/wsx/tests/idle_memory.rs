@@ -14,7 +14,10 @@ use std::{
     time::Duration,
 };
 
-use wsx::{Config, DeflateConfig, Server, WebSocket};
+use wsx::{Server, WebSocket};
+
+#[path = "../examples/shared/echo.rs"]
+mod shared;
 
 /// Heap bytes the server may hold per idle connection.
 ///
@@ -95,29 +98,12 @@ fn engine_and_socket_stay_small() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_hold_little_memory() {
-    // As `examples/echo_server.rs`, the server the benchmark measures: permessage-deflate
-    // accepted (the clients here do not offer it) and a 64 MiB message limit.
-    let config = Config::default().deflate(Some(DeflateConfig::default())).max_message_size(64 << 20);
-    let server = Server::builder().config(config).bind("127.0.0.1:0").await.expect("bind");
+    // The server the benchmark measures (`examples/echo_server.rs`): its settings
+    // (permessage-deflate accepted, though these clients do not offer it) and its echo loop.
+    let server = Server::builder().config(shared::server_config()).bind("127.0.0.1:0").await.expect("bind");
     let addr = server.local_addr().expect("local_addr");
     let shutdown = server.shutdown_handle();
-    let serving = tokio::spawn(server.serve(|mut ws: WebSocket<_>, _info| async move {
-        loop {
-            let message = match ws.recv().await {
-                Ok(Some(message)) => message,
-                Ok(None) => break,
-                Err(e) if e.is_protocol() => continue,
-                Err(e) => return Err(e),
-            };
-            if message.is_data() {
-                ws.feed(message).await?;
-                if !ws.has_pending_messages() {
-                    ws.flush().await?;
-                }
-            }
-        }
-        Ok(())
-    }));
+    let serving = tokio::spawn(server.serve(|ws, _info| shared::echo(ws)));
 
     let clients = Vec::with_capacity(WARM_UP + MEASURED);
     let clients = open(addr, clients, WARM_UP).await;
