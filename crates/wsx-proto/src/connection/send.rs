@@ -274,29 +274,22 @@ impl Connection {
 
     /// Queue a frame whose payload is `Bytes`: large server payloads go out without a copy.
     fn write_frame(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: Bytes) {
-        if self.role == Role::Server && payload.len() < COPY_THRESHOLD {
-            // No mask: the header in its short or 16-bit form (§5.2), the payload copied after.
+        if self.role == Role::Server {
+            // No mask: the header, then the payload, copied after it into the tail if small (a
+            // burst of replies goes out in one write), or queued as it is if large.
             let len = payload.len();
-            let b0 = (u8::from(fin) << 7) | ((rsv & 0x7) << 4) | opcode.bits();
-            let head_len = if len <= 125 { 2 } else { 4 };
-            let tail = self.out.tail_mut(head_len + len);
-            if len <= 125 {
-                tail.extend_from_slice(&[b0, len as u8]);
-            } else {
-                // Below `COPY_THRESHOLD`: fits 16 bits.
-                let [hi, lo] = (len as u16).to_be_bytes();
-                tail.extend_from_slice(&[b0, 126, hi, lo]);
-            }
-            tail.extend_from_slice(&payload);
-            self.out.commit_tail(head_len + len);
-            return;
-        }
-        if self.role == Role::Server && payload.len() >= COPY_THRESHOLD {
-            let header = Header { fin, rsv, opcode, mask: None, payload_len: payload.len() as u64 };
+            let header = Header { fin, rsv, opcode, mask: None, payload_len: len as u64 };
             let mut head = [0; MAX_HEADER_LEN];
             let n = header.encode(&mut head);
-            self.out.extend(&head[..n]);
-            self.out.push(payload);
+            if len < COPY_THRESHOLD {
+                let tail = self.out.tail_mut(n + len);
+                tail.extend_from_slice(&head[..n]);
+                tail.extend_from_slice(&payload);
+                self.out.commit_tail(n + len);
+            } else {
+                self.out.extend(&head[..n]);
+                self.out.push(payload);
+            }
             return;
         }
         self.write_header(opcode, fin, rsv, payload.len(), |out, mask| {
