@@ -48,12 +48,12 @@ mod rng;
 pub mod utf8;
 
 pub use config::{Config, ConfigError};
-pub use connection::{ClientError, CloseReason, Connection, Event};
+pub use connection::{ClientError, CloseReason, Connection, Drained, Event, Replies};
 pub use deflate::DeflateConfig;
 pub use error::{HandshakeError, ProtocolError, SendError};
 pub use frame::{CloseCode, Frame, OpCode};
 pub use handshake::{Accept, Request, Response};
-pub use message::{CloseFrame, Message, Utf8Bytes};
+pub use message::{CloseFrame, Message, MessageRef, Utf8Bytes};
 pub use outgoing::Outgoing;
 pub use rng::{MaskRng, OsSeededRng};
 

@@ -14,13 +14,20 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     if !blocks.is_empty() {
         xor_blocks(blocks, key);
     }
-    // 32 and 8 are multiples of 4, so the key phase is unchanged for what remains.
+    // 32, 8 and 4 are multiples of 4, so the key phase is unchanged for what remains: at most
+    // three 8-byte lanes, one 4-byte word and three bytes.
     let word = u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]]);
     let (lanes, rest) = rest.as_chunks_mut::<8>();
     for lane in lanes {
         *lane = (u64::from_ne_bytes(*lane) ^ word).to_ne_bytes();
     }
-    mask_bytes(rest, key);
+    let (words, rest) = rest.as_chunks_mut::<4>();
+    if let Some(w) = words.first_mut() {
+        *w = (u32::from_ne_bytes(*w) ^ u32::from_ne_bytes(key)).to_ne_bytes();
+    }
+    for (b, k) in rest.iter_mut().zip(key) {
+        *b ^= k;
+    }
 }
 
 /// XOR whole 32-byte blocks with the key repeated. With AVX2 (detected at run time on
@@ -59,13 +66,6 @@ fn rotate(key: [u8; 4], offset: usize) -> [u8; 4] {
     // Byte 0 is the least significant in little-endian order: moving byte i to position
     // i - r is a right rotation by 8 r bits.
     u32::from_le_bytes(key).rotate_right(8 * (offset % 4) as u32).to_le_bytes()
-}
-
-#[inline]
-fn mask_bytes(buf: &mut [u8], key: [u8; 4]) {
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b ^= key[i & 3];
-    }
 }
 
 /// The byte-at-a-time definition from §5.3, kept for tests and benchmarks.

@@ -240,3 +240,112 @@ impl fmt::Display for Message {
         }
     }
 }
+
+/// A text or binary message lent by [`Connection::drain_messages`](crate::Connection::drain_messages)
+/// for the length of one call of its handler, straight from the read buffer: nothing is
+/// allocated, counted or copied to hand it out.
+///
+/// Keep what you need with [`to_message`](Self::to_message), which copies small messages and
+/// shares large ones; send it back with [`Replies::send`](crate::Replies::send).
+#[derive(Clone, Copy)]
+pub struct MessageRef<'a> {
+    text: bool,
+    data: &'a [u8],
+    /// The message's own buffer, when it has one (large, fragmented or compressed messages):
+    /// keeping or echoing it then copies nothing.
+    shared: Option<&'a Bytes>,
+}
+
+impl<'a> MessageRef<'a> {
+    /// A message whose bytes are borrowed from the read buffer.
+    ///
+    /// Invariant for callers: `data` is valid UTF-8 when `text` is set.
+    pub(crate) fn borrowed(text: bool, data: &'a [u8]) -> Self {
+        debug_assert!(!text || str::from_utf8(data).is_ok());
+        Self { text, data, shared: None }
+    }
+
+    /// A view of a whole text or binary [`Message`]; `None` for the other kinds.
+    pub fn from_message(message: &'a Message) -> Option<Self> {
+        match message {
+            Message::Text(t) => Some(Self { text: true, data: t.as_bytes(), shared: Some(t.as_bytes()) }),
+            Message::Binary(b) => Some(Self { text: false, data: b, shared: Some(b) }),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a text message (its bytes are valid UTF-8).
+    pub fn is_text(&self) -> bool {
+        self.text
+    }
+
+    /// Whether this is a binary message.
+    pub fn is_binary(&self) -> bool {
+        !self.text
+    }
+
+    /// The payload.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.data
+    }
+
+    /// The text, if this is a text message.
+    pub fn as_text(&self) -> Option<&'a str> {
+        // SAFETY: `text` is only set by `borrowed`, whose callers validate the bytes first, and
+        // by `from_message` for a `Utf8Bytes`, which is valid UTF-8 by construction.
+        self.text.then(|| unsafe { str::from_utf8_unchecked(self.data) })
+    }
+
+    /// The payload length in bytes.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// The shared buffer behind the payload, if it has one.
+    pub(crate) fn shared(&self) -> Option<&'a Bytes> {
+        self.shared
+    }
+
+    /// An owned [`Message`] with the same contents: a copy of a small message, a shared
+    /// reference to a large one.
+    pub fn to_message(&self) -> Message {
+        let bytes = match self.shared {
+            Some(b) => b.clone(),
+            None => Bytes::copy_from_slice(self.data),
+        };
+        if self.text { Message::Text(Utf8Bytes::from_validated(bytes)) } else { Message::Binary(bytes) }
+    }
+}
+
+impl fmt::Debug for MessageRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.as_text() {
+            Some(t) => f.debug_tuple("Text").field(&t).finish(),
+            None => f.debug_tuple("Binary").field(&self.data).finish(),
+        }
+    }
+}
+
+impl fmt::Display for MessageRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.as_text() {
+            Some(t) => f.write_str(t),
+            None => write!(f, "<{} bytes of binary>", self.data.len()),
+        }
+    }
+}
+
+impl PartialEq<Message> for MessageRef<'_> {
+    fn eq(&self, other: &Message) -> bool {
+        match other {
+            Message::Text(t) => self.text && self.data == t.as_bytes().as_ref(),
+            Message::Binary(b) => !self.text && self.data == b.as_ref(),
+            _ => false,
+        }
+    }
+}

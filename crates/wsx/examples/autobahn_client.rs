@@ -65,5 +65,6 @@ async fn case_count(base: &str) -> Result<u32, Box<dyn std::error::Error>> {
 
 /// Echo text as text and binary as binary until the connection ends.
 async fn echo(url: &str) -> wsx::Result<()> {
-    shared::echo(open(url).await?).await
+    // The owned-message path here; the server role runs the borrowed one (`echo_server`).
+    shared::echo_messages(open(url).await?).await
 }

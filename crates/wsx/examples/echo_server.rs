@@ -1,6 +1,7 @@
 //! Echoes every message back (text as text, binary as binary), with permessage-deflate and a
 //! 64 MiB message limit: the server the Autobahn conformance suite and the benchmarks run
-//! against.
+//! against. It answers through the borrowed receive path (`WebSocket::recv_each`); with
+//! `WSX_ECHO=messages`, through owned messages (`recv`, `feed`, `flush`) instead.
 //!
 //! ```sh
 //! cargo run --release -p wsx --example echo_server   # ws://127.0.0.1:9001, or set HOST/PORT
@@ -18,11 +19,14 @@ async fn main() -> wsx::Result<()> {
     let server = Server::builder().config(shared::server_config()).bind((host.as_str(), port)).await?;
     println!("Echoing on ws://{}", server.local_addr()?);
 
-    let handler = |ws, _info| shared::echo(ws);
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
     };
-    server.serve_with_shutdown(handler, ctrl_c).await
+    if std::env::var_os("WSX_ECHO").is_some_and(|api| api == "messages") {
+        server.serve_with_shutdown(|ws, _info| shared::echo_messages(ws), ctrl_c).await
+    } else {
+        server.serve_with_shutdown(|ws, _info| shared::echo(ws), ctrl_c).await
+    }
 }

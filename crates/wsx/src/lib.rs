@@ -38,7 +38,8 @@ pub use handshake::{Reject, accept, accept_with, client};
 pub use server::{ConnectionInfo, Server, ShutdownHandle};
 pub use stream::{WebSocket, WsReader, WsWriter};
 pub use wsx_proto::{
-    Accept, CloseCode, CloseFrame, CloseReason, Config, DeflateConfig, Frame, Message, Request, Response, Utf8Bytes,
+    Accept, CloseCode, CloseFrame, CloseReason, Config, DeflateConfig, Frame, Message, MessageRef, Replies, Request,
+    Response, Utf8Bytes,
 };
 
 /// The engine crate, for lower-level use.

@@ -15,7 +15,9 @@ use tokio::{
     io::{AsyncRead, AsyncWrite},
     time::Sleep,
 };
-use wsx_proto::{CloseCode, CloseFrame, CloseReason, Connection, Event, Frame, Message, SendError};
+use wsx_proto::{
+    CloseCode, CloseFrame, CloseReason, Connection, Drained, Event, Frame, Message, MessageRef, Replies, SendError,
+};
 
 use crate::error::{Error, Result};
 
@@ -167,11 +169,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// Drive the connection until it has an event, or it ends (`None`).
     pub(crate) fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event>>> {
+        self.poll_event_with(cx, &mut |_| Drained::All)
+    }
+
+    /// [`poll_event`](Self::poll_event), calling `drain` on everything received before events
+    /// are taken: with [`Connection::drain_messages`] inside, data messages never come out as
+    /// events. When `drain` stops at the write queue's high-water mark, the queue is written
+    /// out before anything else is read or taken.
+    fn poll_event_with<D>(&mut self, cx: &mut Context<'_>, drain: &mut D) -> Poll<Option<Result<Event>>>
+    where
+        D: FnMut(&mut Connection) -> Drained,
+    {
         // Only look here; register for the signal when about to wait.
         #[cfg(feature = "server")]
         self.poll_away(None);
         loop {
-            if let Some(event) = self.conn.next_event() {
+            let blocked = !self.done && drain(&mut self.conn) == Drained::WriteBlocked;
+            if !blocked && let Some(event) = self.conn.next_event() {
                 if let Event::Closed(_) = event {
                     self.done = true;
                     // Flush the last bytes and shut down; errors no longer matter.
@@ -182,12 +196,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             if self.done {
                 return Poll::Ready(self.io_error.take().map(|e| Err(e.into())));
             }
-            if let Poll::Ready(Err(e)) = self.poll_write_out(cx) {
-                self.io_failed(e);
-                continue;
+            match self.poll_write_out(cx) {
+                Poll::Ready(Err(e)) => {
+                    self.io_failed(e);
+                    continue;
+                }
+                // Written out, or at least under the mark again: hand out more.
+                _ if blocked && !self.conn.is_write_blocked() => continue,
+                _ => {}
             }
             if self.poll_timer(cx).is_ready() {
                 continue;
+            }
+            if blocked {
+                // Wait for the socket to take more (its waker is registered) before reading.
+                #[cfg(feature = "server")]
+                if self.poll_away(Some(cx)) {
+                    continue;
+                }
+                return Poll::Pending;
             }
             match self.poll_read_in(cx) {
                 Poll::Ready(Ok(())) => continue,
@@ -231,8 +258,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// The next message: data, ping, pong or the peer's close; `None` once the connection has
     /// ended cleanly.
     pub(crate) fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
+        self.poll_message_with(cx, &mut |_| Drained::All)
+    }
+
+    /// [`poll_message`](Self::poll_message), with data messages handed to `handle` borrowed
+    /// instead of returned (see [`WebSocket::recv_each`]).
+    pub(crate) fn poll_each<F>(&mut self, cx: &mut Context<'_>, handle: &mut F) -> Poll<Option<Result<Message>>>
+    where
+        F: FnMut(MessageRef<'_>, &mut Replies<'_>),
+    {
+        self.poll_message_with(cx, &mut |conn: &mut Connection| conn.drain_messages(&mut *handle))
+    }
+
+    fn poll_message_with<D>(&mut self, cx: &mut Context<'_>, drain: &mut D) -> Poll<Option<Result<Message>>>
+    where
+        D: FnMut(&mut Connection) -> Drained,
+    {
         loop {
-            let Poll::Ready(event) = self.poll_event(cx) else {
+            let Poll::Ready(event) = self.poll_event_with(cx, drain) else {
                 return match self.early_failure() {
                     Some(e) => Poll::Ready(Some(Err(e))),
                     None => Poll::Pending,
@@ -429,6 +472,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     // embeds theirs, and that future is most of an idle connection's memory.
     pub fn recv(&mut self) -> impl Future<Output = Result<Option<Message>>> + '_ {
         poll_fn(|cx| self.driver.poll_message(cx).map(Option::transpose))
+    }
+
+    /// Hand every text and binary message to `handle` as it is parsed, borrowed from the read
+    /// buffer, with [`Replies`] to answer it; return the next message of another kind: a ping
+    /// (already answered), a pong or the peer's close, or `Ok(None)` once the connection has
+    /// ended cleanly, an error if it failed.
+    ///
+    /// This is the fast way to serve a connection whose handler does not need to wait (an
+    /// echo, a game tick, a trading feed): nothing is allocated or reference-counted per
+    /// message, replies are framed straight into the write queue, and all the messages of one
+    /// read are answered with one write. A handler that must `await` uses [`recv`](Self::recv)
+    /// instead. Handling stops while the write queue is over `write_high_water`, until the
+    /// socket takes it. Cancel-safe: a message is handled whole or not at all, and replies
+    /// already queued go out with the next write.
+    ///
+    /// ```no_run
+    /// # async fn serve(mut ws: wsx::WebSocket<tokio::net::TcpStream>) -> wsx::Result<()> {
+    /// // Echo everything until the peer closes.
+    /// while ws.recv_each(|message, replies| { let _ = replies.send(message); }).await?.is_some() {}
+    /// # Ok(()) }
+    /// ```
+    pub fn recv_each<F>(&mut self, mut handle: F) -> impl Future<Output = Result<Option<Message>>>
+    where
+        F: FnMut(MessageRef<'_>, &mut Replies<'_>),
+    {
+        poll_fn(move |cx| self.driver.poll_each(cx, &mut handle).map(Option::transpose))
     }
 
     /// Send a message and write it out. Waits while the write queue is over

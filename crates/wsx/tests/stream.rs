@@ -188,3 +188,165 @@ async fn compression_can_be_chosen_per_message() {
     assert_eq!(server.recv().await.unwrap(), Some(Message::text(text)));
     assert_eq!(server.recv().await.unwrap(), Some(Message::text("tiny")));
 }
+
+/// The borrowed receive path (`recv_each`) echoing: every data message reaches the handler in
+/// order, whatever its size or framing, and the other kinds come back to the caller.
+#[tokio::test]
+async fn recv_each_echoes_everything_in_order_and_returns_control_messages() {
+    let (client, mut server) = pair(1 << 16, Config::default(), Config::default()).await;
+    let echo = tokio::spawn(async move {
+        let mut handled = 0usize;
+        let mut returned = Vec::new();
+        loop {
+            let handler = |m: wsx::MessageRef<'_>, r: &mut wsx::Replies<'_>| {
+                handled += 1;
+                r.send(m).unwrap();
+            };
+            match server.recv_each(handler).await.unwrap() {
+                Some(other) => returned.push(other),
+                None => break,
+            }
+        }
+        (handled, returned)
+    });
+    // Write from one task while this one reads the echoes: they are far larger than the pipe.
+    let (mut reader, mut writer) = client.split();
+    let sender = tokio::spawn(async move {
+        let mut sent = Vec::new();
+        for i in 0..200usize {
+            let message = match i % 4 {
+                0 => Message::text(format!("text {i}")),
+                1 => Message::binary(vec![i as u8; i * 7]),
+                2 => Message::binary(vec![i as u8; 70_000 + i]),
+                _ => Message::text("é".repeat(i)),
+            };
+            writer.feed(message.clone()).await.unwrap();
+            sent.push(message);
+            if i % 50 == 0 {
+                writer.feed(Message::Ping(bytes::Bytes::from(format!("p{i}")))).await.unwrap();
+            }
+        }
+        writer.send_frame(Frame::text("frag", false)).await.unwrap();
+        writer.send_frame(Frame::continuation("mented", true)).await.unwrap();
+        sent.push(Message::text("fragmented"));
+        writer.flush().await.unwrap();
+        (writer, sent)
+    });
+    let mut got = Vec::new();
+    let mut pongs = 0;
+    while got.len() < 201 {
+        match reader.recv().await.unwrap().unwrap() {
+            Message::Pong(_) => pongs += 1,
+            m => got.push(m),
+        }
+    }
+    let (writer, sent) = sender.await.unwrap();
+    assert!(got == sent, "echoes differ from what was sent");
+    let mut client = reader.unsplit(writer).unwrap();
+    client.close(CloseCode::NORMAL, "done").await.unwrap();
+    let (handled, returned) = echo.await.unwrap();
+    assert_eq!(handled, sent.len());
+    assert_eq!(pongs, 4);
+    let kinds: Vec<String> = returned.iter().map(|m| m.to_string()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "<ping, 2 bytes>",
+            "<ping, 3 bytes>",
+            "<ping, 4 bytes>",
+            "<ping, 4 bytes>",
+            "<close 1000 (normal closure): \"done\">"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn recv_each_stops_handling_while_the_peer_does_not_read() {
+    let high = 32 << 10;
+    let (mut client, mut server) = pair(4096, Config::default(), Config::default().write_high_water(high)).await;
+    let handled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = handled.clone();
+    let echo = tokio::spawn(async move {
+        let handler = move |m: wsx::MessageRef<'_>, r: &mut wsx::Replies<'_>| {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            r.send(m).unwrap();
+        };
+        let result = server.recv_each(handler).await;
+        (result.map(|m| m.is_some()), server.buffered_amount())
+    });
+    // 4,000 messages of 1 KiB, and the client never reads the echoes.
+    let message = Message::binary(vec![1u8; 1024]);
+    let writer = tokio::spawn(async move {
+        for _ in 0..4000 {
+            if client.send(message.clone()).await.is_err() {
+                break;
+            }
+        }
+        client
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stalled_at = handled.load(std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(handled.load(std::sync::atomic::Ordering::Relaxed), stalled_at, "still handling");
+    assert!(stalled_at < 4000, "never stopped: {stalled_at}");
+    assert!(stalled_at * 1024 >= high, "stopped before the mark: {stalled_at}");
+    echo.abort();
+    writer.abort();
+}
+
+#[tokio::test]
+async fn recv_each_reports_a_protocol_error_after_the_messages_before_it() {
+    let (mut server, mut raw) = raw_peer(Config::default()).await;
+    let mut input = Vec::new();
+    for payload in [&b"one"[..], b"two", &[b'a', 0xFF]] {
+        input.extend([0x81, 0x80 | payload.len() as u8, 0, 0, 0, 0]);
+        input.extend(payload);
+    }
+    raw.write_all(&input).await.unwrap();
+    let mut seen = Vec::new();
+    let error = server
+        .recv_each(|m, r| {
+            seen.push(m.as_text().unwrap().to_owned());
+            r.send_text("ok").unwrap();
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.close_code(), Some(CloseCode::INVALID_DATA));
+    assert_eq!(seen, ["one", "two"]);
+    let mut out = vec![0; 8];
+    raw.read_exact(&mut out).await.unwrap();
+    assert_eq!(out, [0x81, 2, b'o', b'k', 0x81, 2, b'o', b'k'], "the replies went out before the close");
+    let mut close = [0; 4];
+    raw.read_exact(&mut close).await.unwrap();
+    assert_eq!([close[0], close[2], close[3]], [0x88, 0x03, 0xEF], "then close 1007");
+}
+
+#[tokio::test]
+async fn recv_each_handler_can_close_the_connection() {
+    let (mut client, mut server) = pair(1 << 16, Config::default(), Config::default()).await;
+    let task = tokio::spawn(async move {
+        let mut results = Vec::new();
+        while let Some(m) = server
+            .recv_each(|m, r| {
+                if m.as_text() == Some("quit") {
+                    r.close(CloseCode(4001), "bye").unwrap();
+                } else {
+                    r.send(m).unwrap();
+                }
+            })
+            .await
+            .unwrap()
+        {
+            results.push(m);
+        }
+        results
+    });
+    client.send("hello").await.unwrap();
+    client.send("quit").await.unwrap();
+    assert_eq!(client.recv().await.unwrap(), Some(Message::text("hello")));
+    let Some(Message::Close(Some(frame))) = client.recv().await.unwrap() else { panic!("no close") };
+    assert_eq!((frame.code, frame.reason.as_str()), (CloseCode(4001), "bye"));
+    assert_eq!(client.recv().await.unwrap(), None);
+    let returned = task.await.unwrap();
+    assert_eq!(returned, [Message::Close(Some(wsx::CloseFrame::new(CloseCode(4001), "bye")))]);
+}

@@ -6,10 +6,13 @@
 //! only on local misuse. After each call, drain the outputs in order: [`Connection::transmit`],
 //! [`Connection::wants_shutdown`], [`Connection::deadline`], [`Connection::next_event`].
 
+mod drain;
 mod recv;
 mod send;
 #[cfg(test)]
 mod tests;
+
+pub use drain::{Drained, Replies};
 
 use std::{collections::VecDeque, fmt, sync::Arc, time::Instant};
 
@@ -154,6 +157,10 @@ impl Events {
         self.first.take().or_else(|| self.rest.as_mut()?.pop_front())
     }
 
+    fn front(&self) -> Option<&Event> {
+        self.first.as_ref().or_else(|| self.rest.as_ref()?.front())
+    }
+
     fn is_empty(&self) -> bool {
         self.first.is_none() && self.rest.as_ref().is_none_or(|r| r.is_empty())
     }
@@ -280,6 +287,8 @@ pub struct Connection {
     read_base: u32,
     /// The size class of `rbuf` if it came from the buffer cache and can go back; 0 if not.
     rbuf_class: u32,
+    /// `drain_messages` has been called: leave data frames to it.
+    drains: bool,
 }
 
 impl fmt::Debug for Connection {
@@ -369,6 +378,7 @@ impl Connection {
             read_size,
             read_base: NO_READ,
             rbuf_class: 0,
+            drains: false,
         }
     }
 
@@ -565,7 +575,12 @@ impl Connection {
         if let Some(extras) = self.extras.as_mut().filter(|_| self.config.idle_timeout.is_some()) {
             extras.last_received = Some(now);
         }
-        self.process();
+        // A connection drained with `drain_messages` takes its data frames there, borrowed:
+        // parsing one here would make it an owned event. (It is parsed by the drain that follows
+        // this input; everything else is parsed now as usual.)
+        if !(self.drains && self.can_receive() && matches!(self.rbuf.first(), Some(0x81 | 0x82))) {
+            self.process();
+        }
     }
 
     /// The peer closed its side of the TCP connection (read returned 0 bytes).

@@ -15,6 +15,66 @@ use crate::{
 /// The most a read is sized for ahead of data, from the last frame's size.
 const READ_HINT_MAX: usize = 256 << 10;
 
+/// A whole small data frame found by [`small_frame`]: its payload, unmasked and validated, is
+/// `buf[start..start + len]`.
+pub(super) struct SmallFrame {
+    pub(super) text: bool,
+    pub(super) start: usize,
+    pub(super) len: usize,
+}
+
+/// What [`small_frame`] found at the start of the buffer.
+pub(super) enum Small {
+    /// A whole small frame, unmasked and validated.
+    Whole(SmallFrame),
+    /// The start of one: the rest has not arrived. Nothing is unmasked or validated yet.
+    Partial { text: bool },
+    /// Anything else, for the general path.
+    Other,
+}
+
+/// The fast path for most of what arrives: a whole text or binary frame at the start of `buf`,
+/// with FIN set, no RSV bit, a 7- or 16-bit length of at most `limit` and the mask its
+/// direction needs (`server`: masked). Unmasks and validates its payload in place. Anything
+/// else is left to the general path, which must be the only other case a caller handles: this
+/// checks the same rules as `check_header` and `handle_frame` do for such a frame (with no
+/// fragmented message being assembled), and reports only invalid UTF-8 itself.
+#[inline(always)]
+pub(super) fn small_frame(buf: &mut [u8], server: bool, limit: usize) -> Result<Small, ProtocolError> {
+    let [b0, b1, ref rest @ ..] = *buf else {
+        return Ok(Small::Other);
+    };
+    // FIN set, RSV bits clear, opcode 0x1 (text) or 0x2 (binary).
+    let text = b0 == 0x81;
+    // §5.1: a client masks every frame, a server none.
+    let masked = b1 & 0x80 != 0;
+    if !(text || b0 == 0x82) || masked != server {
+        return Ok(Small::Other);
+    }
+    let (len, header_len) = match (b1 & 0x7F, rest) {
+        (126, [hi, lo, ..]) => (usize::from(u16::from_be_bytes([*hi, *lo])), 4),
+        (126 | 127, _) => return Ok(Small::Other),
+        (n, _) => (usize::from(n), 2),
+    };
+    let start = if masked { header_len + 4 } else { header_len };
+    if len > limit {
+        return Ok(Small::Other);
+    }
+    if buf.len() < start + len {
+        return Ok(Small::Partial { text });
+    }
+    let frame = &mut buf[header_len..start + len];
+    if let Some((key, payload)) = frame.split_first_chunk_mut::<4>().filter(|_| masked) {
+        apply_mask(payload, *key, 0);
+    }
+    // The frame is whole, so checking it at once fails exactly where the incremental validator
+    // would.
+    if text && simdutf8::basic::from_utf8(&buf[start..start + len]).is_err() {
+        return Err(ProtocolError::InvalidUtf8);
+    }
+    Ok(Small::Whole(SmallFrame { text, start, len }))
+}
+
 impl Connection {
     /// Process whatever the read buffer holds, as far as the state allows.
     pub(super) fn process(&mut self) {
@@ -189,7 +249,15 @@ impl Connection {
     /// Stops at the first event: the rest is parsed when the application has taken it.
     fn read_frames(&mut self) -> Result<(), ProtocolError> {
         while matches!(self.state, State::Open | State::CloseSent) && self.events.is_empty() {
-            if self.frame.is_none() && self.message.is_none() && self.role == Role::Server && self.read_small_frame()? {
+            if self.frame.is_none()
+                && self.message.is_none()
+                && let Some(SmallFrame { text, start, len }) = self.parse_small_frame()?
+            {
+                self.rbuf.advance(start);
+                let payload = self.rbuf.split_to(len).freeze();
+                let message =
+                    if text { Message::Text(Utf8Bytes::from_validated(payload)) } else { Message::Binary(payload) };
+                self.events.push_back(Event::Message(message));
                 continue;
             }
             let mut frame = match self.frame.as_deref() {
@@ -234,44 +302,18 @@ impl Connection {
         Ok(())
     }
 
-    /// The fast path for most of what a server receives: a whole masked text or binary frame
-    /// with FIN set, no RSV bit and a 7- or 16-bit length, with no message being assembled.
-    /// Handles it and returns `true`, or returns `false` to leave everything else, including
-    /// every error other than invalid UTF-8, to the general path. Checks the same rules as
-    /// `check_header` and `handle_frame` do for such a frame.
-    fn read_small_frame(&mut self) -> Result<bool, ProtocolError> {
-        let [b0, b1, ref rest @ ..] = self.rbuf[..] else {
-            return Ok(false);
+    /// The fast path for most of what arrives: see [`small_frame`]. Unmasks and validates the
+    /// payload in place and returns where it lies in the read buffer (nothing consumed yet), or
+    /// `None` to leave the frame, including every error other than invalid UTF-8, to the general
+    /// path.
+    pub(super) fn parse_small_frame(&mut self) -> Result<Option<SmallFrame>, ProtocolError> {
+        let limit = self.config.max_frame_size.min(self.config.max_message_size);
+        let Small::Whole(frame) = small_frame(&mut self.rbuf, self.role == Role::Server, limit)? else {
+            return Ok(None);
         };
-        // FIN set, RSV bits clear, opcode 0x1 (text) or 0x2 (binary); masked.
-        let text = b0 == 0x81;
-        if !(text || b0 == 0x82) || b1 & 0x80 == 0 {
-            return Ok(false);
-        }
-        let (len, key_at) = match (b1 & 0x7F, rest) {
-            (126, [hi, lo, ..]) => (usize::from(u16::from_be_bytes([*hi, *lo])), 4),
-            (126 | 127, _) => return Ok(false),
-            (n, _) => (usize::from(n), 2),
-        };
-        let start = key_at + 4;
-        if self.rbuf.len() < start + len || len > self.config.max_frame_size || len > self.config.max_message_size {
-            return Ok(false);
-        }
-        let key = [self.rbuf[key_at], self.rbuf[key_at + 1], self.rbuf[key_at + 2], self.rbuf[key_at + 3]];
-        self.rbuf.advance(start);
-        let payload = &mut self.rbuf[..len];
-        apply_mask(payload, key, 0);
-        // The frame is whole, so checking it at once fails exactly where the incremental
-        // validator would.
-        if text && simdutf8::basic::from_utf8(payload).is_err() {
-            return Err(ProtocolError::InvalidUtf8);
-        }
         // At most 65,535: fits a `u32`.
-        self.read_hint = len as u32;
-        let payload = self.rbuf.split_to(len).freeze();
-        let message = if text { Message::Text(Utf8Bytes::from_validated(payload)) } else { Message::Binary(payload) };
-        self.events.push_back(Event::Message(message));
-        Ok(true)
+        self.read_hint = frame.len as u32;
+        Ok(Some(frame))
     }
 
     /// Check a header against the connection's state before any of its payload is read.

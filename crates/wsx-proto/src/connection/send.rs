@@ -6,12 +6,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{Connection, OutMessage, State};
 use crate::{
-    Accept, CloseCode, CloseFrame, Frame, HandshakeError, Message, Role, SendError,
+    Accept, CloseCode, CloseFrame, Frame, HandshakeError, MaskRng, Message, Role, SendError,
     deflate::Deflate,
     frame::{Header, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, RSV1},
     handshake::server,
     mask::apply_mask,
-    outgoing::COPY_THRESHOLD,
+    outgoing::{COPY_THRESHOLD, Outgoing},
 };
 
 impl Connection {
@@ -94,14 +94,14 @@ impl Connection {
                 if !fin {
                     self.out_message = Some(OutMessage { compressed });
                 }
-                self.write_data_frame(opcode, fin, compressed, true, payload);
+                self.writer().write_data_frame(opcode, fin, compressed, true, Payload::Shared(payload));
                 Ok(())
             }
             (OpCode::Continuation, Some(m)) => {
                 if fin {
                     self.out_message = None;
                 }
-                self.write_data_frame(opcode, fin, m.compressed, false, payload);
+                self.writer().write_data_frame(opcode, fin, m.compressed, false, Payload::Shared(payload));
                 Ok(())
             }
             _ => Err(SendError::InvalidFragment),
@@ -143,7 +143,7 @@ impl Connection {
         Ok(())
     }
 
-    fn start_close(&mut self, frame: Option<CloseFrame>) -> Result<(), SendError> {
+    pub(super) fn start_close(&mut self, frame: Option<CloseFrame>) -> Result<(), SendError> {
         if let Some(f) = &frame {
             if !f.code.is_sendable() {
                 return Err(SendError::InvalidCloseCode(f.code.0));
@@ -186,59 +186,23 @@ impl Connection {
         if self.out_message.is_some() {
             return Err(SendError::InvalidFragment);
         }
-        let compressed = match (&self.deflate, compress) {
-            (None, _) => false,
-            (Some(_), Some(choice)) => choice,
-            (Some(d), None) => d.should_compress(payload.len()),
-        };
-        self.write_data_frame(opcode, true, compressed, true, payload);
+        self.writer().write_message(opcode, Payload::Shared(payload), compress);
         Ok(())
-    }
-
-    /// Encode a data frame; compress its payload first if the message is compressed.
-    fn write_data_frame(&mut self, opcode: OpCode, fin: bool, compressed: bool, first: bool, payload: Bytes) {
-        if !compressed {
-            self.write_frame(opcode, fin, 0, payload);
-            return;
-        }
-        // Invariant: `compressed` is only true when deflate was negotiated.
-        let deflate = self.deflate.as_mut().expect("deflate negotiated");
-        let mut scratch = std::mem::take(&mut deflate.scratch);
-        deflate.compress(&payload, fin, &mut scratch);
-        if first && fin && scratch.len() >= payload.len() {
-            // Incompressible (already compressed media, random bytes): deflate would only add
-            // bytes. Send it as it is, and make the compressor forget it, since the peer's
-            // window will not hold it.
-            deflate.reset_compressor();
-            scratch.clear();
-            deflate.scratch = scratch;
-            self.write_frame(opcode, fin, 0, payload);
-            return;
-        }
-        let rsv = if first { RSV1 } else { 0 };
-        let len = scratch.len();
-        self.write_header(opcode, fin, rsv, len, |out, mask| {
-            let start = out.len();
-            out.extend_from_slice(&scratch);
-            if let Some(key) = mask {
-                apply_mask(&mut out[start..], key, 0);
-            }
-        });
-        scratch.clear();
-        if let Some(deflate) = self.deflate.as_mut() {
-            deflate.scratch = scratch;
-        }
     }
 
     /// Queue a control frame (payload at most 125 bytes, checked by the caller).
     pub(super) fn send_control(&mut self, opcode: OpCode, payload: &[u8]) {
-        self.write_header(opcode, true, 0, payload.len(), |out, mask| {
-            let start = out.len();
-            out.extend_from_slice(payload);
-            if let Some(key) = mask {
-                apply_mask(&mut out[start..], key, 0);
-            }
-        });
+        self.writer().write_control(opcode, payload);
+    }
+
+    /// The sending side, borrowed on its own.
+    pub(super) fn writer(&mut self) -> Writer<'_> {
+        Writer {
+            role: self.role,
+            out: &mut self.out,
+            deflate: self.deflate.as_deref_mut(),
+            rng: self.extras.as_mut().and_then(|e| e.rng.as_deref_mut()),
+        }
     }
 
     /// Queue a close frame and remember it.
@@ -271,24 +235,140 @@ impl Connection {
         extras.next_ping = interval.map(|d| now + d);
         self.send_control(OpCode::Ping, &payload);
     }
+}
 
-    /// Queue a frame whose payload is `Bytes`: large server payloads go out without a copy.
-    fn write_frame(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: Bytes) {
+/// A payload to frame: shared (large ones are queued without a copy) or borrowed (copied).
+pub(super) enum Payload<'p> {
+    Shared(Bytes),
+    Borrowed(&'p [u8]),
+}
+
+impl std::ops::Deref for Payload<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Payload::Shared(b) => b,
+            Payload::Borrowed(b) => b,
+        }
+    }
+}
+
+/// The sending side of a connection: the write queue, the compressor and the client's masking
+/// keys, borrowed apart from the receiving side, so that a reply can be framed while the message
+/// it answers is still borrowed from the read buffer (see `Connection::drain_messages`).
+pub(super) struct Writer<'a> {
+    pub(super) role: Role,
+    pub(super) out: &'a mut Outgoing,
+    pub(super) deflate: Option<&'a mut Deflate>,
+    pub(super) rng: Option<&'a mut (dyn MaskRng + 'static)>,
+}
+
+impl Writer<'_> {
+    /// Whether a data message of `len` bytes would be compressed: over the permessage-deflate
+    /// threshold, or as `choice` says; never without the extension.
+    pub(super) fn should_compress(&self, len: usize, choice: Option<bool>) -> bool {
+        match (&self.deflate, choice) {
+            (None, _) => false,
+            (Some(_), Some(choice)) => choice,
+            (Some(d), None) => d.should_compress(len),
+        }
+    }
+
+    /// Encode a whole text or binary message, compressed over the permessage-deflate threshold
+    /// or as `choice` says. A server's small uncompressed replies, the common case, take a short
+    /// path straight into the tail.
+    #[inline(always)]
+    pub(super) fn write_message(&mut self, opcode: OpCode, payload: Payload<'_>, choice: Option<bool>) {
+        let compressed = self.should_compress(payload.len(), choice);
+        if !compressed
+            && self.role == Role::Server
+            && (payload.len() < COPY_THRESHOLD || matches!(payload, Payload::Borrowed(_)))
+        {
+            // FIN, no RSV bit, no mask.
+            self.out.extend_frame(0x80 | opcode.bits(), &payload);
+            return;
+        }
+        self.write_data_frame(opcode, true, compressed, true, payload);
+    }
+
+    /// Encode a data frame; compress its payload first if the message is compressed.
+    ///
+    /// Kept out of line: inlined, its compression path would make every caller's fast path
+    /// save and restore registers and a large stack frame for it.
+    #[inline(never)]
+    pub(super) fn write_data_frame(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        compressed: bool,
+        first: bool,
+        payload: Payload<'_>,
+    ) {
+        if !compressed {
+            self.write_frame(opcode, fin, 0, payload);
+            return;
+        }
+        // Invariant: `compressed` is only true when deflate was negotiated.
+        let deflate = self.deflate.as_deref_mut().expect("deflate negotiated");
+        let mut scratch = std::mem::take(&mut deflate.scratch);
+        deflate.compress(&payload, fin, &mut scratch);
+        if first && fin && scratch.len() >= payload.len() {
+            // Incompressible (already compressed media, random bytes): deflate would only add
+            // bytes. Send it as it is, and make the compressor forget it, since the peer's
+            // window will not hold it.
+            deflate.reset_compressor();
+            scratch.clear();
+            deflate.scratch = scratch;
+            self.write_frame(opcode, fin, 0, payload);
+            return;
+        }
+        let rsv = if first { RSV1 } else { 0 };
+        let len = scratch.len();
+        self.write_header(opcode, fin, rsv, len, |out, mask| {
+            let start = out.len();
+            out.extend_from_slice(&scratch);
+            if let Some(key) = mask {
+                apply_mask(&mut out[start..], key, 0);
+            }
+        });
+        scratch.clear();
+        if let Some(deflate) = self.deflate.as_deref_mut() {
+            deflate.scratch = scratch;
+        }
+    }
+
+    /// Queue a control frame (payload at most 125 bytes, checked by the caller).
+    pub(super) fn write_control(&mut self, opcode: OpCode, payload: &[u8]) {
+        self.write_header(opcode, true, 0, payload.len(), |out, mask| {
+            let start = out.len();
+            out.extend_from_slice(payload);
+            if let Some(key) = mask {
+                apply_mask(&mut out[start..], key, 0);
+            }
+        });
+    }
+
+    /// Queue a frame: a server's large shared payloads go out without a copy.
+    fn write_frame(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: Payload<'_>) {
         if self.role == Role::Server {
-            // No mask: the header, then the payload, copied after it into the tail if small (a
-            // burst of replies goes out in one write), or queued as it is if large.
+            // No mask: the header, then the payload, copied after it into the tail if small or
+            // borrowed (a burst of replies goes out in one write), or queued as it is if large.
             let len = payload.len();
             let header = Header { fin, rsv, opcode, mask: None, payload_len: len as u64 };
             let mut head = [0; MAX_HEADER_LEN];
             let n = header.encode(&mut head);
-            if len < COPY_THRESHOLD {
-                let tail = self.out.tail_mut(n + len);
-                tail.extend_from_slice(&head[..n]);
-                tail.extend_from_slice(&payload);
-                self.out.commit_tail(n + len);
-            } else {
-                self.out.extend(&head[..n]);
-                self.out.push(payload);
+            match payload {
+                Payload::Shared(bytes) if len >= COPY_THRESHOLD => {
+                    self.out.extend(&head[..n]);
+                    self.out.push(bytes);
+                }
+                payload => {
+                    let tail = self.out.tail_mut(n + len);
+                    tail.extend_from_slice(&head[..n]);
+                    tail.extend_from_slice(&payload);
+                    self.out.commit_tail(n + len);
+                }
             }
             return;
         }
@@ -311,7 +391,7 @@ impl Connection {
         len: usize,
         body: impl FnOnce(&mut BytesMut, Option<[u8; 4]>),
     ) {
-        let mask = match (self.extras.as_mut().and_then(|e| e.rng.as_mut()), self.role) {
+        let mask = match (self.rng.as_deref_mut(), self.role) {
             (Some(rng), Role::Client) => {
                 let mut key = [0; 4];
                 rng.fill(&mut key);

@@ -12,26 +12,52 @@ pub(crate) fn server_config() -> Config {
     Config::default().deflate(Some(DeflateConfig::default())).max_message_size(64 << 20)
 }
 
-/// Echo every message back (text as text, binary as binary) until the connection ends.
+/// Echo every message back (text as text, binary as binary) until the connection ends, with
+/// the borrowed receive path: each message is answered where it lies in the read buffer, and
+/// all the answers to one read go out in one write.
 ///
 /// Not an `async fn`: that would keep its argument and the block's copy of the socket side by
 /// side in the future for the connection's whole life (measured: 1,351 instead of 967 heap bytes
 /// per idle connection in `tests/idle_memory.rs`).
-#[allow(clippy::manual_async_fn)]
+#[allow(clippy::manual_async_fn, dead_code)]
 pub(crate) fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSocket<S>) -> impl Future<Output = wsx::Result<()>> {
+    async move {
+        loop {
+            // Sending fails only once we are closing, when there is nobody to answer.
+            match ws
+                .recv_each(|message, replies| {
+                    let _ = replies.send(message);
+                })
+                .await
+            {
+                // Pings are answered already; pongs and the peer's close need nothing.
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                // A protocol failure is reported as soon as our close frame is out; keep polling
+                // so the closing handshake finishes cleanly, then the stream ends.
+                Err(e) if e.is_protocol() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The same echo with owned messages: `recv`, then `feed` each echo and `flush` once no other
+/// message is waiting, so a burst that arrived in one read goes back in one write.
+#[allow(clippy::manual_async_fn, dead_code)]
+pub(crate) fn echo_messages<S: AsyncRead + AsyncWrite + Unpin>(
+    mut ws: WebSocket<S>,
+) -> impl Future<Output = wsx::Result<()>> {
     async move {
         loop {
             let message = match ws.recv().await {
                 Ok(Some(message)) => message,
                 Ok(None) => break,
-                // A protocol failure is reported as soon as our close frame is out; keep polling
-                // so the closing handshake finishes cleanly, then the stream ends.
                 Err(e) if e.is_protocol() => continue,
                 Err(e) => return Err(e),
             };
             if message.is_data() {
-                // Queue the echo; write once no other message is already waiting, so a burst that
-                // arrived in one read goes back in one write.
                 ws.feed(message).await?;
                 if !ws.has_pending_messages() {
                     ws.flush().await?;

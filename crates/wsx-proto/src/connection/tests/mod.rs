@@ -9,6 +9,8 @@ use proptest::prelude::*;
 use super::*;
 use crate::{Accept, CloseCode, Config, Frame, Message, OpCode, SendError, frame::Header, mask::apply_mask};
 
+mod drain;
+
 const REQUEST: &[u8] = b"GET /chat?room=1 HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n\
 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
