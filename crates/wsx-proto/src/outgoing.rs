@@ -137,6 +137,13 @@ impl Outgoing {
     }
 }
 
+impl Outgoing {
+    /// Whether nothing is queued and no allocation is held (after [`release`](Self::release)).
+    pub(crate) fn is_released(&self) -> bool {
+        self.len == 0 && self.queue.is_none() && self.tail_class == 0 && self.tail.capacity() == 0
+    }
+}
+
 impl Buf for Outgoing {
     fn remaining(&self) -> usize {
         self.len

@@ -93,10 +93,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut wrote = false;
         let result = loop {
-            let out = self.conn.transmit();
-            if out.remaining() == 0 {
+            // Checked first: an idle connection's `transmit` would take state it does not need.
+            if self.conn.buffered_amount() == 0 {
                 break Poll::Ready(Ok(()));
             }
+            let out = self.conn.transmit();
             let io = Pin::new(&mut self.io);
             // One slice goes out with a plain write (`send` on a socket), which costs the
             // kernel less than `writev`.

@@ -21,21 +21,21 @@ mod shared;
 
 /// Heap bytes the server may hold per idle connection.
 ///
-/// Measured at 967: the connection's task (640: tokio rounds it up to a multiple of 128, and
+/// Measured at 711: the connection's task (384: tokio rounds it up to a multiple of 128, and
 /// most of it is the handler's future holding the `WebSocket`), tokio's registration of the
 /// socket (256), the server's `JoinSet` entry (56) and the connection's waker slot for the
-/// shutdown (16, plus the table's spare room). The engine releases its read buffer, write
-/// buffer and event queue when idle, the handshake's state once it is over, and allocates
-/// keep-alive, idle-timer and subprotocol state only when used. The budget fails when the task
-/// grows by a 128-byte step.
-const BUDGET_PER_CONNECTION: usize = 1024;
+/// shutdown (16, plus the table's spare room). The engine hands its read buffer, write queue and
+/// events (its busy state) back to per-thread caches when idle, drops the handshake's state once
+/// it is over, and allocates keep-alive, idle-timer and subprotocol state only when used. The
+/// budget fails when the task grows by a 128-byte step.
+const BUDGET_PER_CONNECTION: usize = 768;
 
 /// Most bytes of a `Connection`: it is part of every connection's task, for its whole life.
-/// With `WEBSOCKET_BUDGET`, it keeps the echo handler's task within 640 bytes.
-const CONNECTION_BUDGET: usize = 272;
+/// With `WEBSOCKET_BUDGET`, it keeps the echo handler's task within 384 bytes.
+const CONNECTION_BUDGET: usize = 96;
 
 /// Most bytes of a `WebSocket<TcpStream>` (the engine, the socket and the driver's state).
-const WEBSOCKET_BUDGET: usize = 384;
+const WEBSOCKET_BUDGET: usize = 208;
 
 /// Connections opened before the baseline (warms up the runtime, the server's task set and
 /// tokio's registration slabs), then after it.

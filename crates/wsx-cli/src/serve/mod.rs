@@ -26,7 +26,7 @@ use tokio::{
     task::JoinSet,
 };
 use tracing::{debug, info, warn};
-use wsx::{Accept, CloseCode, Config, DeflateConfig, Message, WebSocket};
+use wsx::{Accept, CloseCode, Config, DeflateConfig, Message, MessageRef, Replies, WebSocket};
 
 use self::{
     http::{Head, HeadError},
@@ -315,6 +315,27 @@ fn forbidden() -> ::http::Response<Bytes> {
     response
 }
 
+/// One text or binary message from `peer`: log it, then echo or broadcast it as the mode says.
+fn handle(state: &State, peer: SocketAddr, message: MessageRef<'_>, replies: &mut Replies<'_>) {
+    if !state.quiet {
+        match message.as_text() {
+            Some(text) => info!(target: RECEIVED, %peer, "Received message => {text}"),
+            None => info!(target: RECEIVED, %peer, "Received binary message => {} bytes", message.len()),
+        }
+    }
+    match state.mode {
+        Mode::Classic => {}
+        // Fails only once we are closing, when there is nobody to answer.
+        Mode::Echo => {
+            let _ = replies.send(message);
+        }
+        // Cannot fail while this connection holds a receiver.
+        Mode::Broadcast => {
+            let _ = state.broadcast.send(message.to_message());
+        }
+    }
+}
+
 /// Run one client until it closes or the server shuts down; returns the close code.
 async fn session(
     state: &State,
@@ -328,38 +349,14 @@ async fn session(
     }
     loop {
         tokio::select! {
-            received = ws.recv() => {
+            // Data messages are handled in place, as they are parsed: echoes of a burst that
+            // arrived in one read go back in one write. What comes out here is a ping (already
+            // answered), a pong or the peer's close.
+            received = ws.recv_each(|message, replies| handle(state, peer, message, replies)) => {
                 let Some(message) = received? else { break };
-                match &message {
-                    Message::Text(text) if !state.quiet => {
-                        info!(target: RECEIVED, %peer, "Received message => {}", text.as_str());
-                    }
-                    Message::Binary(data) if !state.quiet => {
-                        info!(target: RECEIVED, %peer, "Received binary message => {} bytes", data.len());
-                    }
-                    Message::Close(_) => {
-                        // The engine queued the close echo: write it out.
-                        ws.flush().await?;
-                        continue;
-                    }
-                    _ => {}
-                }
-                if !message.is_data() {
-                    continue;
-                }
-                match state.mode {
-                    Mode::Classic => {}
-                    Mode::Echo => {
-                        // Batch: a burst that arrived in one read goes back in one write.
-                        ws.feed(message).await?;
-                        if !ws.has_pending_messages() {
-                            ws.flush().await?;
-                        }
-                    }
-                    Mode::Broadcast => {
-                        // Cannot fail while this connection holds a receiver.
-                        let _ = state.broadcast.send(message);
-                    }
+                if let Message::Close(_) = message {
+                    // The engine queued the close echo: write it out.
+                    ws.flush().await?;
                 }
             }
             relayed = async { inbox.as_mut()?.recv().await.ok() }, if inbox.is_some() => {

@@ -8,7 +8,7 @@
 //! unmasking and the copy of the answer (measured in `docs/performance.md`).
 
 use super::{
-    Connection, Event, State,
+    Connection, Event, State, busy,
     recv::{Small, small_frame},
     send::{Payload, Writer},
 };
@@ -176,15 +176,18 @@ impl Connection {
         self.drains = true;
         let mut refused = self.send_refusal();
         loop {
+            let can_receive = self.can_receive();
+            // With nothing in hand there is nothing to hand out (and no busy state to take).
+            let Some(b) = self.busy.as_deref() else { return Drained::All };
             if self.is_write_blocked() {
-                return match self.events.front() {
+                return match b.events.front() {
                     Some(Event::Message(_)) => Drained::WriteBlocked,
                     Some(_) => Drained::All,
-                    None if self.can_receive() && !self.rbuf.is_empty() => Drained::WriteBlocked,
+                    None if can_receive && !b.rbuf.is_empty() => Drained::WriteBlocked,
                     None => Drained::All,
                 };
             }
-            if let Some(front) = self.events.front() {
+            if let Some(front) = b.events.front() {
                 if !matches!(front, Event::Message(_)) {
                     return Drained::All;
                 }
@@ -192,7 +195,9 @@ impl Connection {
                 // it from its own buffer.
                 // Invariant: `front` is this message, and `Event::Message` only carries text or
                 // binary (see `Message`).
-                let Some(Event::Message(message)) = self.events.pop_front() else { unreachable!("front is a message") };
+                let Some(Event::Message(message)) = self.b().events.pop_front() else {
+                    unreachable!("front is a message")
+                };
                 let message = MessageRef::from_message(&message).expect("a data message");
                 let mut replies = Replies { writer: self.writer(), refused, close: None };
                 handle(message, &mut replies);
@@ -201,10 +206,10 @@ impl Connection {
                 }
                 continue;
             }
-            if !self.can_receive() || self.rbuf.is_empty() {
+            if !can_receive || b.rbuf.is_empty() {
                 return Drained::All;
             }
-            if self.frame.is_none() && self.message.is_none() {
+            if b.frame.is_none() && self.message.is_none() {
                 match self.drain_small_frames(&mut handle, &mut refused) {
                     Ok(Step::Handled) => continue,
                     Ok(Step::Wait) => return Drained::All,
@@ -217,7 +222,7 @@ impl Connection {
             }
             // Anything else goes through the general path, which stops at its first event.
             self.process();
-            if self.events.is_empty() {
+            if self.events_empty() {
                 return Drained::All;
             }
         }
@@ -235,9 +240,10 @@ impl Connection {
         let server = self.role == Role::Server;
         let limit = self.config.max_frame_size.min(self.config.max_message_size);
         let high_water = self.config.write_high_water;
+        let b = busy(&mut self.busy);
         let writer = Writer {
             role: self.role,
-            out: &mut self.out,
+            out: &mut b.out,
             deflate: self.deflate.as_deref_mut(),
             rng: self.extras.as_mut().and_then(|e| e.rng.as_deref_mut()),
         };
@@ -245,12 +251,12 @@ impl Connection {
         let mut pos = 0;
         let mut last = None;
         let result = loop {
-            match small_frame(&mut self.rbuf[pos..], server, limit) {
+            match small_frame(&mut b.rbuf[pos..], server, limit) {
                 Ok(Small::Whole(frame)) => {
                     let start = pos + frame.start;
                     pos = start + frame.len;
                     last = Some(frame.len);
-                    handle(MessageRef::borrowed(frame.text, &self.rbuf[start..pos]), &mut replies);
+                    handle(MessageRef::borrowed(frame.text, &b.rbuf[start..pos]), &mut replies);
                     if replies.close.is_some() || replies.buffered_amount() > high_water {
                         break Ok(Step::Handled);
                     }
@@ -265,7 +271,7 @@ impl Connection {
             }
         };
         let close = replies.close;
-        bytes::Buf::advance(&mut self.rbuf, pos);
+        bytes::Buf::advance(&mut b.rbuf, pos);
         if let Some(len) = last {
             // At most 65,535: fits a `u32`.
             self.read_hint = len as u32;

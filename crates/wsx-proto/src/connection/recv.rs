@@ -3,7 +3,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
 
-use super::{Connection, Event, InFrame, InMessage, RefusedResponse, State};
+use super::{Busy, Connection, Event, InFrame, InMessage, RefusedResponse, State, busy};
 use crate::{
     CloseCode, CloseFrame, HandshakeError, Message, ProtocolError, Role, Utf8Bytes,
     deflate::{self, Deflate, InflateError},
@@ -76,6 +76,12 @@ pub(super) fn small_frame(buf: &mut [u8], server: bool, limit: usize) -> Result<
 }
 
 impl Connection {
+    /// The busy state, taken if there is none (see [`Busy`]).
+    #[inline]
+    pub(super) fn b(&mut self) -> &mut Busy {
+        busy(&mut self.busy)
+    }
+
     /// Process whatever the read buffer holds, as far as the state allows.
     pub(super) fn process(&mut self) {
         loop {
@@ -105,7 +111,9 @@ impl Connection {
                 State::AwaitAccept => return,
                 State::Closed | State::Finished => {
                     // RFC 6455 §5.5.1: after the close frame, data is discarded.
-                    self.rbuf.clear();
+                    if let Some(b) = self.busy.as_deref_mut() {
+                        b.rbuf.clear();
+                    }
                     return;
                 }
             }
@@ -114,10 +122,10 @@ impl Connection {
 
     /// Server: try to parse the request. Returns whether to keep processing.
     fn read_request(&mut self) -> bool {
-        match server::parse_request(&self.rbuf, &self.config) {
+        match server::parse_request(&busy(&mut self.busy).rbuf, &self.config) {
             Ok(None) => false,
             Ok(Some((request, n))) => {
-                self.rbuf.advance(n);
+                self.b().rbuf.advance(n);
                 let request = Box::new(request);
                 if let Some(handshake) = self.handshake.as_mut() {
                     if let Some(cfg) = &self.config.deflate {
@@ -126,7 +134,7 @@ impl Connection {
                     handshake.pending_request = Some(request.clone());
                 }
                 self.state = State::AwaitAccept;
-                self.events.push_back(Event::Request(request));
+                self.push_event(Event::Request(request));
                 false
             }
             Err(error) => {
@@ -137,7 +145,7 @@ impl Connection {
                 let body = format!("{error}\n");
                 let mut head = BytesMut::new();
                 server::write_response(status, &HeaderMap::new(), body.as_bytes(), &mut head);
-                self.out.extend(&head);
+                self.b().out.extend(&head);
                 self.closing_mut().error = Some(error.into());
                 self.enter_closed();
                 false
@@ -147,7 +155,7 @@ impl Connection {
 
     /// Client: try to parse the response. Returns whether to keep processing.
     fn read_response(&mut self) -> bool {
-        let (head, n) = match client::parse_response(&self.rbuf, &self.config) {
+        let (head, n) = match client::parse_response(&busy(&mut self.busy).rbuf, &self.config) {
             Ok(None) => return false,
             Ok(Some(parsed)) => parsed,
             Err(error) => {
@@ -157,7 +165,7 @@ impl Connection {
                 return false;
             }
         };
-        self.rbuf.advance(n);
+        self.b().rbuf.advance(n);
         if head.status() != StatusCode::SWITCHING_PROTOCOLS {
             let remaining = head
                 .headers()
@@ -200,7 +208,7 @@ impl Connection {
                     self.extras_mut().protocol = Some(protocol.into());
                 }
                 self.open();
-                self.events.push_back(Event::Opened(Box::new(response)));
+                self.push_event(Event::Opened(Box::new(response)));
                 true
             }
             Err(error) => {
@@ -218,10 +226,11 @@ impl Connection {
     fn read_refused_body(&mut self) {
         let limit = self.config.max_header_bytes;
         let Some(r) = self.handshake.as_mut().and_then(|h| h.refused.as_mut()) else { return };
-        let want = r.remaining.unwrap_or(usize::MAX).min(self.rbuf.len());
+        let rbuf = &mut busy(&mut self.busy).rbuf;
+        let want = r.remaining.unwrap_or(usize::MAX).min(rbuf.len());
         let keep = want.min(limit.saturating_sub(r.body.len()));
-        r.body.extend_from_slice(&self.rbuf[..keep]);
-        self.rbuf.advance(want);
+        r.body.extend_from_slice(&rbuf[..keep]);
+        rbuf.advance(want);
         if let Some(rem) = r.remaining.as_mut() {
             *rem -= want;
         }
@@ -248,55 +257,53 @@ impl Connection {
     ///
     /// Stops at the first event: the rest is parsed when the application has taken it.
     fn read_frames(&mut self) -> Result<(), ProtocolError> {
-        while matches!(self.state, State::Open | State::CloseSent) && self.events.is_empty() {
-            if self.frame.is_none()
-                && self.message.is_none()
+        while matches!(self.state, State::Open | State::CloseSent) && self.events_empty() {
+            if self.message.is_none()
+                && self.b().frame.is_none()
                 && let Some(SmallFrame { text, start, len }) = self.parse_small_frame()?
             {
-                self.rbuf.advance(start);
-                let payload = self.rbuf.split_to(len).freeze();
+                let rbuf = &mut self.b().rbuf;
+                rbuf.advance(start);
+                let payload = rbuf.split_to(len).freeze();
                 let message =
                     if text { Message::Text(Utf8Bytes::from_validated(payload)) } else { Message::Binary(payload) };
-                self.events.push_back(Event::Message(message));
+                self.push_event(Event::Message(message));
                 continue;
             }
-            let mut frame = match self.frame.as_deref() {
-                Some(frame) => *frame,
+            let mut frame = match self.b().frame {
+                Some(frame) => frame,
                 None => {
-                    let Some((header, n)) = Header::decode(&self.rbuf)? else {
+                    let Some((header, n)) = Header::decode(&self.b().rbuf)? else {
                         return Ok(());
                     };
                     let validate = self.check_header(&header)?;
-                    self.rbuf.advance(n);
+                    self.b().rbuf.advance(n);
                     InFrame { header, done: 0, validate }
                 }
             };
+            let b = self.b();
             // Invariant: `check_header` refused lengths over `max_frame_size`, a `usize`.
             let len = frame.header.payload_len as usize;
-            let avail = self.rbuf.len().min(len);
+            let avail = b.rbuf.len().min(len);
             if frame.done < avail {
-                let fresh = &mut self.rbuf[frame.done..avail];
+                let fresh = &mut b.rbuf[frame.done..avail];
                 if let Some(key) = frame.header.mask {
                     apply_mask(fresh, key, frame.done);
                 }
-                if frame.validate && self.utf8.feed(fresh).is_err() {
+                if frame.validate && b.utf8.feed(fresh).is_err() {
                     return Err(ProtocolError::InvalidUtf8);
                 }
                 frame.done = avail;
             }
             if avail < len {
-                // Kept in its box across reads: one allocation per frame split across reads.
-                match self.frame.as_deref_mut() {
-                    Some(kept) => *kept = frame,
-                    None => self.frame = Some(Box::new(frame)),
-                }
+                b.frame = Some(frame);
                 return Ok(());
             }
-            self.frame = None;
+            b.frame = None;
+            let payload = b.rbuf.split_to(len).freeze();
             // Remember the frame size so the next read can take a whole frame like it.
             // Capped: fits a `u32`.
             self.read_hint = len.min(READ_HINT_MAX) as u32;
-            let payload = self.rbuf.split_to(len).freeze();
             self.handle_frame(frame.header, payload)?;
         }
         Ok(())
@@ -308,7 +315,8 @@ impl Connection {
     /// path.
     pub(super) fn parse_small_frame(&mut self) -> Result<Option<SmallFrame>, ProtocolError> {
         let limit = self.config.max_frame_size.min(self.config.max_message_size);
-        let Small::Whole(frame) = small_frame(&mut self.rbuf, self.role == Role::Server, limit)? else {
+        let server = self.role == Role::Server;
+        let Small::Whole(frame) = small_frame(&mut self.b().rbuf, server, limit)? else {
             return Ok(None);
         };
         // At most 65,535: fits a `u32`.
@@ -373,7 +381,7 @@ impl Connection {
                 }
                 let text = header.opcode == OpCode::Text;
                 if text {
-                    self.utf8.reset();
+                    self.b().utf8.reset();
                 }
                 Ok(text && !compressed)
             }
@@ -389,14 +397,14 @@ impl Connection {
                 if header.fin && !compressed {
                     // The fast path: a whole message in one frame, handed out without a copy.
                     let message = if text {
-                        if !self.utf8.is_complete() {
+                        if !self.b().utf8.is_complete() {
                             return Err(ProtocolError::InvalidUtf8);
                         }
                         Message::Text(Utf8Bytes::from_validated(payload))
                     } else {
                         Message::Binary(payload)
                     };
-                    self.events.push_back(Event::Message(message));
+                    self.push_event(Event::Message(message));
                     return Ok(());
                 }
                 self.message = Some(Box::new(InMessage { text, compressed, fragments: 1, data: BytesMut::new() }));
@@ -412,7 +420,7 @@ impl Connection {
                 if self.config.auto_pong && self.state == State::Open {
                     self.send_control(OpCode::Pong, &payload);
                 }
-                self.events.push_back(Event::Ping(payload));
+                self.push_event(Event::Ping(payload));
                 Ok(())
             }
             OpCode::Pong => {
@@ -421,7 +429,7 @@ impl Connection {
                 {
                     extras.pong_deadline = None;
                 }
-                self.events.push_back(Event::Pong(payload));
+                self.push_event(Event::Pong(payload));
                 Ok(())
             }
             OpCode::Close => self.handle_close(&payload),
@@ -442,7 +450,7 @@ impl Connection {
                 InflateError::TooBig => ProtocolError::MessageTooBig { size: limit as u64 + 1, limit },
                 InflateError::Invalid(why) => ProtocolError::InvalidCompressedData(why),
             })?;
-            if message.text && self.utf8.feed(&message.data[start..]).is_err() {
+            if message.text && busy(&mut self.busy).utf8.feed(&message.data[start..]).is_err() {
                 return Err(ProtocolError::InvalidUtf8);
             }
         } else {
@@ -455,14 +463,14 @@ impl Connection {
         let message = self.message.take().expect("message being assembled");
         let data = message.data.freeze();
         let message = if message.text {
-            if !self.utf8.is_complete() {
+            if !self.b().utf8.is_complete() {
                 return Err(ProtocolError::InvalidUtf8);
             }
             Message::Text(Utf8Bytes::from_validated(data))
         } else {
             Message::Binary(data)
         };
-        self.events.push_back(Event::Message(message));
+        self.push_event(Event::Message(message));
         Ok(())
     }
 
@@ -489,7 +497,7 @@ impl Connection {
             self.send_close_frame(echo);
         }
         self.closing_mut().received = Some(frame.clone());
-        self.events.push_back(Event::Closing(frame));
+        self.push_event(Event::Closing(frame));
         self.enter_closed();
         Ok(())
     }

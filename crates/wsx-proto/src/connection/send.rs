@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{Connection, OutMessage, State};
+use super::{Connection, OutMessage, State, busy};
 use crate::{
     Accept, CloseCode, CloseFrame, Frame, HandshakeError, MaskRng, Message, Role, SendError,
     deflate::Deflate,
@@ -29,7 +29,7 @@ impl Connection {
         let extensions = handshake.pending_deflate.as_ref().map(|(_, header)| header.as_str());
         let mut head = BytesMut::new();
         server::write_accept(request, accept, extensions, &mut head)?;
-        self.out.extend(&head);
+        busy(&mut self.busy).out.extend(&head);
         if let (Some((params, _)), Some(cfg)) = (handshake.pending_deflate.take(), &self.config.deflate) {
             self.deflate = Some(Box::new(Deflate::new(params, Role::Server, cfg)));
         }
@@ -50,7 +50,7 @@ impl Connection {
         let (parts, body) = response.into_parts();
         let mut head = BytesMut::new();
         server::write_response(parts.status, &parts.headers, &body, &mut head);
-        self.out.extend(&head);
+        self.transmit().extend(&head);
         self.closing_mut().error = Some(HandshakeError::Rejected { status: parts.status }.into());
         self.enter_closed();
         Ok(())
@@ -199,7 +199,7 @@ impl Connection {
     pub(super) fn writer(&mut self) -> Writer<'_> {
         Writer {
             role: self.role,
-            out: &mut self.out,
+            out: &mut busy(&mut self.busy).out,
             deflate: self.deflate.as_deref_mut(),
             rng: self.extras.as_mut().and_then(|e| e.rng.as_deref_mut()),
         }

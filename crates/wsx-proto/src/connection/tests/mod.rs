@@ -549,7 +549,7 @@ mod limits {
         let (mut server, now) = open_server(Config::default());
         server.receive(&[0x82, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3, 4], now);
         assert_failing(&mut server, CloseCode::TOO_BIG);
-        assert!(server.rbuf.capacity() < 1 << 16);
+        assert!(server.busy.as_ref().is_none_or(|b| b.rbuf.capacity() < 1 << 16));
     }
 
     #[test]
