@@ -138,9 +138,13 @@ impl Outgoing {
 }
 
 impl Outgoing {
-    /// Whether nothing is queued and no allocation is held (after [`release`](Self::release)).
-    pub(crate) fn is_released(&self) -> bool {
-        self.len == 0 && self.queue.is_none() && self.tail_class == 0 && self.tail.capacity() == 0
+    /// When nothing is queued, keep the tail's allocation for reuse in place (see
+    /// [`pool::keep`]) and drop the queue's.
+    pub(crate) fn recycle(&mut self) {
+        if self.len == 0 {
+            pool::keep(&mut self.tail, &mut self.tail_class);
+            self.queue = None;
+        }
     }
 }
 

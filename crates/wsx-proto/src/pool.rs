@@ -72,6 +72,17 @@ pub(crate) fn reserve(buf: &mut BytesMut, class: &mut u32, additional: usize) {
     give(old, std::mem::replace(class, bigger_class));
 }
 
+/// Keep a buffer [`take`] gave out, cleared, for reuse where it is: on the terms of [`give`]
+/// (whole and unshared again); otherwise drop it, leaving `buf` empty and `class` 0.
+pub(crate) fn keep(buf: &mut BytesMut, class: &mut u32) {
+    let c = *class as usize;
+    buf.clear();
+    if c == 0 || c > MAX_CLASS || !buf.try_reclaim(c) || buf.capacity() != c {
+        *buf = BytesMut::new();
+        *class = 0;
+    }
+}
+
 /// Hand back a buffer [`take`] gave out with size class `class`. It is kept only if it holds
 /// its whole allocation again, unshared; otherwise it is dropped.
 pub(crate) fn give(mut buf: BytesMut, class: u32) {

@@ -174,9 +174,10 @@ impl Events {
 
 /// What a connection holds only while it has bytes or events in hand: the read buffer and the
 /// frame being read, the events not yet taken and the write queue. Taken from a per-thread cache
-/// when input arrives or output is queued, and handed back (its buffers to their own cache, see
-/// `pool`) when the connection goes idle, so that an idle connection carries one pointer instead
-/// of this (`tests/idle_memory.rs` in the tokio crate measures what that saves).
+/// when input arrives or output is queued, and handed back with its (cleared) buffers when the
+/// connection goes idle, so that an idle connection carries one pointer instead of this
+/// (`tests/idle_memory.rs` in the tokio crate measures what that saves) and a connection waking
+/// up gets state and buffers in one step.
 #[derive(Debug)]
 struct Busy {
     rbuf: BytesMut,
@@ -207,8 +208,9 @@ impl Default for Busy {
     }
 }
 
-/// How many idle `Busy` boxes one thread keeps for the next connection that wakes up.
-const BUSY_CACHED: usize = 64;
+/// How many idle `Busy` boxes one thread keeps, with their buffers, for the next connections that
+/// wake up: at most 8 × 2 buffers of at most `pool::MAX_CLASS` (64 KiB) each.
+const BUSY_CACHED: usize = 8;
 
 thread_local! {
     // Boxes on purpose: the cache hands out allocations, so that taking one allocates nothing.
@@ -222,7 +224,8 @@ fn busy(slot: &mut Option<Box<Busy>>) -> &mut Busy {
     slot.get_or_insert_with(|| BUSY_CACHE.try_with(|c| c.borrow_mut().pop()).ok().flatten().unwrap_or_default())
 }
 
-/// Hand an idle connection's busy state (its buffers already given back) to the thread's cache.
+/// Hand an idle connection's busy state (its buffers cleared) to the thread's cache; past
+/// `BUSY_CACHED`, it is freed.
 fn give_busy(mut b: Box<Busy>) {
     b.read_base = NO_READ;
     b.utf8.reset();
@@ -717,21 +720,31 @@ impl Connection {
     /// goes back to a per-thread cache too: an idle connection is then about 90 bytes.
     pub fn release_buffers(&mut self) {
         let Some(b) = self.busy.as_deref_mut() else { return };
-        // As for the write tail, `capacity` may be 0 while the buffer is still allocated.
-        if b.rbuf.is_empty() && b.frame.is_none() {
-            pool::give(std::mem::take(&mut b.rbuf), std::mem::take(&mut b.rbuf_class));
-        }
-        b.out.release();
         if let Some(deflate) = self.deflate.as_mut() {
             deflate.scratch = BytesMut::new();
         }
         b.events.release();
         // A fragmented message keeps its text validator's state across frames.
-        let idle = b.rbuf.capacity() == 0 && b.frame.is_none() && b.events.is_empty() && b.out.is_released();
-        if idle && self.message.is_none() {
+        let idle = b.rbuf.is_empty()
+            && b.frame.is_none()
+            && b.events.is_empty()
+            && bytes::Buf::remaining(&b.out) == 0
+            && self.message.is_none();
+        if idle {
+            // The buffers stay with the state they belong to: the next connection to wake up on
+            // this thread takes all of it with one step.
+            pool::keep(&mut b.rbuf, &mut b.rbuf_class);
+            b.out.recycle();
             // Invariant: `busy` was just checked to be `Some`.
             give_busy(self.busy.take().expect("busy state"));
+            return;
         }
+        // Still busy (a partial frame, or bytes the socket has not taken): hold no more than that.
+        // As for the write tail, `capacity` may be 0 while the buffer is still allocated.
+        if b.rbuf.is_empty() && b.frame.is_none() {
+            pool::give(std::mem::take(&mut b.rbuf), std::mem::take(&mut b.rbuf_class));
+        }
+        b.out.release();
     }
 
     fn extras_mut(&mut self) -> &mut Extras {
