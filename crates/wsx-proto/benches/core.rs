@@ -17,7 +17,7 @@ use wsx_proto::{
 
 fn mask(c: &mut Criterion) {
     let mut group = c.benchmark_group("unmask");
-    for size in [16 << 10, 1 << 20] {
+    for size in [1 << 10, 16 << 10, 1 << 20] {
         let mut data = vec![0x5Au8; size];
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_with_input(BenchmarkId::new("words", size), &size, |b, _| {
