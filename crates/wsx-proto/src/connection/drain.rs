@@ -10,7 +10,7 @@
 use super::{
     Connection, Event, State, busy,
     recv::{Small, small_frame},
-    send::{Payload, Writer},
+    send::{Payload, Writer, check_close_frame},
 };
 use crate::{
     CloseCode, CloseFrame, Message, MessageRef, OpCode, ProtocolError, Role, SendError, frame::MAX_CONTROL_PAYLOAD,
@@ -124,14 +124,7 @@ impl Replies<'_> {
     }
 
     fn close_with(&mut self, frame: Option<CloseFrame>) -> Result<(), SendError> {
-        if let Some(f) = &frame {
-            if !f.code.is_sendable() {
-                return Err(SendError::InvalidCloseCode(f.code.0));
-            }
-            if f.reason.len() > MAX_CONTROL_PAYLOAD - 2 {
-                return Err(SendError::ControlTooLong);
-            }
-        }
+        check_close_frame(frame.as_ref())?;
         match self.refused {
             None | Some(SendError::InvalidFragment) => {
                 self.close = Some(frame);

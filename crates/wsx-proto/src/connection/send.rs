@@ -144,14 +144,7 @@ impl Connection {
     }
 
     pub(super) fn start_close(&mut self, frame: Option<CloseFrame>) -> Result<(), SendError> {
-        if let Some(f) = &frame {
-            if !f.code.is_sendable() {
-                return Err(SendError::InvalidCloseCode(f.code.0));
-            }
-            if f.reason.len() > MAX_CONTROL_PAYLOAD - 2 {
-                return Err(SendError::ControlTooLong);
-            }
-        }
+        check_close_frame(frame.as_ref())?;
         match self.state {
             State::Open => {
                 self.send_close_frame(frame);
@@ -235,6 +228,19 @@ impl Connection {
         extras.next_ping = interval.map(|d| now + d);
         self.send_control(OpCode::Ping, &payload);
     }
+}
+
+/// Whether `frame` may be sent: a code that may appear on the wire (§7.4) and a reason that fits
+/// a control frame with it.
+pub(super) fn check_close_frame(frame: Option<&CloseFrame>) -> Result<(), SendError> {
+    let Some(f) = frame else { return Ok(()) };
+    if !f.code.is_sendable() {
+        return Err(SendError::InvalidCloseCode(f.code.0));
+    }
+    if f.reason.len() > MAX_CONTROL_PAYLOAD - 2 {
+        return Err(SendError::ControlTooLong);
+    }
+    Ok(())
 }
 
 /// A payload to frame: shared (large ones are queued without a copy) or borrowed (copied).
