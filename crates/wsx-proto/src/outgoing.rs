@@ -55,40 +55,20 @@ impl Outgoing {
         self.queue.get_or_insert_default().push_back(bytes);
     }
 
-    /// Append an unmasked frame: its first header byte `b0`, the length, then `payload`, all
-    /// copied into the tail.
+    /// Append a frame: its encoded header `head`, then `payload`, both copied into the tail with
+    /// one reservation.
     #[inline(always)]
-    pub(crate) fn extend_frame(&mut self, b0: u8, payload: &[u8]) {
-        let len = payload.len();
-        let mut head = [b0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        let head_len = match len {
-            // The arms give the ranges that fit each cast.
-            0..=125 => {
-                head[1] = len as u8;
-                2
-            }
-            126..=0xFFFF => {
-                head[1] = 126;
-                head[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-                4
-            }
-            _ => {
-                head[1] = 127;
-                head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-                10
-            }
-        };
-        let n = head_len + len;
+    pub(crate) fn extend_frame(&mut self, head: &[u8], payload: &[u8]) {
+        let n = head.len() + payload.len();
         let tail = self.tail_mut(n);
         let spare = &mut tail.spare_capacity_mut()[..n];
-        // SAFETY: `spare` is `n` writable bytes (`tail_mut` made the room; the slice is checked),
-        // `head` has 10 readable bytes of which `head_len` <= 10 are copied first, then `len`
-        // bytes of `payload` right after them, `head_len + len == n`; a `&mut` and a `&` cannot
-        // overlap.
+        // SAFETY: `spare` is `n` writable bytes (`tail_mut` made the room; the slice is checked):
+        // `head`, then `payload` right after it, `head.len() + payload.len() == n`; a `&mut` and
+        // a `&` cannot overlap.
         unsafe {
             let dst = spare.as_mut_ptr().cast::<u8>();
-            std::ptr::copy_nonoverlapping(head.as_ptr(), dst, head_len);
-            std::ptr::copy_nonoverlapping(payload.as_ptr(), dst.add(head_len), len);
+            std::ptr::copy_nonoverlapping(head.as_ptr(), dst, head.len());
+            std::ptr::copy_nonoverlapping(payload.as_ptr(), dst.add(head.len()), payload.len());
         }
         // SAFETY: the `n` bytes after the current length were just written.
         unsafe { tail.set_len(tail.len() + n) };

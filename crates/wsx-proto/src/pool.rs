@@ -77,6 +77,8 @@ pub(crate) fn reserve(buf: &mut BytesMut, class: &mut u32, additional: usize) {
 pub(crate) fn keep(buf: &mut BytesMut, class: &mut u32) {
     let c = *class as usize;
     buf.clear();
+    // `try_reclaim` moves the view back to the start of the allocation if nothing else
+    // references it.
     if c == 0 || c > MAX_CLASS || !buf.try_reclaim(c) || buf.capacity() != c {
         *buf = BytesMut::new();
         *class = 0;
@@ -85,14 +87,9 @@ pub(crate) fn keep(buf: &mut BytesMut, class: &mut u32) {
 
 /// Hand back a buffer [`take`] gave out with size class `class`. It is kept only if it holds
 /// its whole allocation again, unshared; otherwise it is dropped.
-pub(crate) fn give(mut buf: BytesMut, class: u32) {
-    let class = class as usize;
-    if class == 0 || class > MAX_CLASS {
-        return;
-    }
-    buf.clear();
-    // Moves the view back to the start of the allocation if nothing else references it.
-    if !buf.try_reclaim(class) || buf.capacity() != class {
+pub(crate) fn give(mut buf: BytesMut, mut class: u32) {
+    keep(&mut buf, &mut class);
+    if class == 0 {
         return;
     }
     let _ = CACHE.try_with(|cache| {

@@ -291,8 +291,10 @@ impl Writer<'_> {
             && self.role == Role::Server
             && (payload.len() < COPY_THRESHOLD || matches!(payload, Payload::Borrowed(_)))
         {
-            // FIN, no RSV bit, no mask.
-            self.out.extend_frame(0x80 | opcode.bits(), &payload);
+            let header = Header { fin: true, rsv: 0, opcode, mask: None, payload_len: payload.len() as u64 };
+            let mut head = [0; MAX_HEADER_LEN];
+            let n = header.encode(&mut head);
+            self.out.extend_frame(&head[..n], &payload);
             return;
         }
         self.write_data_frame(opcode, true, compressed, true, payload);
@@ -369,12 +371,7 @@ impl Writer<'_> {
                     self.out.extend(&head[..n]);
                     self.out.push(bytes);
                 }
-                payload => {
-                    let tail = self.out.tail_mut(n + len);
-                    tail.extend_from_slice(&head[..n]);
-                    tail.extend_from_slice(&payload);
-                    self.out.commit_tail(n + len);
-                }
+                payload => self.out.extend_frame(&head[..n], &payload),
             }
             return;
         }
