@@ -158,7 +158,7 @@ impl<'a> Stepped<'a> {
 /// contract, and return the bytes.
 pub fn drain(conn: &mut Connection) -> Vec<u8> {
     let buffered = conn.buffered_amount();
-    let out = conn.transmit();
+    let mut out = conn.transmit();
     let total = out.remaining();
     assert_eq!(buffered, total, "buffered_amount disagrees with transmit().remaining()");
     assert!(total < TRANSMIT_BOUND, "transmit holds {total} bytes");

@@ -330,7 +330,7 @@ fn deflate_server(config: &Config, now: Instant) -> Connection {
     let _ = server.next_event();
     server.accept(&Accept::new()).unwrap();
     assert!(server.is_compressed());
-    let out = server.transmit();
+    let mut out = server.transmit();
     out.advance(out.remaining());
     server
 }
@@ -352,7 +352,7 @@ fn echo(c: &mut Criterion) {
                     server.receive(&frames[i / connections % MESSAGES], now);
                     let Some(Event::Message(message)) = server.next_event() else { panic!("no message") };
                     server.send(message).unwrap();
-                    let out = server.transmit();
+                    let mut out = server.transmit();
                     let sent = out.remaining();
                     out.advance(sent);
                     i += 1;

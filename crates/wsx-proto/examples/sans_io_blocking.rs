@@ -1,6 +1,7 @@
 //! The engine over plain blocking `std::net`, no async runtime: an echo server that serves
-//! one client at a time. It shows the whole sans-I/O contract in one loop: feed what you
-//! read, write what `transmit` holds, honour `wants_shutdown` and `deadline`, take events.
+//! one client at a time. It shows the whole sans-I/O contract in one loop, in the crate
+//! documentation's order: take events (which parses what was read), write what `transmit`
+//! holds and honour `wants_shutdown`, then block in a read no longer than `deadline`.
 //!
 //! `cargo run -p wsx-proto --example sans_io_blocking` (listens on 127.0.0.1:9002, env `PORT`)
 
@@ -30,7 +31,7 @@ fn serve(mut tcp: TcpStream) -> std::io::Result<()> {
     let mut buf = vec![0; 16 << 10];
     let mut shut = false;
     loop {
-        // Events: accept the handshake, echo data, report the end.
+        // Events first: taking them parses what was read, and answers pings and closes.
         while let Some(event) = conn.next_event() {
             match event {
                 Event::Request(_) => conn.accept(&Accept::new()).map_err(std::io::Error::other)?,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::deflate::DeflateConfig;
+use crate::{deflate::DeflateConfig, error::ConfigError};
 
 /// Every limit, timer and switch of a connection, for both roles.
 ///
@@ -244,18 +244,5 @@ impl Config {
             deflate.validate()?;
         }
         Ok(())
-    }
-}
-
-/// A [`Config`] whose values do not fit together.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid configuration: {message}")]
-pub struct ConfigError {
-    message: &'static str,
-}
-
-impl ConfigError {
-    pub(crate) fn new(message: &'static str) -> Self {
-        Self { message }
     }
 }

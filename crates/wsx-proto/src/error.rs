@@ -1,8 +1,9 @@
-//! What can go wrong: peer faults ([`ProtocolError`]), local misuse ([`SendError`]).
+//! What can go wrong: peer faults ([`ProtocolError`]), local misuse ([`SendError`]), settings
+//! that do not fit together ([`ConfigError`]).
 
 use http::{HeaderMap, StatusCode};
 
-use crate::frame::CloseCode;
+use crate::close_code::CloseCode;
 
 /// Why a connection failed. Peer faults never come back as `Err` from an input method: they
 /// close the connection with the code from [`close_code`](Self::close_code) and are reported
@@ -196,4 +197,17 @@ pub enum SendError {
     /// The call does not apply in this role or state (e.g. `accept` on a client).
     #[error("not valid in this role or state")]
     InvalidState,
+}
+
+/// A [`Config`] whose values do not fit together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {message}")]
+pub struct ConfigError {
+    message: &'static str,
+}
+
+impl ConfigError {
+    pub(crate) fn new(message: &'static str) -> Self {
+        Self { message }
+    }
 }

@@ -1,4 +1,4 @@
-//! The frame header codec (RFC 6455 §5.2), opcodes and close codes.
+//! The frame header codec (RFC 6455 §5.2) and opcodes.
 //!
 //! ```text
 //!  0                   1                   2                   3
@@ -14,8 +14,6 @@
 //! |                               |Masking-key, if MASK set to 1  |
 //! +-------------------------------+-------------------------------+
 //! ```
-
-use std::fmt;
 
 use bytes::Bytes;
 
@@ -77,97 +75,6 @@ impl OpCode {
     }
 }
 
-/// A close status code (RFC 6455 §7.4, and the IANA "WebSocket Close Code Number" registry).
-///
-/// A plain number rather than an enum, so codes from 3000–4999 that applications and
-/// libraries define need no catch-all variant.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CloseCode(pub u16);
-
-impl CloseCode {
-    /// 1000: the purpose of the connection has been fulfilled.
-    pub const NORMAL: Self = Self(1000);
-    /// 1001: the endpoint is going away (server shutdown, page navigation).
-    pub const AWAY: Self = Self(1001);
-    /// 1002: the peer broke the protocol.
-    pub const PROTOCOL: Self = Self(1002);
-    /// 1003: a data type the endpoint cannot accept (for example binary where only text is).
-    pub const UNSUPPORTED: Self = Self(1003);
-    /// 1005: reserved; reported when a close frame carried no status code. Never sent.
-    pub const NO_STATUS: Self = Self(1005);
-    /// 1006: reserved; reported when the connection ended without a close frame. Never sent.
-    pub const ABNORMAL: Self = Self(1006);
-    /// 1007: message data did not match its type (invalid UTF-8 in a text message).
-    pub const INVALID_DATA: Self = Self(1007);
-    /// 1008: a message broke the endpoint's policy.
-    pub const POLICY: Self = Self(1008);
-    /// 1009: a message was too big to process.
-    pub const TOO_BIG: Self = Self(1009);
-    /// 1010: the client needed an extension the server did not negotiate.
-    pub const EXTENSION: Self = Self(1010);
-    /// 1011: the server hit an unexpected condition.
-    pub const INTERNAL: Self = Self(1011);
-    /// 1012: the service is restarting (IANA registry).
-    pub const RESTART: Self = Self(1012);
-    /// 1013: try again later (IANA registry).
-    pub const AGAIN: Self = Self(1013);
-    /// 1014: a gateway got an invalid answer upstream (IANA registry).
-    pub const BAD_GATEWAY: Self = Self(1014);
-    /// 1015: reserved; reported when the TLS handshake failed. Never sent.
-    pub const TLS: Self = Self(1015);
-
-    /// Whether this code may appear in a close frame on the wire.
-    ///
-    /// RFC 6455 §7.4.1 reserves 1004, 1005, 1006 and 1015 and leaves 0–999 unused; §7.4.2
-    /// gives 1000–2999 to the protocol and its extensions, of which the IANA registry has
-    /// assigned up to 1014, and 3000–4999 to libraries and applications.
-    pub fn is_sendable(self) -> bool {
-        matches!(self.0, 1000..=1003 | 1007..=1014 | 3000..=4999)
-    }
-}
-
-impl fmt::Debug for CloseCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CloseCode({})", self.0)
-    }
-}
-
-impl fmt::Display for CloseCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self.0 {
-            1000 => "normal closure",
-            1001 => "going away",
-            1002 => "protocol error",
-            1003 => "unsupported data",
-            1005 => "no status received",
-            1006 => "abnormal closure",
-            1007 => "invalid payload data",
-            1008 => "policy violation",
-            1009 => "message too big",
-            1010 => "mandatory extension",
-            1011 => "internal error",
-            1012 => "service restart",
-            1013 => "try again later",
-            1014 => "bad gateway",
-            1015 => "TLS handshake failure",
-            _ => return write!(f, "{}", self.0),
-        };
-        write!(f, "{} ({name})", self.0)
-    }
-}
-
-impl From<u16> for CloseCode {
-    fn from(code: u16) -> Self {
-        Self(code)
-    }
-}
-
-impl From<CloseCode> for u16 {
-    fn from(code: CloseCode) -> Self {
-        code.0
-    }
-}
-
 /// A decoded frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
@@ -186,6 +93,120 @@ pub struct Header {
 /// RSV1, the bit permessage-deflate uses to mark a compressed message (RFC 7692 §6).
 pub const RSV1: u8 = 0b100;
 
+/// The opcodes RFC 6455 defines, as a bit set: 0x0-0x2 and 0x8-0xA.
+const DEFINED_OPCODES: u16 = 0b0000_0111_0000_0111;
+
+/// A frame header as it stands on the wire, once the rules that hold on every connection have
+/// been applied: the engine's working form of [`Header`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RawHeader {
+    /// The first byte: FIN, RSV1-3 and the opcode.
+    pub(crate) b0: u8,
+    /// The masking key, if the MASK bit is set.
+    pub(crate) mask: Option<[u8; 4]>,
+    /// The payload length.
+    pub(crate) len: u64,
+    /// The header's own length in bytes.
+    pub(crate) size: usize,
+}
+
+impl RawHeader {
+    /// Parse the header at the front of `buf`: `Ok(None)` while it is incomplete. Applies the
+    /// rules of RFC 6455 that depend on nothing but the header, each as soon as the bytes it
+    /// needs have arrived: a reserved opcode, a 64-bit length with its most significant bit set,
+    /// a fragmented or too long control frame. The rules that depend on the connection (RSV
+    /// bits, masking, limits, fragment order) are the frame reader's (`connection/recv.rs`).
+    #[inline(always)]
+    pub(crate) fn parse(buf: &[u8]) -> Result<Option<Self>, HeaderError> {
+        let [b0, b1, ..] = *buf else {
+            return Ok(None);
+        };
+        // §5.2: "If an unknown opcode is received, the receiving endpoint MUST _Fail the
+        // WebSocket Connection_."
+        let opcode = b0 & 0x0F;
+        if (DEFINED_OPCODES >> opcode) & 1 == 0 {
+            return Err(HeaderError::ReservedOpcode(opcode));
+        }
+        let (len, mut size) = match b1 & 0x7F {
+            126 => match buf.get(2..4) {
+                Some(b) => (u64::from(u16::from_be_bytes([b[0], b[1]])), 4),
+                None => return Ok(None),
+            },
+            127 => match buf.get(2..10) {
+                Some(b) => {
+                    // Invariant: `get(2..10)` returned exactly 8 bytes.
+                    let n = u64::from_be_bytes(b.try_into().expect("8 bytes"));
+                    // §5.2: "the most significant bit MUST be 0".
+                    if n >> 63 != 0 {
+                        return Err(HeaderError::InvalidLength);
+                    }
+                    (n, 10)
+                }
+                None => return Ok(None),
+            },
+            n => (u64::from(n), 2),
+        };
+        // §5.5: "All control frames MUST have a payload length of 125 bytes or less and MUST NOT
+        // be fragmented."
+        if opcode & 0x8 != 0 {
+            if b0 & 0x80 == 0 {
+                return Err(HeaderError::FragmentedControl);
+            }
+            if len > MAX_CONTROL_PAYLOAD as u64 {
+                return Err(HeaderError::ControlTooLong);
+            }
+        }
+        let mask = if b1 & 0x80 != 0 {
+            let Some(&[k0, k1, k2, k3]) = buf.get(size..size + 4) else {
+                return Ok(None);
+            };
+            size += 4;
+            Some([k0, k1, k2, k3])
+        } else {
+            None
+        };
+        Ok(Some(Self { b0, mask, len, size }))
+    }
+
+    /// The opcode.
+    pub(crate) fn opcode(&self) -> OpCode {
+        // Invariant: `parse` refused the opcodes `from_bits` does not know.
+        OpCode::from_bits(self.b0 & 0x0F).expect("a defined opcode")
+    }
+
+    /// The same header in its public form.
+    pub(crate) fn header(&self) -> Header {
+        Header {
+            fin: self.b0 & 0x80 != 0,
+            rsv: (self.b0 >> 4) & 0x7,
+            opcode: self.opcode(),
+            mask: self.mask,
+            payload_len: self.len,
+        }
+    }
+}
+
+/// A rule a header broke, as [`RawHeader::parse`] reports it: small and plain, so that parsing
+/// stays in registers; the [`ProtocolError`] it stands for is made from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HeaderError {
+    ReservedOpcode(u8),
+    InvalidLength,
+    FragmentedControl,
+    ControlTooLong,
+}
+
+impl From<HeaderError> for ProtocolError {
+    fn from(e: HeaderError) -> Self {
+        match e {
+            HeaderError::ReservedOpcode(opcode) => Self::ReservedOpcode(opcode),
+            HeaderError::InvalidLength => Self::InvalidLength,
+            HeaderError::FragmentedControl => Self::FragmentedControl,
+            HeaderError::ControlTooLong => Self::ControlTooLong,
+        }
+    }
+}
+
 impl Header {
     /// Decode a header from the front of `buf`.
     ///
@@ -195,51 +216,7 @@ impl Header {
     /// that is fragmented or longer than 125 bytes (§5.5). RSV bits and masking depend on the
     /// connection and are checked by the caller.
     pub fn decode(buf: &[u8]) -> Result<Option<(Self, usize)>, ProtocolError> {
-        let [b0, b1, ..] = *buf else {
-            return Ok(None);
-        };
-        let opcode = OpCode::from_bits(b0 & 0x0F).ok_or_else(|| ProtocolError::ReservedOpcode(b0 & 0x0F))?;
-        let fin = b0 & 0x80 != 0;
-        let masked = b1 & 0x80 != 0;
-        let (payload_len, mut len) = match b1 & 0x7F {
-            126 => match buf.get(2..4) {
-                Some(b) => (u64::from(u16::from_be_bytes([b[0], b[1]])), 4),
-                None => return Ok(None),
-            },
-            127 => match buf.get(2..10) {
-                Some(b) => {
-                    // Invariant: `get(2..10)` returned exactly 8 bytes.
-                    let n = u64::from_be_bytes(b.try_into().expect("8 bytes"));
-                    if n >> 63 != 0 {
-                        return Err(ProtocolError::InvalidLength);
-                    }
-                    (n, 10)
-                }
-                None => return Ok(None),
-            },
-            n => (u64::from(n), 2),
-        };
-        if opcode.is_control() {
-            if !fin {
-                return Err(ProtocolError::FragmentedControl);
-            }
-            if payload_len > MAX_CONTROL_PAYLOAD as u64 {
-                return Err(ProtocolError::ControlTooLong);
-            }
-        }
-        let mask = if masked {
-            match buf.get(len..len + 4) {
-                Some(k) => {
-                    len += 4;
-                    Some([k[0], k[1], k[2], k[3]])
-                }
-                None => return Ok(None),
-            }
-        } else {
-            None
-        };
-        let header = Self { fin, rsv: (b0 >> 4) & 0x7, opcode, mask, payload_len };
-        Ok(Some((header, len)))
+        Ok(RawHeader::parse(buf)?.map(|raw| (raw.header(), raw.size)))
     }
 
     /// Encode the header into `out`, returning how many bytes were written (2 to 14).
@@ -403,16 +380,5 @@ mod tests {
         assert_eq!(h.rsv, RSV1);
         let (h, _) = decode(&[0xF1, 0x00]).unwrap().unwrap();
         assert_eq!(h.rsv, 0b111);
-    }
-
-    #[test]
-    fn close_codes() {
-        for ok in [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999] {
-            assert!(CloseCode(ok).is_sendable(), "{ok}");
-        }
-        for bad in [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
-            assert!(!CloseCode(bad).is_sendable(), "{bad}");
-        }
-        assert_eq!(CloseCode::TOO_BIG.to_string(), "1009 (message too big)");
     }
 }

@@ -4,7 +4,7 @@ use std::{fmt, ops::Deref, str};
 
 use bytes::Bytes;
 
-use crate::frame::CloseCode;
+use crate::close_code::CloseCode;
 
 /// UTF-8 text held in [`Bytes`]: cloning and slicing never copy.
 #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

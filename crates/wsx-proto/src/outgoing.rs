@@ -1,70 +1,135 @@
-//! The queue of bytes waiting to be written to the peer.
+//! The bytes waiting to be written to the peer: the write queue, and the view of it that
+//! [`Connection::transmit`](crate::Connection::transmit) hands out.
 
 use std::{collections::VecDeque, io::IoSlice};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 
-use crate::pool;
+use crate::buf::{Buffer, MAX_CLASS};
 
-/// Bytes waiting to be written, as a [`Buf`] of chunks.
+/// Bytes to write to the peer, as a [`Buf`] of chunks: from
+/// [`Connection::transmit`](crate::Connection::transmit).
 ///
-/// Small frames are copied into one contiguous tail so that many of them go out in one
-/// write; large payloads are queued as their own chunk without a copy. Write with
-/// [`Buf::chunks_vectored`] and a vectored write, then [`Buf::advance`] by what was written.
-#[derive(Debug, Default)]
-pub struct Outgoing {
-    /// Chunks in order, all before `tail`. Boxed on purpose: only payloads of `COPY_THRESHOLD`
-    /// bytes or more use it, so every connection keeps a pointer instead of the queue's 32 bytes.
-    #[allow(clippy::box_collection)]
-    queue: Option<Box<VecDeque<Bytes>>>,
-    /// The last, growable chunk.
-    tail: BytesMut,
-    /// Total bytes in `queue` and `tail`.
-    len: usize,
-    /// The size class of `tail` if it came from the buffer cache and can go back; 0 if not.
-    tail_class: u32,
-    /// The most the tail held since it was last taken: the size to take next time, so that a
-    /// burst of replies does not grow the tail (and copy it) step by step every time.
-    tail_peak: u32,
+/// Write them with [`Buf::chunks_vectored`] and a vectored write (or [`Buf::chunk`] and a
+/// plain one), then [`Buf::advance`] by what was written; what is left stays queued for the next
+/// call. Small frames sit copied one after another in one buffer, so that a burst of them goes
+/// out in one write; large payloads are their own chunks, queued without a copy.
+#[derive(Debug)]
+pub struct Outgoing<'a>(pub(crate) Option<&'a mut WriteQueue>);
+
+impl Buf for Outgoing<'_> {
+    fn remaining(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| q.len)
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.0.as_ref().map_or(&[], |q| q.chunk())
+    }
+
+    fn chunks_vectored<'b>(&'b self, dst: &mut [IoSlice<'b>]) -> usize {
+        self.0.as_ref().map_or(0, |q| q.chunks_vectored(dst))
+    }
+
+    fn advance(&mut self, cnt: usize) {
+        match self.0.as_mut() {
+            Some(q) => q.advance(cnt),
+            None => assert!(cnt == 0, "advance past the end of Outgoing"),
+        }
+    }
 }
 
-/// Payloads at least this long are queued by reference instead of copied.
+/// What [`WriteQueue::append`] frames: a payload shared with its owner (a large one is queued
+/// by reference), or borrowed for the call (copied).
+pub(crate) enum Payload<'p> {
+    Shared(Bytes),
+    Borrowed(&'p [u8]),
+}
+
+impl std::ops::Deref for Payload<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Payload::Shared(b) => b,
+            Payload::Borrowed(b) => b,
+        }
+    }
+}
+
+/// Payloads at least this long, shared and unmasked, are queued by reference instead of copied.
 ///
 /// Copying a few KiB costs less than the extra `iovec` and the per-chunk bookkeeping of a
 /// vectored write (measured with the end-to-end benchmark at 1 KiB).
 pub(crate) const COPY_THRESHOLD: usize = 4096;
 
-impl Outgoing {
-    /// Append bytes by copying them into the tail.
-    pub(crate) fn extend(&mut self, bytes: &[u8]) {
-        self.tail_mut(bytes.len()).extend_from_slice(bytes);
-        self.commit_tail(bytes.len());
+/// The largest write tail a connection keeps while it waits for the rest of a frame.
+const KEEP_WHILE_BUSY: usize = 16 << 10;
+
+/// The write queue: chunks queued by reference, then a growable tail that small frames are
+/// copied into.
+#[derive(Debug, Default)]
+pub(crate) struct WriteQueue {
+    /// Chunks in order, all before `tail`. Boxed on purpose: only payloads of `COPY_THRESHOLD`
+    /// bytes or more use it, so every connection keeps a pointer instead of the queue's 32 bytes.
+    #[allow(clippy::box_collection)]
+    queue: Option<Box<VecDeque<Bytes>>>,
+    /// The last, growable chunk.
+    tail: Buffer,
+    /// Total bytes in `queue` and `tail`.
+    len: usize,
+    /// The most the tail held since it was last allocated: the size to allocate next time, so
+    /// that a burst of replies does not grow the tail (and copy it) step by step every time.
+    tail_peak: u32,
+}
+
+impl WriteQueue {
+    /// Bytes queued.
+    pub(crate) fn len(&self) -> usize {
+        self.len
     }
 
-    /// Append a payload: copied if small, queued by reference if large.
-    pub(crate) fn push(&mut self, bytes: Bytes) {
-        if bytes.len() < COPY_THRESHOLD {
-            self.extend(&bytes);
-            return;
-        }
-        if !self.tail.is_empty() {
-            let head = self.tail.split().freeze();
-            self.queue.get_or_insert_default().push_back(head);
-        }
-        self.len += bytes.len();
-        self.queue.get_or_insert_default().push_back(bytes);
-    }
-
-    /// Append a frame: its encoded header `head`, then `payload`, both copied into the tail with
-    /// one reservation.
+    /// Append one frame: its encoded `head`, then `payload`, masked with `mask` if given.
+    ///
+    /// This is the one place that chooses how a frame is queued: a shared, unmasked payload of
+    /// [`COPY_THRESHOLD`] bytes or more is queued by reference after its header; anything else
+    /// is copied into the tail with its header in one reservation (masked while it is there). A
+    /// frame framed in advance (`head` empty, `payload` the whole frame) follows the same rule.
     #[inline(always)]
-    pub(crate) fn extend_frame(&mut self, head: &[u8], payload: &[u8]) {
+    pub(crate) fn append(&mut self, head: &[u8], payload: Payload<'_>, mask: Option<[u8; 4]>) {
+        match payload {
+            Payload::Shared(bytes) if mask.is_none() && bytes.len() >= COPY_THRESHOLD => {
+                if !head.is_empty() {
+                    self.copy(head, &[]);
+                }
+                self.push_shared(bytes);
+            }
+            payload => {
+                let start = self.tail.bytes.len() + head.len();
+                self.copy(head, &payload);
+                if let Some(key) = mask {
+                    crate::mask::apply_mask(&mut self.tail.bytes[start..], key, 0);
+                }
+            }
+        }
+    }
+
+    /// Append bytes that are not a frame (a handshake response), copied into the tail.
+    pub(crate) fn extend(&mut self, bytes: &[u8]) {
+        self.copy(bytes, &[]);
+    }
+
+    /// Copy `head` then `payload` into the tail, with one reservation.
+    #[inline(always)]
+    fn copy(&mut self, head: &[u8], payload: &[u8]) {
         let n = head.len() + payload.len();
-        let tail = self.tail_mut(n);
+        if self.tail.bytes.capacity() - self.tail.bytes.len() < n {
+            self.grow_tail(n);
+        }
+        let tail = &mut self.tail.bytes;
         let spare = &mut tail.spare_capacity_mut()[..n];
-        // SAFETY: `spare` is `n` writable bytes (`tail_mut` made the room; the slice is checked):
-        // `head`, then `payload` right after it, `head.len() + payload.len() == n`; a `&mut` and
-        // a `&` cannot overlap.
+        // SAFETY: `spare` is `n` writable bytes (`grow_tail` made the room; the slice is
+        // checked): `head`, then `payload` right after it, `head.len() + payload.len() == n`; a
+        // `&mut` and a `&` cannot overlap.
         unsafe {
             let dst = spare.as_mut_ptr().cast::<u8>();
             std::ptr::copy_nonoverlapping(head.as_ptr(), dst, head.len());
@@ -72,78 +137,66 @@ impl Outgoing {
         }
         // SAFETY: the `n` bytes after the current length were just written.
         unsafe { tail.set_len(tail.len() + n) };
-        self.commit_tail(n);
-    }
-
-    /// The tail with room for `additional` more bytes, to encode into directly; call
-    /// [`commit_tail`](Self::commit_tail) after. An empty tail comes from the buffer cache.
-    #[inline]
-    pub(crate) fn tail_mut(&mut self, additional: usize) -> &mut BytesMut {
-        if self.tail.capacity() - self.tail.len() < additional {
-            self.grow_tail(additional);
-        }
-        &mut self.tail
-    }
-
-    #[inline(never)]
-    fn grow_tail(&mut self, additional: usize) {
-        if self.tail.capacity() == 0 && self.tail_class == 0 {
-            (self.tail, self.tail_class) = pool::take(additional.max(self.tail_peak as usize));
-            self.tail_peak = 0;
-        } else {
-            pool::reserve(&mut self.tail, &mut self.tail_class, additional);
-        }
-    }
-
-    /// Account for `n` bytes written straight into [`tail_mut`](Self::tail_mut).
-    #[inline]
-    pub(crate) fn commit_tail(&mut self, n: usize) {
         self.len += n;
         // At most `MAX_CLASS`: fits a `u32`.
-        self.tail_peak = self.tail_peak.max(self.tail.len().min(pool::MAX_CLASS) as u32);
+        self.tail_peak = self.tail_peak.max(tail.len().min(MAX_CLASS) as u32);
     }
 
-    /// When nothing is queued, give the tail's allocation back to the buffer cache and drop
-    /// the queue's.
+    /// Make room for `n` more bytes in the tail. A tail with no allocation is sized for a burst
+    /// like the last one, so that a burst of replies does not regrow it step by step.
+    #[inline(never)]
+    fn grow_tail(&mut self, n: usize) {
+        let fresh = self.tail.bytes.capacity() == 0;
+        self.tail.reserve(if fresh { n.max(self.tail_peak as usize) } else { n });
+    }
+
+    /// Queue a large payload as its own chunk, after what the tail holds.
+    fn push_shared(&mut self, bytes: Bytes) {
+        let queue = self.queue.get_or_insert_default();
+        if !self.tail.bytes.is_empty() {
+            queue.push_back(self.tail.bytes.split().freeze());
+        }
+        self.len += bytes.len();
+        queue.push_back(bytes);
+    }
+
+    /// When nothing is queued, keep the tail's allocation for reuse (if whole and unshared) and
+    /// drop the queue's. Returns whether the queue is empty.
+    pub(crate) fn recycle(&mut self) -> bool {
+        if self.len != 0 {
+            return false;
+        }
+        self.tail.recycle();
+        self.queue = None;
+        true
+    }
+
+    /// When nothing is queued, drop the queue and free a large tail; a tail of at most
+    /// `KEEP_WHILE_BUSY` bytes is kept for reuse. Called when the connection goes idle with a
+    /// partial frame in hand: allocating its replies' buffer again at every read would cost a
+    /// `malloc` and a `free` each time, while keeping a small one costs little.
     pub(crate) fn release(&mut self) {
         if self.len != 0 {
             return;
         }
-        // The tail's `capacity` does not count the bytes already written out (`advance`), so a
-        // tail written out in full reports 0 while it still holds its allocation: hand it back
-        // whatever it reports (`give` drops what it cannot keep).
-        pool::give(std::mem::take(&mut self.tail), std::mem::take(&mut self.tail_class));
         self.queue = None;
-    }
-}
-
-impl Outgoing {
-    /// When nothing is queued, keep the tail's allocation for reuse in place (see
-    /// [`pool::keep`]) and drop the queue's.
-    pub(crate) fn recycle(&mut self) {
-        if self.len == 0 {
-            pool::keep(&mut self.tail, &mut self.tail_class);
-            self.queue = None;
+        if self.tail.class() > KEEP_WHILE_BUSY || !self.tail.recycle() {
+            self.tail.free();
+            self.tail_peak = 0;
         }
-    }
-}
-
-impl Buf for Outgoing {
-    fn remaining(&self) -> usize {
-        self.len
     }
 
     fn chunk(&self) -> &[u8] {
         match self.queue.as_ref().and_then(|q| q.front()) {
             Some(b) => b,
-            None => &self.tail,
+            None => &self.tail.bytes,
         }
     }
 
     fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
         let queued = self.queue.iter().flat_map(|q| q.iter());
-        for chunk in queued.map(|b| &b[..]).chain(std::iter::once(&self.tail[..])) {
+        for chunk in queued.map(|b| &b[..]).chain(std::iter::once(&self.tail.bytes[..])) {
             if n == dst.len() {
                 break;
             }
@@ -162,7 +215,6 @@ impl Buf for Outgoing {
             match self.queue.as_mut().and_then(|q| q.front_mut()) {
                 Some(front) if front.len() <= cnt => {
                     cnt -= front.len();
-                    // Invariant: `front_mut` just found an element.
                     self.queue.as_mut().and_then(|q| q.pop_front());
                 }
                 Some(front) => {
@@ -170,14 +222,14 @@ impl Buf for Outgoing {
                     break;
                 }
                 None => {
-                    self.tail.advance(cnt);
+                    self.tail.bytes.advance(cnt);
                     break;
                 }
             }
         }
         if self.len == 0 {
             // Reuse the tail's allocation from its start.
-            self.tail.clear();
+            self.tail.bytes.clear();
         }
     }
 }
@@ -188,11 +240,12 @@ mod tests {
 
     #[test]
     fn keeps_order_across_copied_and_queued_chunks() {
-        let mut out = Outgoing::default();
-        out.extend(b"ab");
-        out.push(Bytes::from(vec![b'x'; 5000]));
-        out.extend(b"cd");
-        out.push(Bytes::from_static(b"ef"));
+        let mut queue = WriteQueue::default();
+        queue.append(b"ab", Payload::Borrowed(b""), None);
+        queue.append(b"", Payload::Shared(Bytes::from(vec![b'x'; 5000])), None);
+        queue.append(b"c", Payload::Borrowed(b"d"), None);
+        queue.append(b"", Payload::Shared(Bytes::from_static(b"ef")), None);
+        let mut out = Outgoing(Some(&mut queue));
         assert_eq!(out.remaining(), 5006);
         let mut slices = [IoSlice::new(&[]); 8];
         let n = out.chunks_vectored(&mut slices);
@@ -207,5 +260,24 @@ mod tests {
         assert_eq!(out.chunk(), b"ef");
         out.advance(2);
         assert_eq!(out.remaining(), 0);
+    }
+
+    #[test]
+    fn masked_frames_are_copied_and_masked() {
+        let mut queue = WriteQueue::default();
+        let payload = Bytes::from(vec![0u8; COPY_THRESHOLD]);
+        queue.append(&[0x82, 0xFE], Payload::Shared(payload), Some([1, 2, 3, 4]));
+        let mut out = Outgoing(Some(&mut queue));
+        assert_eq!(out.chunk().len(), 2 + COPY_THRESHOLD, "copied into the tail");
+        assert_eq!(&out.chunk()[2..6], &[1, 2, 3, 4]);
+        out.advance(2 + COPY_THRESHOLD);
+    }
+
+    #[test]
+    fn an_empty_view_has_nothing() {
+        let mut out = Outgoing(None);
+        assert_eq!(out.remaining(), 0);
+        assert!(out.chunk().is_empty());
+        out.advance(0);
     }
 }

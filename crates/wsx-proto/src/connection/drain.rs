@@ -1,4 +1,4 @@
-//! Borrowed receive: data messages handed to a handler in place, with a way to answer them.
+//! Borrowed receive: data messages handed to a handler where they lie, with a way to answer them.
 //!
 //! `next_event` hands every message out as an owned [`Message`]: its payload is a reference
 //! counted slice of the read buffer, moved through the event queue to the application, which
@@ -7,13 +7,13 @@
 //! into the write queue. For small messages that removes everything but the parsing, the
 //! unmasking and the copy of the answer (measured in `docs/performance.md`).
 
-use super::{
-    Connection, Event, State, busy,
-    recv::{Small, small_frame},
-    send::{Payload, Writer, check_close_frame},
-};
+use bytes::Buf;
+
+use super::{Connection, Event, State, buffers, close, recv::FrameRef, send::Writer};
 use crate::{
-    CloseCode, CloseFrame, Message, MessageRef, OpCode, ProtocolError, Role, SendError, frame::MAX_CONTROL_PAYLOAD,
+    CloseCode, CloseFrame, Message, MessageRef, ProtocolError, SendError,
+    frame::{MAX_CONTROL_PAYLOAD, OpCode},
+    outgoing::Payload,
 };
 
 /// Why [`Connection::drain_messages`] returned.
@@ -21,10 +21,10 @@ use crate::{
 #[non_exhaustive]
 pub enum Drained {
     /// Every whole data message received so far was handed out. What remains is a partial
-    /// frame or an event of another kind: take events with
-    /// [`next_event`](Connection::next_event), then read more.
+    /// frame, or an event of another kind: take events with
+    /// [`next_event`](Connection::next_event), then drain again.
     All,
-    /// The write queue passed `write_high_water`: write it out, then call again before taking
+    /// The write queue passed `write_high_water`: write it out, then drain again before taking
     /// events (a data message may be next).
     WriteBlocked,
 }
@@ -79,8 +79,10 @@ impl Replies<'_> {
             Message::Binary(data) => self.send_data(OpCode::Binary, Payload::Shared(data)),
             Message::Ping(data) => self.send_control(OpCode::Ping, &data),
             Message::Pong(data) => self.send_control(OpCode::Pong, &data),
-            Message::Close(Some(frame)) => self.close_with(Some(frame)),
-            Message::Close(None) => self.close_with(None),
+            Message::Close(frame) => {
+                close::check_close_frame(frame.as_ref())?;
+                self.close_with(frame)
+            }
         }
     }
 
@@ -88,18 +90,13 @@ impl Replies<'_> {
     /// handler returns (see [`Connection::close`]). What the handler sends after this fails
     /// with [`SendError::Closed`]; messages already received are still handed out.
     pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
-        if code == CloseCode::NO_STATUS {
-            if !reason.is_empty() {
-                return Err(SendError::InvalidCloseCode(code.0));
-            }
-            return self.close_with(None);
-        }
-        self.close_with(Some(CloseFrame::new(code, reason)))
+        let frame = close::close_frame(code, reason)?;
+        self.close_with(frame)
     }
 
     /// Bytes queued to write, these replies included.
     pub fn buffered_amount(&self) -> usize {
-        bytes::Buf::remaining(&*self.writer.out)
+        self.writer.out.len()
     }
 
     #[inline(always)]
@@ -107,7 +104,7 @@ impl Replies<'_> {
         if let Some(e) = self.refused {
             return Err(e);
         }
-        self.writer.write_message(opcode, payload, None);
+        self.writer.message(opcode, payload, None);
         Ok(())
     }
 
@@ -119,12 +116,11 @@ impl Replies<'_> {
         if payload.len() > MAX_CONTROL_PAYLOAD {
             return Err(SendError::ControlTooLong);
         }
-        self.writer.write_control(opcode, payload);
+        self.writer.control(opcode, payload);
         Ok(())
     }
 
     fn close_with(&mut self, frame: Option<CloseFrame>) -> Result<(), SendError> {
-        check_close_frame(frame.as_ref())?;
         match self.refused {
             None | Some(SendError::InvalidFragment) => {
                 self.close = Some(frame);
@@ -138,59 +134,53 @@ impl Replies<'_> {
     }
 }
 
-/// What the fast loop of `drain_small_frames` did.
-enum Step {
+/// Where a batch of `drain_messages` stopped.
+enum Batch {
     /// Handed out messages, or stopped for the handler's close or the write queue: go on.
     Handled,
-    /// The frame at the front is small but not all here yet: wait for more bytes.
+    /// The frame at the front is not all here yet: wait for more bytes.
     Wait,
-    /// The frame at the front is for the general path.
-    General,
+    /// A whole frame of another kind (a fragment, a compressed or control frame), read and left
+    /// at the front of the buffer for `take_frame`.
+    Other(FrameRef),
+    /// The frame at the front breaks the protocol.
+    Failed(ProtocolError),
 }
 
 impl Connection {
     /// Hand every whole text or binary message received so far to `handle`, in order, borrowed
     /// where it lies, with [`Replies`] to answer it: the zero-copy alternative to taking
-    /// [`Event::Message`]s from [`next_event`](Self::next_event). Events of other kinds (pings,
-    /// pongs, the close) stay queued for `next_event`, and the drain stops at the first of them
-    /// so that the order of everything is kept; so does a failure: messages before a bad frame
-    /// are handed out (and their replies queued) before the close it causes.
+    /// [`Event::Message`]s from [`next_event`](Self::next_event). It parses as `next_event`
+    /// does, with the same effects (pongs queued, failures), and stops at the first event of
+    /// another kind (a ping, a pong, the peer's close), which stays queued for `next_event` so
+    /// that the order of everything is kept. A bad frame fails the connection only after the
+    /// messages before it were handled and their replies queued.
     ///
     /// Stops early, returning [`Drained::WriteBlocked`], once the write queue is past
     /// `write_high_water`: write it out and call again.
     ///
-    /// Once it has been called, the connection expects it after every input: from then on an
-    /// input leaves a text or binary frame at the front of the read buffer to it, unparsed
-    /// (anything before it is parsed at once, as usual).
+    /// Drive it with `next_event` as one loop, after every input: drain, then take one event;
+    /// repeat until both have nothing (see the [crate documentation](crate)).
     pub fn drain_messages<F>(&mut self, mut handle: F) -> Drained
     where
         F: FnMut(MessageRef<'_>, &mut Replies<'_>),
     {
-        self.drains = true;
         let mut refused = self.send_refusal();
         loop {
-            let can_receive = self.can_receive();
-            // With nothing in hand there is nothing to hand out (and no busy state to take).
-            let Some(b) = self.busy.as_deref() else { return Drained::All };
-            if self.is_write_blocked() {
-                return match b.events.front() {
-                    Some(Event::Message(_)) => Drained::WriteBlocked,
-                    Some(_) => Drained::All,
-                    None if can_receive && !b.rbuf.is_empty() => Drained::WriteBlocked,
-                    None => Drained::All,
-                };
-            }
-            if let Some(front) = b.events.front() {
+            let Some(w) = self.work.as_deref() else { return Drained::All };
+            if let Some(front) = w.events.front() {
+                // A message the general path assembled (fragmented or compressed), or one
+                // `next_event` parsed: lend it from its own buffer, in its turn.
                 if !matches!(front, Event::Message(_)) {
                     return Drained::All;
                 }
-                // A message the general path assembled (fragmented, compressed or large): lend
-                // it from its own buffer.
-                // Invariant: `front` is this message, and `Event::Message` only carries text or
-                // binary (see `Message`).
-                let Some(Event::Message(message)) = self.b().events.pop_front() else {
-                    unreachable!("front is a message")
+                if self.is_write_blocked() {
+                    return Drained::WriteBlocked;
+                }
+                let Some(Event::Message(message)) = self.work().events.pop_front() else {
+                    unreachable!("the front event is a message")
                 };
+                // Invariant: `Event::Message` carries only text or binary (see `Message`).
                 let message = MessageRef::from_message(&message).expect("a data message");
                 let mut replies = Replies { writer: self.writer(), refused, close: None };
                 handle(message, &mut replies);
@@ -199,95 +189,78 @@ impl Connection {
                 }
                 continue;
             }
-            if !can_receive || b.rbuf.is_empty() {
+            let receiving = matches!(self.state, State::Open | State::CloseSent);
+            if !receiving || w.incoming.buf.bytes.is_empty() {
                 return Drained::All;
             }
-            if b.frame.is_none() && self.message.is_none() {
-                match self.drain_small_frames(&mut handle, &mut refused) {
-                    Ok(Step::Handled) => continue,
-                    Ok(Step::Wait) => return Drained::All,
-                    Ok(Step::General) => {}
-                    Err(e) => {
-                        self.fail(e);
-                        return Drained::All;
-                    }
+            if self.is_write_blocked() {
+                return Drained::WriteBlocked;
+            }
+            match self.drain_batch(&mut handle, &mut refused) {
+                Batch::Handled => {}
+                Batch::Wait => return Drained::All,
+                Batch::Other(frame) => self.take_frame(frame),
+                Batch::Failed(e) => {
+                    self.fail(e);
+                    return Drained::All;
                 }
-            }
-            // Anything else goes through the general path, which stops at its first event.
-            self.process();
-            if self.events_empty() {
-                return Drained::All;
             }
         }
     }
 
-    /// The fast loop: hand out the whole small frames at the front of the read buffer (see
-    /// `small_frame`) with one `Replies` and one advance of the buffer for all of them. Stops at
-    /// anything else, at a close from the handler and at the write queue's high-water mark. A
-    /// failure comes after the messages before it.
+    /// The fast loop: hand out the whole single-frame messages at the front of the read buffer
+    /// with one `Replies` and one advance of the buffer for all of them. Stops at any other
+    /// frame, at a close from the handler and at the write queue's high-water mark. A failure
+    /// comes after the messages before it.
     #[inline]
-    fn drain_small_frames<F>(&mut self, handle: &mut F, refused: &mut Option<SendError>) -> Result<Step, ProtocolError>
+    fn drain_batch<F>(&mut self, handle: &mut F, refused: &mut Option<SendError>) -> Batch
     where
         F: FnMut(MessageRef<'_>, &mut Replies<'_>),
     {
-        let server = self.role == Role::Server;
-        let limit = self.config.max_frame_size.min(self.config.max_message_size);
+        let rules = self.rules();
         let high_water = self.config.write_high_water;
-        let b = busy(&mut self.busy);
+        let w = buffers::work(&mut self.work);
         let writer = Writer {
-            role: self.role,
-            out: &mut b.out,
+            out: &mut w.outgoing,
             deflate: self.deflate.as_deref_mut(),
-            rng: self.extras.as_mut().and_then(|e| e.rng.as_deref_mut()),
+            rng: self.session.as_mut().and_then(|s| s.rng.as_deref_mut()),
         };
         let mut replies = Replies { writer, refused: *refused, close: None };
+        let incoming = &mut w.incoming;
         let mut pos = 0;
         let mut last = None;
-        let result = loop {
-            match small_frame(&mut b.rbuf[pos..], server, limit) {
-                Ok(Small::Whole(frame)) => {
-                    let start = pos + frame.start;
+        let batch = loop {
+            match incoming.read_frame(pos, &rules) {
+                Some(frame) if frame.is_single_message() => {
+                    let start = pos + frame.start();
                     pos = start + frame.len;
                     last = Some(frame.len);
-                    handle(MessageRef::borrowed(frame.text, &b.rbuf[start..pos]), &mut replies);
+                    handle(MessageRef::borrowed(frame.is_text(), &incoming.buf.bytes[start..pos]), &mut replies);
                     if replies.close.is_some() || replies.buffered_amount() > high_water {
-                        break Ok(Step::Handled);
+                        break Batch::Handled;
                     }
                 }
-                Ok(_) if pos > 0 => break Ok(Step::Handled),
-                // The rest of a small binary frame is still to come: unmask it whole then.
-                // (Text goes through the general path, which validates what has arrived, so
-                // that invalid UTF-8 fails the connection without waiting for the rest.)
-                Ok(Small::Partial { text: false }) => break Ok(Step::Wait),
-                Ok(_) => break Ok(Step::General),
-                Err(e) => break Err(e),
+                Some(frame) => break Batch::Other(frame),
+                None => match incoming.take_fault() {
+                    Some(e) => break Batch::Failed(e),
+                    None => break Batch::Wait,
+                },
             }
         };
         let close = replies.close;
-        bytes::Buf::advance(&mut b.rbuf, pos);
+        incoming.buf.bytes.advance(pos);
         if let Some(len) = last {
-            // At most 65,535: fits a `u32`.
-            self.read_hint = len as u32;
+            self.sizing.took(len);
         }
         if let Some(frame) = close {
             *refused = self.close_from_handler(frame);
         }
-        result
-    }
-
-    /// Why a data message cannot be sent now, if it cannot.
-    fn send_refusal(&self) -> Option<SendError> {
-        match self.state {
-            State::Open if self.out_message.is_some() => Some(SendError::InvalidFragment),
-            State::Open => None,
-            State::Handshake | State::AwaitAccept | State::Refused => Some(SendError::NotOpen),
-            State::CloseSent | State::Closed | State::Finished => Some(SendError::Closed),
-        }
+        batch
     }
 
     /// Start the close a handler asked for; returns why sending is refused from now on.
     fn close_from_handler(&mut self, frame: Option<CloseFrame>) -> Option<SendError> {
-        // Checked by `Replies::close_with`: a sendable code and a reason that fits.
+        // Checked by `Replies`: a sendable code and a reason that fits.
         let _ = self.start_close(frame);
         self.send_refusal()
     }

@@ -1,504 +1,570 @@
-//! The receive path: handshake parsing, frame parsing, message assembly, control frames.
+//! The receive path: the one frame reader, message assembly, and what each frame makes the
+//! connection do.
+//!
+//! Every frame goes through [`Incoming::read_frame`], which applies every rule of RFC 6455 §5
+//! and the limits once, and unmasks and validates the payload as it arrives. Two consumers take
+//! what it reads: [`Connection::parse_step`] (behind `next_event`), which hands messages out as
+//! owned events, and `drain_messages` (`drain.rs`), which lends whole single-frame messages in
+//! place and passes every other frame to [`Connection::take_frame`], as `parse_step` does.
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, StatusCode};
 
-use super::{Busy, Connection, Event, InFrame, InMessage, RefusedResponse, State, busy};
+use super::{Connection, Event, State};
 use crate::{
-    CloseCode, CloseFrame, HandshakeError, Message, ProtocolError, Role, Utf8Bytes,
-    deflate::{self, Deflate, InflateError},
-    frame::{Header, OpCode, RSV1},
-    handshake::{client, server},
+    CloseCode, CloseFrame, Config, Message, ProtocolError, Role, Utf8Bytes,
+    buf::Buffer,
+    deflate::{Deflate, InflateError},
+    frame::{OpCode, RawHeader},
     mask::apply_mask,
+    utf8::Validator,
 };
 
-/// The most a read is sized for ahead of data, from the last frame's size.
-const READ_HINT_MAX: usize = 256 << 10;
-
-/// A whole small data frame found by [`small_frame`]: its payload, unmasked and validated, is
-/// `buf[start..start + len]`.
-pub(super) struct SmallFrame {
-    pub(super) text: bool,
-    pub(super) start: usize,
-    pub(super) len: usize,
+/// What the rules for an incoming frame depend on besides the frame: the role, the limits and
+/// whether permessage-deflate was negotiated.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Rules {
+    server: bool,
+    accept_unmasked: bool,
+    deflate: bool,
+    max_frame_size: usize,
+    max_message_size: usize,
+    max_fragments: usize,
+    /// The largest uncompressed message that fits in one frame: both limits apply.
+    single_frame_limit: u64,
 }
 
-/// What [`small_frame`] found at the start of the buffer.
-pub(super) enum Small {
-    /// A whole small frame, unmasked and validated.
-    Whole(SmallFrame),
-    /// The start of one: the rest has not arrived. Nothing is unmasked or validated yet.
-    Partial { text: bool },
-    /// Anything else, for the general path.
-    Other,
-}
-
-/// The fast path for most of what arrives: a whole text or binary frame at the start of `buf`,
-/// with FIN set, no RSV bit, a 7- or 16-bit length of at most `limit` and the mask its
-/// direction needs (`server`: masked). Unmasks and validates its payload in place. Anything
-/// else is left to the general path, which must be the only other case a caller handles: this
-/// checks the same rules as `check_header` and `handle_frame` do for such a frame (with no
-/// fragmented message being assembled), and reports only invalid UTF-8 itself.
-#[inline(always)]
-pub(super) fn small_frame(buf: &mut [u8], server: bool, limit: usize) -> Result<Small, ProtocolError> {
-    let [b0, b1, ref rest @ ..] = *buf else {
-        return Ok(Small::Other);
-    };
-    // FIN set, RSV bits clear, opcode 0x1 (text) or 0x2 (binary).
-    let text = b0 == 0x81;
-    // §5.1: a client masks every frame, a server none.
-    let masked = b1 & 0x80 != 0;
-    if !(text || b0 == 0x82) || masked != server {
-        return Ok(Small::Other);
-    }
-    let (len, header_len) = match (b1 & 0x7F, rest) {
-        (126, [hi, lo, ..]) => (usize::from(u16::from_be_bytes([*hi, *lo])), 4),
-        (126 | 127, _) => return Ok(Small::Other),
-        (n, _) => (usize::from(n), 2),
-    };
-    let start = if masked { header_len + 4 } else { header_len };
-    if len > limit {
-        return Ok(Small::Other);
-    }
-    if buf.len() < start + len {
-        return Ok(Small::Partial { text });
-    }
-    let frame = &mut buf[header_len..start + len];
-    if let Some((key, payload)) = frame.split_first_chunk_mut::<4>().filter(|_| masked) {
-        apply_mask(payload, *key, 0);
-    }
-    // The frame is whole, so checking it at once fails exactly where the incremental validator
-    // would.
-    if text && simdutf8::basic::from_utf8(&buf[start..start + len]).is_err() {
-        return Err(ProtocolError::InvalidUtf8);
-    }
-    Ok(Small::Whole(SmallFrame { text, start, len }))
-}
-
-impl Connection {
-    /// The busy state, taken if there is none (see [`Busy`]).
+impl Rules {
     #[inline]
-    pub(super) fn b(&mut self) -> &mut Busy {
-        busy(&mut self.busy)
-    }
-
-    /// Process whatever the read buffer holds, as far as the state allows.
-    pub(super) fn process(&mut self) {
-        loop {
-            match self.state {
-                State::Handshake => match self.role {
-                    Role::Server => {
-                        if !self.read_request() {
-                            return;
-                        }
-                    }
-                    Role::Client => {
-                        if !self.read_response() {
-                            return;
-                        }
-                    }
-                },
-                State::Refused => {
-                    self.read_refused_body();
-                    return;
-                }
-                State::Open | State::CloseSent => {
-                    if let Err(e) = self.read_frames() {
-                        self.fail(e);
-                    }
-                    return;
-                }
-                State::AwaitAccept => return,
-                State::Closed | State::Finished => {
-                    // RFC 6455 §5.5.1: after the close frame, data is discarded.
-                    if let Some(b) = self.busy.as_deref_mut() {
-                        b.rbuf.clear();
-                    }
-                    return;
-                }
-            }
+    pub(super) fn new(role: Role, config: &Config, deflate: bool) -> Self {
+        Self {
+            server: role == Role::Server,
+            accept_unmasked: config.accept_unmasked,
+            deflate,
+            max_frame_size: config.max_frame_size,
+            max_message_size: config.max_message_size,
+            max_fragments: config.max_fragments,
+            single_frame_limit: config.max_frame_size.min(config.max_message_size) as u64,
         }
     }
+}
 
-    /// Server: try to parse the request. Returns whether to keep processing.
-    fn read_request(&mut self) -> bool {
-        match server::parse_request(&busy(&mut self.busy).rbuf, &self.config) {
-            Ok(None) => false,
-            Ok(Some((request, n))) => {
-                self.b().rbuf.advance(n);
-                let request = Box::new(request);
-                if let Some(handshake) = self.handshake.as_mut() {
-                    if let Some(cfg) = &self.config.deflate {
-                        handshake.pending_deflate = deflate::server_negotiate(cfg, request.headers());
-                    }
-                    handshake.pending_request = Some(request.clone());
-                }
-                self.state = State::AwaitAccept;
-                self.push_event(Event::Request(request));
-                false
-            }
-            Err(error) => {
-                let status = match &error {
-                    HandshakeError::BadRequest { status, .. } => *status,
-                    _ => StatusCode::BAD_REQUEST,
-                };
-                let body = format!("{error}\n");
-                let mut head = BytesMut::new();
-                server::write_response(status, &HeaderMap::new(), body.as_bytes(), &mut head);
-                self.b().out.extend(&head);
-                self.closing_mut().error = Some(error.into());
-                self.enter_closed();
-                false
-            }
-        }
+/// A whole frame at the reading position, checked, its payload unmasked and (for text)
+/// validated: the payload is `start()..end()` from that position. Small enough to pass in
+/// registers.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct FrameRef {
+    pub(super) len: usize,
+    /// The header's first byte: FIN, RSV and the opcode.
+    b0: u8,
+    pub(super) compressed: bool,
+    /// The header's length (at most 14).
+    header: u8,
+}
+
+impl FrameRef {
+    /// Where the payload starts, from the reading position.
+    pub(super) fn start(&self) -> usize {
+        usize::from(self.header)
     }
 
-    /// Client: try to parse the response. Returns whether to keep processing.
-    fn read_response(&mut self) -> bool {
-        let (head, n) = match client::parse_response(&busy(&mut self.busy).rbuf, &self.config) {
-            Ok(None) => return false,
-            Ok(Some(parsed)) => parsed,
-            Err(error) => {
-                self.closing_mut().error = Some(error.into());
-                self.shutdown = true;
-                self.finish();
-                return false;
-            }
-        };
-        self.b().rbuf.advance(n);
-        if head.status() != StatusCode::SWITCHING_PROTOCOLS {
-            let remaining = head
-                .headers()
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<usize>().ok());
-            let (parts, ()) = head.into_parts();
-            if let Some(handshake) = self.handshake.as_mut() {
-                handshake.refused = Some(RefusedResponse {
-                    status: parts.status,
-                    headers: Box::new(parts.headers),
-                    body: Vec::new(),
-                    remaining,
-                });
-            }
-            self.state = State::Refused;
-            return true;
-        }
-        // Invariant: `pending_client` is set by `Connection::client`, the only way to get a
-        // client connection, and taken only here; `handshake` is kept until the state leaves
-        // `Handshake`.
-        let pending = self.handshake.as_mut().and_then(|h| h.pending_client.take()).expect("client handshake pending");
-        let extensions = head.headers().clone();
-        let result = client::check_response(head, &pending).and_then(|response| {
-            let agreed = match &self.config.deflate {
-                Some(cfg) => deflate::client_accept(cfg, &extensions).map_err(HandshakeError::InvalidResponse)?,
-                None if extensions.contains_key(http::header::SEC_WEBSOCKET_EXTENSIONS) => {
-                    return Err(HandshakeError::InvalidResponse("server selected an extension that was not offered"));
-                }
-                None => None,
-            };
-            Ok((response, agreed))
-        });
-        match result {
-            Ok((response, agreed)) => {
-                if let (Some(params), Some(cfg)) = (agreed, &self.config.deflate) {
-                    self.deflate = Some(Box::new(Deflate::new(params, Role::Client, cfg)));
-                }
-                if let Some(protocol) = response.protocol.as_deref() {
-                    self.extras_mut().protocol = Some(protocol.into());
-                }
-                self.open();
-                self.push_event(Event::Opened(Box::new(response)));
-                true
-            }
-            Err(error) => {
-                // §4.1: "the client MUST _Fail the WebSocket Connection_"; nothing was sent
-                // on it yet, so just close.
-                self.closing_mut().error = Some(error.into());
-                self.shutdown = true;
-                self.finish();
-                false
-            }
-        }
+    /// Where the frame ends, from the reading position.
+    pub(super) fn end(&self) -> usize {
+        self.start() + self.len
     }
 
-    /// Client: collect the body of a non-101 response, bounded by `max_header_bytes`.
-    fn read_refused_body(&mut self) {
-        let limit = self.config.max_header_bytes;
-        let Some(r) = self.handshake.as_mut().and_then(|h| h.refused.as_mut()) else { return };
-        let rbuf = &mut busy(&mut self.busy).rbuf;
-        let want = r.remaining.unwrap_or(usize::MAX).min(rbuf.len());
-        let keep = want.min(limit.saturating_sub(r.body.len()));
-        r.body.extend_from_slice(&rbuf[..keep]);
-        rbuf.advance(want);
-        if let Some(rem) = r.remaining.as_mut() {
-            *rem -= want;
-        }
-        let done = r.remaining == Some(0) || r.body.len() >= limit;
-        if done {
-            self.finish_refused();
-            self.shutdown = true;
-            self.finish();
-        }
+    pub(super) fn fin(&self) -> bool {
+        self.b0 & 0x80 != 0
     }
 
-    /// The handshake is done: start the keep-alive timer.
-    pub(super) fn open(&mut self) {
-        self.state = State::Open;
-        self.handshake = None;
-        if let Some(interval) = self.config.ping_interval {
-            let at = self.now + interval;
-            self.extras_mut().next_ping = Some(at);
-        }
+    pub(super) fn opcode(&self) -> OpCode {
+        // Invariant: `RawHeader::parse` refused the opcodes `from_bits` does not know.
+        OpCode::from_bits(self.b0 & 0x0F).expect("a defined opcode")
     }
 
-    /// Parse and handle every complete frame in the read buffer, and unmask and validate what
-    /// has arrived of the next one.
+    /// Whether this frame is a whole uncompressed text or binary message (FIN, no RSV bit,
+    /// opcode 1 or 2): the common case, which is handed out without being assembled.
+    #[inline(always)]
+    pub(super) fn is_single_message(&self) -> bool {
+        matches!(self.b0, 0x81 | 0x82)
+    }
+
+    /// Whether a single message is text.
+    pub(super) fn is_text(&self) -> bool {
+        self.b0 & 0x0F == 1
+    }
+}
+
+/// A text frame whose header has been read and checked, and whose payload is still arriving:
+/// what of it is unmasked and validated already. It is always at the front of the read buffer.
+/// (Other frames are simply read again once whole.)
+#[derive(Debug, Clone, Copy)]
+struct InFrame {
+    header: RawHeader,
+    /// Payload bytes already unmasked and validated.
+    done: usize,
+}
+
+/// What a frame's payload is, as far as reading it goes.
+#[derive(Debug, Clone, Copy)]
+struct PayloadKind {
+    /// Part of a compressed message: inflated and validated when the message is assembled.
+    compressed: bool,
+    /// Uncompressed text: validated as it arrives.
+    text: bool,
+}
+
+/// A fragmented or compressed message being assembled.
+#[derive(Debug)]
+struct InMessage {
+    text: bool,
+    compressed: bool,
+    fragments: usize,
+    data: BytesMut,
+}
+
+/// What the connection holds of what arrives: the read buffer and how far the frame at its
+/// front has been read, and the message being assembled. Part of the work state that only a
+/// busy connection holds (`buffers.rs`).
+#[derive(Debug, Default)]
+pub(super) struct Incoming {
+    /// The read buffer: bytes received and not yet taken.
+    pub(super) buf: Buffer,
+    /// The read buffer's length when `read_buffer` last offered it (see `ReadSize`).
+    pub(super) offered: Option<u32>,
+    frame: Option<InFrame>,
+    message: Option<InMessage>,
+    /// Validates text frames that arrive in pieces, and fragmented text messages.
+    utf8: Validator,
+    /// Why the last `read_frame` found no frame, when a rule was broken rather than bytes
+    /// missing. Kept here rather than returned, so that what the reader returns fits in two
+    /// registers.
+    fault: Option<ProtocolError>,
+}
+
+impl Incoming {
+    /// The one frame reader: the frame at `pos` in the read buffer, once all of it has arrived,
+    /// checked against every rule, its payload unmasked and, for text, validated. `None` means
+    /// more bytes are needed, unless a rule was broken: [`take_fault`](Self::take_fault) then
+    /// says which. What has arrived of a text payload is unmasked and validated already, so
+    /// that invalid text fails as soon as its bytes arrive. Nothing is consumed: the caller
+    /// takes the frame with [`assemble`](Self::assemble) or by lending it, then consumes it.
     ///
-    /// Stops at the first event: the rest is parsed when the application has taken it.
-    fn read_frames(&mut self) -> Result<(), ProtocolError> {
-        while matches!(self.state, State::Open | State::CloseSent) && self.events_empty() {
-            if self.message.is_none()
-                && self.b().frame.is_none()
-                && let Some(SmallFrame { text, start, len }) = self.parse_small_frame()?
-            {
-                let rbuf = &mut self.b().rbuf;
-                rbuf.advance(start);
-                let payload = rbuf.split_to(len).freeze();
-                let message =
-                    if text { Message::Text(Utf8Bytes::from_validated(payload)) } else { Message::Binary(payload) };
-                self.push_event(Event::Message(message));
-                continue;
-            }
-            let mut frame = match self.b().frame {
-                Some(frame) => frame,
-                None => {
-                    let Some((header, n)) = Header::decode(&self.b().rbuf)? else {
-                        return Ok(());
+    /// `pos` is 0 unless the caller has consumed nothing yet of frames it already took (the
+    /// borrowed drain); a frame still arriving is only ever at 0.
+    #[inline(always)]
+    pub(super) fn read_frame(&mut self, pos: usize, rules: &Rules) -> Option<FrameRef> {
+        // First branch, for most of what arrives: a whole frame that is a whole text or binary
+        // message (FIN, no RSV bit), masked as this side requires, within both size limits, with
+        // no fragmented message open. Every rule of `check_rules` lets such a frame through (the
+        // build that tests run checks that on every one), so only its payload is left to do.
+        if self.frame.is_none() && self.message.is_none() {
+            match RawHeader::parse(&self.buf.bytes[pos..]) {
+                Ok(None) => return None,
+                Ok(Some(header))
+                    if matches!(header.b0, 0x81 | 0x82)
+                        && header.mask.is_some() == rules.server
+                        && header.len <= rules.single_frame_limit =>
+                {
+                    debug_assert!(self.check_rules(header.b0, header.mask.is_some(), header.len, rules).is_ok());
+                    // Invariant: within `single_frame_limit`, a `usize`; a header is at most 14 bytes.
+                    let frame = FrameRef {
+                        len: header.len as usize,
+                        b0: header.b0,
+                        compressed: false,
+                        header: header.size as u8,
                     };
-                    let validate = self.check_header(&header)?;
-                    self.b().rbuf.advance(n);
-                    InFrame { header, done: 0, validate }
+                    match self.buf.bytes.get_mut(pos + frame.start()..pos + frame.end()) {
+                        Some(bytes) => {
+                            if let Some(key) = header.mask {
+                                apply_mask(bytes, key, 0);
+                            }
+                            if header.b0 == 0x81 && simdutf8::basic::from_utf8(bytes).is_err() {
+                                return self.fault(ProtocolError::InvalidUtf8);
+                            }
+                            return Some(frame);
+                        }
+                        // Binary is unmasked once whole: wait for the rest. Text is validated as
+                        // it arrives, by the general path.
+                        None if header.b0 == 0x82 => return None,
+                        None => {}
+                    }
                 }
-            };
-            let b = self.b();
-            // Invariant: `check_header` refused lengths over `max_frame_size`, a `usize`.
-            let len = frame.header.payload_len as usize;
-            let avail = b.rbuf.len().min(len);
-            if frame.done < avail {
-                let fresh = &mut b.rbuf[frame.done..avail];
-                if let Some(key) = frame.header.mask {
-                    apply_mask(fresh, key, frame.done);
-                }
-                if frame.validate && b.utf8.feed(fresh).is_err() {
-                    return Err(ProtocolError::InvalidUtf8);
-                }
-                frame.done = avail;
+                _ => {}
             }
-            if avail < len {
-                b.frame = Some(frame);
-                return Ok(());
-            }
-            b.frame = None;
-            let payload = b.rbuf.split_to(len).freeze();
-            // Remember the frame size so the next read can take a whole frame like it.
-            // Capped: fits a `u32`.
-            self.read_hint = len.min(READ_HINT_MAX) as u32;
-            self.handle_frame(frame.header, payload)?;
         }
-        Ok(())
+        self.read_any_frame(pos, rules)
     }
 
-    /// The fast path for most of what arrives: see [`small_frame`]. Unmasks and validates the
-    /// payload in place and returns where it lies in the read buffer (nothing consumed yet), or
-    /// `None` to leave the frame, including every error other than invalid UTF-8, to the general
-    /// path.
-    pub(super) fn parse_small_frame(&mut self) -> Result<Option<SmallFrame>, ProtocolError> {
-        let limit = self.config.max_frame_size.min(self.config.max_message_size);
-        let server = self.role == Role::Server;
-        let Small::Whole(frame) = small_frame(&mut self.b().rbuf, server, limit)? else {
-            return Ok(None);
+    /// [`read_frame`](Self::read_frame) for every frame, rule by rule.
+    #[inline(never)]
+    fn read_any_frame(&mut self, pos: usize, rules: &Rules) -> Option<FrameRef> {
+        if self.frame.is_some() {
+            return self.read_more(0);
+        }
+        let header = match RawHeader::parse(&self.buf.bytes[pos..]) {
+            Ok(Some(header)) => header,
+            Ok(None) => return None,
+            Err(e) => return self.fault(e.into()),
         };
-        // At most 65,535: fits a `u32`.
-        self.read_hint = frame.len as u32;
-        Ok(Some(frame))
+        let payload = match self.check_rules(header.b0, header.mask.is_some(), header.len, rules) {
+            Ok(payload) => payload,
+            Err(e) => return self.fault(e),
+        };
+        // Invariant: `check_rules` refused lengths over `max_frame_size`, a `usize`; a header
+        // is at most 14 bytes.
+        let frame = FrameRef {
+            len: header.len as usize,
+            b0: header.b0,
+            compressed: payload.compressed,
+            header: header.size as u8,
+        };
+        let Some(bytes) = self.buf.bytes.get_mut(pos + frame.start()..pos + frame.end()) else {
+            // Text is unmasked and validated as it arrives, so that invalid UTF-8 fails at once;
+            // anything else is read again, and unmasked in one go, once it is whole.
+            if !payload.text {
+                return None;
+            }
+            self.frame = Some(InFrame { header, done: 0 });
+            return self.read_more(pos);
+        };
+        // The whole frame is here: unmask and validate it in one go.
+        if let Some(key) = header.mask {
+            apply_mask(bytes, key, 0);
+        }
+        if payload.text {
+            // A whole single-frame message can be checked at once; a fragment continues the
+            // message's validation.
+            let valid = if frame.is_single_message() {
+                simdutf8::basic::from_utf8(bytes).is_ok()
+            } else {
+                self.utf8.feed(bytes).is_ok() && (!frame.fin() || self.utf8.is_complete())
+            };
+            if !valid {
+                return self.fault(ProtocolError::InvalidUtf8);
+            }
+        }
+        Some(frame)
     }
 
-    /// Check a header against the connection's state before any of its payload is read.
-    /// Returns whether its payload is uncompressed text to validate as it arrives.
-    fn check_header(&mut self, header: &Header) -> Result<bool, ProtocolError> {
-        // §5.2: "MUST be 0 unless an extension is negotiated that defines meanings for
-        // non-zero values." RFC 7692 §6: RSV1 only on the first frame of a data message.
-        let rsv_allowed =
-            if self.deflate.is_some() && matches!(header.opcode, OpCode::Text | OpCode::Binary) { RSV1 } else { 0 };
-        if header.rsv & !rsv_allowed != 0 {
-            return Err(ProtocolError::ReservedBits(header.rsv));
+    /// The rule the last [`read_frame`](Self::read_frame) found broken, if it was that.
+    pub(super) fn take_fault(&mut self) -> Option<ProtocolError> {
+        self.fault.take()
+    }
+
+    #[cold]
+    fn fault(&mut self, error: ProtocolError) -> Option<FrameRef> {
+        self.fault = Some(error);
+        None
+    }
+
+    /// Unmask and validate what has arrived of the text frame in progress, at `pos`; return the
+    /// frame once it is whole.
+    fn read_more(&mut self, pos: usize) -> Option<FrameRef> {
+        // Invariant: the callers just set it, or found it set.
+        let mut f = self.frame.take().expect("a frame in progress");
+        let (size, len) = (f.header.size, f.header.len as usize);
+        let buf = &mut self.buf.bytes[pos..];
+        let avail = buf.len().min(size + len);
+        if size + f.done < avail {
+            let fresh = &mut buf[size + f.done..avail];
+            if let Some(key) = f.header.mask {
+                apply_mask(fresh, key, f.done);
+            }
+            if self.utf8.feed(fresh).is_err() {
+                return self.fault(ProtocolError::InvalidUtf8);
+            }
+            f.done = avail - size;
         }
-        // §5.1: servers MUST fail on unmasked frames, clients on masked ones.
-        match (self.role, header.mask) {
-            (Role::Server, None) if !self.config.accept_unmasked => return Err(ProtocolError::UnmaskedFrame),
-            (Role::Client, Some(_)) => return Err(ProtocolError::MaskedFrame),
-            _ => {}
+        if avail < size + len {
+            self.frame = Some(f);
+            return None;
         }
-        if header.opcode.is_control() {
-            return Ok(false);
+        if f.header.b0 & 0x80 != 0 && !self.utf8.is_complete() {
+            return self.fault(ProtocolError::InvalidUtf8);
         }
-        let compressed = header.rsv & RSV1 != 0;
-        let in_compressed_message = compressed
-            || (header.opcode == OpCode::Continuation && self.message.as_ref().is_some_and(|m| m.compressed));
+        // Invariant: a header is at most 14 bytes; the frame is uncompressed text.
+        Some(FrameRef { len, b0: f.header.b0, compressed: false, header: size as u8 })
+    }
+
+    /// The rules a header must follow on this connection, checked before any of its payload
+    /// is read; returns what the payload is. Those that hold whatever the connection (reserved
+    /// opcodes, the 64-bit length, control frames' length and fragmentation) are
+    /// [`RawHeader::parse`]'s.
+    fn check_rules(&self, b0: u8, masked: bool, len: u64, rules: &Rules) -> Result<PayloadKind, ProtocolError> {
+        let opcode = b0 & 0x0F;
+        let rsv = b0 & 0x70;
+        let starts_message = matches!(opcode, 1 | 2);
+        // §5.2: RSV bits "MUST be 0 unless an extension is negotiated that defines meanings for
+        // non-zero values". RFC 7692 §6: RSV1 marks a compressed message on its first frame.
+        if rsv != 0 && !(rsv == 0x40 && rules.deflate && starts_message) {
+            return Err(ProtocolError::ReservedBits(rsv >> 4));
+        }
+        // §5.1: "a client MUST mask all frames that it sends to the server"; the server "MUST
+        // close the connection upon receiving a frame that is not masked", and "a client MUST
+        // close a connection if it detects a masked frame".
+        if masked != rules.server {
+            if !rules.server {
+                return Err(ProtocolError::MaskedFrame);
+            }
+            if !rules.accept_unmasked {
+                return Err(ProtocolError::UnmaskedFrame);
+            }
+        }
+        if opcode & 0x8 != 0 {
+            return Ok(PayloadKind { compressed: false, text: false });
+        }
+        let compressed = rsv != 0 || (!starts_message && self.message.as_ref().is_some_and(|m| m.compressed));
         // Deflate makes incompressible data a little longer (peers send a 16 MiB message of
         // random bytes as a 16.02 MiB frame), so compressed frames get 1/16 of slack; what they
         // inflate to is bounded by `max_message_size`.
-        let frame_limit = if in_compressed_message {
-            self.config.max_frame_size.saturating_add(self.config.max_frame_size / 16)
+        let frame_limit = if compressed {
+            rules.max_frame_size.saturating_add(rules.max_frame_size / 16)
         } else {
-            self.config.max_frame_size
+            rules.max_frame_size
         };
-        if header.payload_len > frame_limit as u64 {
-            return Err(ProtocolError::FrameTooBig { size: header.payload_len, limit: frame_limit });
+        if len > frame_limit as u64 {
+            return Err(ProtocolError::FrameTooBig { size: len, limit: frame_limit });
         }
-        match (header.opcode, &self.message) {
-            // §5.4: fragments of one message arrive in order, not interleaved with another.
-            (OpCode::Continuation, None) => Err(ProtocolError::UnexpectedContinuation),
-            (OpCode::Text | OpCode::Binary, Some(_)) => Err(ProtocolError::ExpectedContinuation),
-            (OpCode::Continuation, Some(m)) => {
-                if m.fragments >= self.config.max_fragments {
-                    return Err(ProtocolError::TooManyFragments { limit: self.config.max_fragments });
+        // §5.4: the fragments of one message arrive in order, not interleaved with another
+        // message's.
+        match (starts_message, &self.message) {
+            (false, None) => Err(ProtocolError::UnexpectedContinuation),
+            (true, Some(_)) => Err(ProtocolError::ExpectedContinuation),
+            (false, Some(m)) => {
+                if m.fragments >= rules.max_fragments {
+                    return Err(ProtocolError::TooManyFragments { limit: rules.max_fragments });
                 }
-                let size = m.data.len() as u64 + if m.compressed { 0 } else { header.payload_len };
-                if size > self.config.max_message_size as u64 {
-                    return Err(ProtocolError::MessageTooBig { size, limit: self.config.max_message_size });
+                let size = m.data.len() as u64 + if m.compressed { 0 } else { len };
+                if size > rules.max_message_size as u64 {
+                    return Err(ProtocolError::MessageTooBig { size, limit: rules.max_message_size });
                 }
-                Ok(m.text && !m.compressed)
+                Ok(PayloadKind { compressed, text: m.text && !compressed })
             }
-            (_, _) => {
-                // Text or Binary starting a message; control frames returned above.
-                if !compressed && header.payload_len > self.config.max_message_size as u64 {
-                    return Err(ProtocolError::MessageTooBig {
-                        size: header.payload_len,
-                        limit: self.config.max_message_size,
-                    });
+            (true, None) => {
+                if !compressed && len > rules.max_message_size as u64 {
+                    return Err(ProtocolError::MessageTooBig { size: len, limit: rules.max_message_size });
                 }
-                let text = header.opcode == OpCode::Text;
-                if text {
-                    self.b().utf8.reset();
-                }
-                Ok(text && !compressed)
+                // The validator is empty between messages: a text message leaves it so when it
+                // ends whole, and a failure resets it (`discard`).
+                debug_assert!(self.utf8.is_complete());
+                Ok(PayloadKind { compressed, text: !compressed && opcode == 1 })
             }
         }
     }
 
-    /// Handle one complete, unmasked frame.
-    fn handle_frame(&mut self, header: Header, payload: Bytes) -> Result<(), ProtocolError> {
-        match header.opcode {
-            OpCode::Text | OpCode::Binary => {
-                let text = header.opcode == OpCode::Text;
-                let compressed = header.rsv & RSV1 != 0;
-                if header.fin && !compressed {
-                    // The fast path: a whole message in one frame, handed out without a copy.
-                    let message = if text {
-                        if !self.b().utf8.is_complete() {
-                            return Err(ProtocolError::InvalidUtf8);
-                        }
-                        Message::Text(Utf8Bytes::from_validated(payload))
-                    } else {
-                        Message::Binary(payload)
-                    };
-                    self.push_event(Event::Message(message));
-                    return Ok(());
-                }
-                self.message = Some(Box::new(InMessage { text, compressed, fragments: 1, data: BytesMut::new() }));
-                self.append(&payload, header.fin)
-            }
-            OpCode::Continuation => {
-                if let Some(m) = self.message.as_mut() {
-                    m.fragments += 1;
-                }
-                self.append(&payload, header.fin)
-            }
-            OpCode::Ping => {
-                if self.config.auto_pong && self.state == State::Open {
-                    self.send_control(OpCode::Pong, &payload);
-                }
-                self.push_event(Event::Ping(payload));
-                Ok(())
-            }
-            OpCode::Pong => {
-                if let Some(extras) = self.extras.as_mut().filter(|e| e.pong_deadline.is_some())
-                    && payload[..] == extras.ping_counter.to_be_bytes()
-                {
-                    extras.pong_deadline = None;
-                }
-                self.push_event(Event::Pong(payload));
-                Ok(())
-            }
-            OpCode::Close => self.handle_close(&payload),
-        }
-    }
-
-    /// Add a data frame's payload to the message being assembled; deliver it on `fin`.
-    fn append(&mut self, payload: &[u8], fin: bool) -> Result<(), ProtocolError> {
-        let limit = self.config.max_message_size;
-        // Invariant: `check_header` let a data frame through only with a message open or as
-        // the start of one, which `handle_frame` just opened.
-        let message = self.message.as_mut().expect("message being assembled");
+    /// Take a fragment or compressed frame that [`read_frame`](Self::read_frame) read at the
+    /// front of the buffer into the message being assembled, and consume it. Returns the
+    /// message once its last frame is in.
+    fn assemble(
+        &mut self,
+        frame: &FrameRef,
+        deflate: Option<&mut Deflate>,
+        limit: usize,
+    ) -> Result<Option<Message>, ProtocolError> {
+        let text = match frame.opcode() {
+            OpCode::Text => true,
+            OpCode::Binary => false,
+            // Invariant: `check` let a continuation through only with a message open.
+            _ => self.message.as_ref().expect("message being assembled").text,
+        };
+        let message = self.message.get_or_insert_with(|| InMessage {
+            text,
+            compressed: frame.compressed,
+            fragments: 0,
+            data: BytesMut::new(),
+        });
+        message.fragments += 1;
+        let payload = &self.buf.bytes[frame.start()..frame.end()];
         if message.compressed {
-            // Invariant: RSV1 passes `check_header` only when deflate was negotiated.
-            let deflate = self.deflate.as_mut().expect("deflate negotiated");
+            // Invariant: RSV1 passes `check` only when deflate was negotiated.
+            let deflate = deflate.expect("deflate negotiated");
             let start = message.data.len();
-            deflate.decompress(payload, fin, &mut message.data, limit).map_err(|e| match e {
+            deflate.decompress(payload, frame.fin(), &mut message.data, limit).map_err(|e| match e {
                 InflateError::TooBig => ProtocolError::MessageTooBig { size: limit as u64 + 1, limit },
                 InflateError::Invalid(why) => ProtocolError::InvalidCompressedData(why),
             })?;
-            if message.text && busy(&mut self.busy).utf8.feed(&message.data[start..]).is_err() {
+            if message.text && self.utf8.feed(&message.data[start..]).is_err() {
                 return Err(ProtocolError::InvalidUtf8);
             }
         } else {
             message.data.extend_from_slice(payload);
         }
-        if !fin {
-            return Ok(());
+        self.buf.bytes.advance(frame.end());
+        if !frame.fin() {
+            return Ok(None);
         }
-        // Invariant: checked just above.
+        // Invariant: set just above.
         let message = self.message.take().expect("message being assembled");
         let data = message.data.freeze();
-        let message = if message.text {
-            if !self.b().utf8.is_complete() {
-                return Err(ProtocolError::InvalidUtf8);
-            }
-            Message::Text(Utf8Bytes::from_validated(data))
-        } else {
-            Message::Binary(data)
-        };
-        self.push_event(Event::Message(message));
-        Ok(())
+        if !message.text {
+            return Ok(Some(Message::Binary(data)));
+        }
+        if !self.utf8.is_complete() {
+            return Err(ProtocolError::InvalidUtf8);
+        }
+        Ok(Some(Message::Text(Utf8Bytes::from_validated(data))))
     }
 
-    /// The peer's close frame (§5.5.1, §7.1.5): check it, echo it, and wait for the TCP close.
-    fn handle_close(&mut self, payload: &[u8]) -> Result<(), ProtocolError> {
-        let frame = match payload {
-            [] => CloseFrame { code: CloseCode::NO_STATUS, reason: Utf8Bytes::default() },
-            [_] => return Err(ProtocolError::InvalidClosePayload),
-            [hi, lo, reason @ ..] => {
-                let code = CloseCode(u16::from_be_bytes([*hi, *lo]));
-                if !code.is_sendable() {
-                    return Err(ProtocolError::InvalidCloseCode(code.0));
-                }
-                let reason = Utf8Bytes::try_from_bytes(Bytes::copy_from_slice(reason))
-                    .map_err(|_| ProtocolError::InvalidUtf8)?;
-                CloseFrame { code, reason }
-            }
+    /// Consume the frame at the front of the buffer and return its payload, shared with the
+    /// buffer (no copy).
+    fn split_payload(&mut self, frame: &FrameRef) -> Bytes {
+        let mut whole = self.buf.bytes.split_to(frame.end());
+        whole.advance(frame.start());
+        whole.freeze()
+    }
+
+    /// Whether a message is being assembled or a frame is half received: the connection is
+    /// holding something that must survive until more bytes arrive.
+    pub(super) fn is_mid_message(&self) -> bool {
+        self.frame.is_some() || self.message.is_some()
+    }
+
+    /// Whether the frame at the front of the buffer is still arriving, and if so how many of its
+    /// bytes are missing.
+    pub(super) fn missing(&self) -> Option<usize> {
+        let header = match &self.frame {
+            Some(frame) => frame.header,
+            None => RawHeader::parse(&self.buf.bytes).ok()??,
         };
-        if self.state == State::Open {
-            // §5.5.1: "the endpoint MUST send a Close frame in response ... It SHOULD do so
-            // as soon as practical", "typically echoing the status code it received". The
-            // reason is echoed too, as Node's `ws` and Python's `websockets` do.
-            let echo = (frame.code != CloseCode::NO_STATUS).then(|| frame.clone());
-            self.send_close_frame(echo);
+        let missing = (header.size + header.len as usize).saturating_sub(self.buf.bytes.len());
+        (missing > 0).then_some(missing)
+    }
+
+    /// Make a work state handed back empty ready for another connection: keep the read
+    /// buffer's allocation if it can be reused.
+    pub(super) fn recycle(&mut self) {
+        self.buf.recycle();
+        self.offered = None;
+        self.utf8.reset();
+    }
+
+    /// Forget everything received: the connection stopped reading (RFC 6455 §5.5.1: "after
+    /// sending a Close frame, the endpoint ... MUST NOT send any more data frames"; after
+    /// receiving one, what follows is discarded).
+    pub(super) fn discard(&mut self) {
+        self.buf.bytes.clear();
+        self.frame = None;
+        self.message = None;
+        self.utf8.reset();
+    }
+}
+
+impl Connection {
+    /// Parse one step of what was received: the handshake, or one frame, queueing what it
+    /// makes happen (events, pongs, close frames). Returns whether it did anything; `false`
+    /// means everything received has been parsed. Called by the consumers of input:
+    /// [`next_event`](Self::next_event) and [`drain_messages`](Self::drain_messages).
+    pub(super) fn parse_step(&mut self) -> bool {
+        match self.state {
+            State::Handshake | State::Refused => self.read_handshake(),
+            State::Open | State::CloseSent => {
+                if self.work.as_deref().is_none_or(|w| w.incoming.buf.bytes.is_empty()) {
+                    return self.end_of_input();
+                }
+                let rules = self.rules();
+                // Invariant: just checked.
+                let work = self.work.as_deref_mut().expect("work state");
+                if let Some(frame) = work.incoming.read_frame(0, &rules) {
+                    self.take_frame(frame);
+                    return true;
+                }
+                match work.incoming.take_fault() {
+                    Some(e) => {
+                        self.fail(e);
+                        true
+                    }
+                    None => self.end_of_input(),
+                }
+            }
+            State::AwaitAccept | State::AwaitingEof | State::Finished => self.end_of_input(),
         }
-        self.closing_mut().received = Some(frame.clone());
-        self.push_event(Event::Closing(frame));
-        self.enter_closed();
+    }
+
+    /// Nothing more can be parsed from what was received: if the peer's EOF came after it,
+    /// it takes effect now. Returns whether it did.
+    #[inline]
+    pub(super) fn end_of_input(&mut self) -> bool {
+        if !self.eof || self.state == State::Finished {
+            return false;
+        }
+        self.handle_eof();
+        true
+    }
+
+    /// The rules frames arriving on this connection must follow.
+    #[inline]
+    pub(super) fn rules(&self) -> Rules {
+        Rules::new(self.role, &self.config, self.deflate.is_some())
+    }
+
+    /// Take a whole frame that [`Incoming::read_frame`] read at the front of the read buffer:
+    /// queue the message it completes, or do what a control frame asks, and consume it.
+    pub(super) fn take_frame(&mut self, frame: FrameRef) {
+        self.sizing.took(frame.len);
+        let limit = self.config.max_message_size;
+        // Invariant: `read_frame` just read the frame from the work state's buffer.
+        let work = self.work.as_deref_mut().expect("work state");
+        let result = if frame.opcode().is_control() {
+            let payload = work.incoming.split_payload(&frame);
+            self.take_control(frame.opcode(), payload)
+        } else if frame.is_single_message() {
+            let payload = work.incoming.split_payload(&frame);
+            let message = if frame.is_text() {
+                Message::Text(Utf8Bytes::from_validated(payload))
+            } else {
+                Message::Binary(payload)
+            };
+            work.events.push_back(Event::Message(message));
+            Ok(())
+        } else {
+            work.incoming.assemble(&frame, self.deflate.as_deref_mut(), limit).map(|message| {
+                if let Some(message) = message {
+                    work.events.push_back(Event::Message(message));
+                }
+            })
+        };
+        if let Err(e) = result {
+            self.fail(e);
+        }
+    }
+
+    /// A ping, a pong or a close frame arrived.
+    fn take_control(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), ProtocolError> {
+        match opcode {
+            OpCode::Ping => {
+                // §5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame in
+                // response, unless it already received a Close frame."
+                if self.config.auto_pong && self.state == State::Open {
+                    self.writer().control(OpCode::Pong, &payload);
+                }
+                self.push_event(Event::Ping(payload));
+            }
+            OpCode::Pong => {
+                self.pong_received(&payload);
+                self.push_event(Event::Pong(payload));
+            }
+            _ => {
+                let frame = close_frame(&payload)?;
+                self.close_received(frame);
+            }
+        }
         Ok(())
+    }
+}
+
+/// Read a close frame's payload (§5.5.1): empty, or a code that may be sent and a UTF-8 reason.
+fn close_frame(payload: &[u8]) -> Result<CloseFrame, ProtocolError> {
+    match payload {
+        [] => Ok(CloseFrame { code: CloseCode::NO_STATUS, reason: Utf8Bytes::default() }),
+        [_] => Err(ProtocolError::InvalidClosePayload),
+        [hi, lo, reason @ ..] => {
+            let code = CloseCode(u16::from_be_bytes([*hi, *lo]));
+            if !code.is_sendable() {
+                return Err(ProtocolError::InvalidCloseCode(code.0));
+            }
+            let reason =
+                Utf8Bytes::try_from_bytes(Bytes::copy_from_slice(reason)).map_err(|_| ProtocolError::InvalidUtf8)?;
+            Ok(CloseFrame { code, reason })
+        }
     }
 }

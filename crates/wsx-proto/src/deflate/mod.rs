@@ -43,7 +43,7 @@ mod negotiate;
 pub(crate) use codec::{Deflate, InflateError};
 pub(crate) use negotiate::{client_accept, client_offer, server_negotiate};
 
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 
 /// permessage-deflate settings for one side of a connection.
 ///

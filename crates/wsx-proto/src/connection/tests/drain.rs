@@ -6,6 +6,9 @@
 use super::*;
 use crate::{DeflateConfig, Drained, MessageRef, Replies};
 
+// These tests feed `conn.receive` directly: `Side::receive` would take the messages as events
+// before `drain_messages` could lend them.
+
 /// Everything a client might send, small frames (the borrowed fast path) among frames that take
 /// the general path: a ping, a fragmented message, a 64-bit length, a 16-bit one at 4 KiB, text
 /// with multi-byte characters, and the close.
@@ -106,7 +109,7 @@ fn messages_before_a_bad_frame_are_answered_before_its_close() {
         same_as_events(&input, &[usize::MAX], config.clone());
         let (log, sent) = run(&input, &[usize::MAX], true, config);
         assert_eq!(log, ["message Text(\"one\")", "message Binary(b\"two\")"]);
-        let sent = frames(&sent[129..]);
+        let sent = frames(&sent[RESPONSE_LEN..]);
         assert_eq!(sent.iter().map(|f| f.2).collect::<Vec<_>>(), [OpCode::Text, OpCode::Binary, OpCode::Close]);
     }
 }
@@ -116,7 +119,7 @@ fn replies_are_framed_like_send_for_every_length_form() {
     for len in [0, 125, 126, 4095, 4096, 65535, 65536] {
         let (mut server, now) = open_server(Config::default());
         let payload = vec![b'z'; len];
-        server.receive(&cframe(true, 2, &payload), now);
+        server.conn.receive(&cframe(true, 2, &payload), now);
         let mut seen = 0;
         server.drain_messages(|m, replies| {
             seen += 1;
@@ -138,7 +141,7 @@ fn a_client_drains_unmasked_frames_and_masks_its_replies() {
     }
     pair.server.send(Message::Binary(Bytes::from(vec![5; 70_000]))).unwrap();
     let out = drain(&mut pair.server);
-    pair.client.receive(&out, pair.now);
+    pair.client.conn.receive(&out, pair.now);
     let mut got = Vec::new();
     assert_eq!(
         pair.client.drain_messages(|m, r| {
@@ -163,7 +166,7 @@ fn compressed_messages_are_lent_and_replies_compressed() {
     pair.client.send(Message::text(big.as_str())).unwrap();
     pair.client.send(Message::text("small")).unwrap();
     let out = drain(&mut pair.client);
-    pair.server.receive(&out, pair.now);
+    pair.server.conn.receive(&out, pair.now);
     let mut got = Vec::new();
     pair.server.drain_messages(|m, r| {
         got.push(m.as_text().unwrap().to_owned());
@@ -187,7 +190,7 @@ fn write_high_water_stops_the_drain_until_the_queue_is_written() {
     for i in 0..20u8 {
         input.extend(cframe(true, 2, &[i; 30]));
     }
-    server.receive(&input, now);
+    server.conn.receive(&input, now);
     let mut seen = Vec::new();
     let mut rounds = 0;
     loop {
@@ -212,7 +215,7 @@ fn a_handler_can_close_and_later_messages_still_arrive() {
     let mut input = cframe(true, 1, b"hi");
     input.extend(cframe(true, 1, b"bye"));
     input.extend(cframe(true, 1, b"late"));
-    server.receive(&input, now);
+    server.conn.receive(&input, now);
     let mut results = Vec::new();
     server.drain_messages(|m, r| {
         let text = m.as_text().unwrap().to_owned();
@@ -244,7 +247,7 @@ fn a_handler_can_close_and_later_messages_still_arrive() {
 fn replies_refuse_what_send_refuses() {
     let (mut server, now) = open_server(Config::default());
     server.send_frame(Frame::text("part", false)).unwrap();
-    server.receive(&cframe(true, 1, b"hi"), now);
+    server.conn.receive(&cframe(true, 1, b"hi"), now);
     let mut results = Vec::new();
     server.drain_messages(|_, r: &mut Replies<'_>| {
         results.push(r.send_text("x"));
