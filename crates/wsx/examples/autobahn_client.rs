@@ -48,7 +48,7 @@ async fn open(url: &str) -> wsx::Result<WebSocket<TcpStream>> {
     let authority = request.uri().authority().expect("the URL has a host").as_str().to_owned();
     let tcp = TcpStream::connect(authority).await?;
     tcp.set_nodelay(true)?;
-    let (ws, _) = wsx::client(tcp, &request, &config()).await?;
+    let (ws, _) = wsx::handshake(tcp, &request, &config()).await?;
     Ok(ws)
 }
 

@@ -12,11 +12,12 @@ use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
 };
-use wsx_proto::{Config, DeflateConfig, Response};
+use wsx_proto::{Config, DeflateConfig, OsSeededRng, Response};
 
 #[cfg(feature = "__tls")]
 use crate::tls::TlsConfig;
 use crate::{
+    driver::now,
     error::{Error, Result},
     stream::WebSocket,
 };
@@ -208,13 +209,14 @@ impl ClientBuilder {
             return Err(invalid.to_error());
         }
         let request = self.request(target)?;
-        // Check the request and config before touching the network, so that a bad header or
-        // limit is a config error rather than a connection that is opened and dropped.
-        wsx_proto::Connection::client(&self.config, &request, NoRng, crate::stream::now())?;
+        // The connection is built (and the request and config checked) before the network is
+        // touched, so that a bad header or limit is a config error rather than a connection
+        // opened and dropped. Its handshake timeout counts from here.
+        let conn = wsx_proto::Connection::client(&self.config, &request, OsSeededRng::new(), now())?;
         let io = tokio::time::timeout(self.connect_timeout, self.open(target))
             .await
             .map_err(|_| Error::connect_timeout())??;
-        crate::handshake::client(io, &request, &self.config).await
+        crate::handshake::open(io, conn).await
     }
 
     /// The opening request: URI, the headers given, and the offered subprotocols.
@@ -290,15 +292,6 @@ where
     let name = HeaderName::try_from(name).map_err(|e| Invalid::Request(e.into().to_string()))?;
     let value = HeaderValue::try_from(value).map_err(|e| Invalid::Request(format!("header {name}: {}", e.into())))?;
     Ok((name, value))
-}
-
-/// Randomness for the throwaway connection that checks a request: it is never used to send.
-struct NoRng;
-
-impl wsx_proto::MaskRng for NoRng {
-    fn fill(&mut self, dest: &mut [u8]) {
-        dest.fill(0);
-    }
 }
 
 /// A setter's failure, kept until `connect` reports it ([`Error`] is not `Clone`).

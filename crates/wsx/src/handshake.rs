@@ -7,8 +7,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use wsx_proto::{Accept, Config, Connection, Event, HandshakeError, OsSeededRng, Request, Response};
 
 use crate::{
+    driver::{Driver, Own, now},
     error::{Error, Result},
-    stream::{Driver, WebSocket, now},
+    stream::WebSocket,
 };
 
 /// How a server refuses an upgrade request: any HTTP response but 101.
@@ -83,7 +84,7 @@ where
     let mut driver = Driver::new(io, conn);
     let mut decide = Some(decide);
     loop {
-        match poll_fn(|cx| driver.poll_event(cx)).await {
+        match poll_fn(|cx| driver.poll_event(&mut Own, cx)).await {
             Some(Ok(Event::Request(request))) => {
                 // Invariant: the engine reports one request per connection.
                 let decide = decide.take().expect("one request");
@@ -111,19 +112,27 @@ where
     }
 }
 
-/// Run the client handshake for `request` over a stream the caller connected (TCP, TLS, a
-/// Unix socket, …). [`connect`](crate::connect) does the connecting too.
+/// Run the client's opening handshake for `request` over a stream the caller connected (TCP,
+/// TLS, a Unix socket, …). [`connect`](crate::connect) does the connecting too.
 ///
 /// `request` needs a `ws`/`wss` URI (used for the `Host` header and the path) and may carry
 /// extra headers and `Sec-WebSocket-Protocol` offers.
-pub async fn client<S>(io: S, request: &http::Request<()>, config: &Config) -> Result<(WebSocket<S>, Response)>
+pub async fn handshake<S>(io: S, request: &http::Request<()>, config: &Config) -> Result<(WebSocket<S>, Response)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let conn = Connection::client(config, request, OsSeededRng::new(), now())?;
+    open(io, conn).await
+}
+
+/// Run a client connection's opening handshake (its request already queued) over `io`.
+pub(crate) async fn open<S>(io: S, conn: Connection) -> Result<(WebSocket<S>, Response)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut driver = Driver::new(io, conn);
     loop {
-        match poll_fn(|cx| driver.poll_event(cx)).await {
+        match poll_fn(|cx| driver.poll_event(&mut Own, cx)).await {
             Some(Ok(Event::Opened(response))) => return Ok((WebSocket::from_driver(driver), *response)),
             Some(Ok(Event::Closed(reason))) => {
                 return Err(reason.error.unwrap_or(HandshakeError::UnexpectedEof.into()).into());

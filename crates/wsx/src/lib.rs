@@ -22,10 +22,13 @@
 
 #[cfg(feature = "client")]
 mod client;
+mod driver;
 mod error;
 mod handshake;
 #[cfg(feature = "server")]
 pub mod server;
+mod shutdown;
+mod split;
 mod stream;
 #[cfg(feature = "__tls")]
 pub mod tls;
@@ -33,10 +36,11 @@ pub mod tls;
 #[cfg(feature = "client")]
 pub use client::{ClientBuilder, MaybeTlsStream, connect};
 pub use error::{Error, Result};
-pub use handshake::{Reject, accept, accept_with, client};
+pub use handshake::{Reject, accept, accept_with, handshake};
 #[cfg(feature = "server")]
 pub use server::{ConnectionInfo, Server, ShutdownHandle};
-pub use stream::{WebSocket, WsReader, WsWriter};
+pub use split::{WsReader, WsWriter};
+pub use stream::WebSocket;
 pub use wsx_proto::{
     Accept, CloseCode, CloseFrame, CloseReason, Config, DeflateConfig, Frame, Message, MessageRef, Replies, Request,
     Response, Utf8Bytes,

@@ -21,18 +21,7 @@
 //! connection is sent close 1001 and given [`Builder::shutdown_timeout`] to finish before it
 //! is aborted. Handler errors are logged with `tracing` and never stop the server.
 
-use std::{
-    fmt,
-    future::Future,
-    io,
-    net::SocketAddr,
-    sync::{
-        Arc, Mutex, MutexGuard,
-        atomic::{AtomicBool, Ordering},
-    },
-    task::{Context, Waker},
-    time::Duration,
-};
+use std::{fmt, future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -49,6 +38,7 @@ use wsx_proto::{Accept, Config, Request};
 use crate::{
     error::{Error, Result},
     handshake::accept_shared,
+    shutdown::Signal,
     stream::WebSocket,
 };
 
@@ -163,7 +153,7 @@ impl<T: Transport> Server<T> {
     {
         let Self { listener, transport, options, stop } = self;
         let shutdown_timeout = options.shutdown_timeout;
-        let handshake_timeout = configured_handshake_timeout(&options.config);
+        let handshake_timeout = options.config.handshake_time_limit();
         let refuse_timeout = REFUSE_TIMEOUT.min(handshake_timeout);
         let max_connections = options.max_connections.min(Semaphore::MAX_PERMITS);
         let shared = Arc::new(Shared {
@@ -176,7 +166,7 @@ impl<T: Transport> Server<T> {
             options,
             limit: Arc::new(Semaphore::new(max_connections)),
             refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
-            away: Shutdown::default(),
+            away: Signal::default(),
         });
         let mut tasks = JoinSet::new();
         let mut backoff = BACKOFF_START;
@@ -447,7 +437,7 @@ struct Shared<T, H> {
     /// One permit per over-the-cap client being answered 503.
     refusing: Arc<Semaphore>,
     /// Fired on shutdown: connections close themselves with 1001.
-    away: Shutdown,
+    away: Signal,
 }
 
 /// Hand a fresh TCP connection to a task: a connection if under the cap, a 503 if over.
@@ -530,7 +520,7 @@ where
     let handshake = tokio::time::timeout(shared.handshake_timeout, handshake);
     let outcome = tokio::select! {
         outcome = handshake => outcome,
-        () = shared.away.cancelled() => return None,
+        () = shared.away.fired() => return None,
     };
     let (mut ws, request) = match outcome {
         Ok(Ok((ws, Some(request)))) => (ws, request),
@@ -545,7 +535,7 @@ where
             return None;
         }
     };
-    ws.set_away(shared.away.watch());
+    ws.close_on(shared.away.watch());
     Some((ws, ConnectionInfo { peer_addr: peer, local_addr, request }))
 }
 
@@ -567,19 +557,8 @@ where
             Ok(Err(e)) => debug!(%peer, error = %e, "refused over the connection cap"),
             Err(_) => debug!(%peer, "refusing over the connection cap: handshake timed out"),
         },
-        () = shared.away.cancelled() => {}
+        () = shared.away.fired() => {}
     }
-}
-
-/// The config's handshake timeout, read back from the deadline of a fresh server connection
-/// (`Config` has no getter for it). `None` (an invalid config) means the default 10 s; every
-/// handshake then fails anyway.
-fn configured_handshake_timeout(config: &Config) -> Duration {
-    let start = std::time::Instant::now();
-    wsx_proto::Connection::server(config, start)
-        .ok()
-        .and_then(|conn| conn.deadline())
-        .map_or(Duration::from_secs(10), |deadline| deadline.saturating_duration_since(start))
 }
 
 /// `503 Service Unavailable` with `Retry-After`.
@@ -612,120 +591,5 @@ fn report_join(joined: std::result::Result<(), JoinError>) {
         && e.is_panic()
     {
         error!(error = %e, "connection handler panicked");
-    }
-}
-
-/// The server's shutdown broadcast to its connections.
-///
-/// A flag for the cheap check on every poll; a token for the handshakes' `select!`; and, for
-/// each open connection, the waker of the task that last polled it, so that an idle
-/// connection is woken to send its 1001. A waker slot costs 16 bytes in one shared table,
-/// where a waiter on the token would be an intrusive future boxed per connection (72 bytes).
-#[derive(Clone, Default)]
-struct Shutdown(Arc<ShutdownState>);
-
-#[derive(Default)]
-struct ShutdownState {
-    fired: AtomicBool,
-    token: CancellationToken,
-    wakers: Mutex<WakerSlots>,
-}
-
-/// One slot per [`Away`]; the slots of dropped ones are reused.
-#[derive(Default)]
-struct WakerSlots {
-    slots: Vec<Option<Waker>>,
-    free: Vec<usize>,
-}
-
-impl Shutdown {
-    fn fire(&self) {
-        self.0.fired.store(true, Ordering::Release);
-        self.0.token.cancel();
-        // Taken under the lock and woken after it. An `Away` that registers after this finds
-        // its slot gone, and sees the flag when it checks again.
-        let slots = std::mem::take(&mut self.0.lock_wakers().slots);
-        for waker in slots.into_iter().flatten() {
-            waker.wake();
-        }
-    }
-
-    async fn cancelled(&self) {
-        self.0.token.cancelled().await;
-    }
-
-    fn watch(&self) -> Away {
-        let mut wakers = self.0.lock_wakers();
-        let slot = match wakers.free.pop() {
-            Some(slot) => slot,
-            None => {
-                wakers.slots.push(None);
-                wakers.slots.len() - 1
-            }
-        };
-        drop(wakers);
-        Away { shutdown: self.0.clone(), slot, waker: None }
-    }
-}
-
-impl ShutdownState {
-    fn lock_wakers(&self) -> MutexGuard<'_, WakerSlots> {
-        // Every critical section leaves the table consistent, so a poisoned lock is usable.
-        self.wakers.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// One connection's view of the server shutdown, polled by its driver (see
-/// `Driver::poll_away` in `stream.rs`).
-pub(crate) struct Away {
-    shutdown: Arc<ShutdownState>,
-    /// This connection's slot in the shutdown's waker table.
-    slot: usize,
-    /// The waker registered in the slot, to skip the lock while it does not change.
-    waker: Option<Waker>,
-}
-
-impl Away {
-    /// Whether the server is shutting down; does not register for a wake-up.
-    pub(crate) fn is_fired(&self) -> bool {
-        self.shutdown.fired.load(Ordering::Acquire)
-    }
-
-    /// Wake the task that last polled for the signal, if any.
-    pub(crate) fn wake(mut self) {
-        if let Some(waker) = self.waker.take() {
-            waker.wake();
-        }
-    }
-
-    /// Whether the server is shutting down; if not, `cx` is woken when it does.
-    ///
-    /// Costs one atomic load when called again from the same task: the shared table is only
-    /// locked when the waker changes.
-    pub(crate) fn poll_fired(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.is_fired() {
-            return true;
-        }
-        if self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            return false;
-        }
-        let waker = cx.waker().clone();
-        if let Some(slot) = self.shutdown.lock_wakers().slots.get_mut(self.slot) {
-            *slot = Some(waker.clone());
-        }
-        self.waker = Some(waker);
-        // The shutdown may have fired (and emptied the table) before we registered.
-        self.is_fired()
-    }
-}
-
-impl Drop for Away {
-    fn drop(&mut self) {
-        let mut wakers = self.shutdown.lock_wakers();
-        // After a shutdown fired the table is empty: nothing to give back.
-        if let Some(slot) = wakers.slots.get_mut(self.slot) {
-            *slot = None;
-            wakers.free.push(self.slot);
-        }
     }
 }

@@ -63,7 +63,7 @@ async fn connect(
     request: http::request::Builder,
 ) -> wsx::Result<(WebSocket<TcpStream>, wsx::Response)> {
     let tcp = TcpStream::connect(addr).await?;
-    wsx::client(tcp, &request.body(()).expect("request"), &Config::default()).await
+    wsx::handshake(tcp, &request.body(()).expect("request"), &Config::default()).await
 }
 
 /// Echo every data message back.

@@ -14,7 +14,7 @@ async fn pair(capacity: usize, client: Config, server: Config) -> (WebSocket<Dup
     let (a, b) = duplex(capacity);
     let request = http::Request::get("ws://x/").body(()).unwrap();
     let (client, server) =
-        tokio::join!(wsx::client(a, &request, &client), wsx::accept_with(b, &server, |_| Ok(wsx::Accept::new())));
+        tokio::join!(wsx::handshake(a, &request, &client), wsx::accept_with(b, &server, |_| Ok(wsx::Accept::new())));
     (client.unwrap().0, server.unwrap())
 }
 
@@ -349,4 +349,78 @@ async fn recv_each_handler_can_close_the_connection() {
     assert_eq!(client.recv().await.unwrap(), None);
     let returned = task.await.unwrap();
     assert_eq!(returned, [Message::Close(Some(wsx::CloseFrame::new(CloseCode(4001), "bye")))]);
+}
+
+#[tokio::test]
+async fn a_split_reader_answers_pings_while_the_writer_is_idle() {
+    let (server, mut raw) = raw_peer(Config::default()).await;
+    let (mut reader, _writer) = server.split();
+    // A masked ping from the raw peer; the writer half is never polled.
+    let key = [1, 2, 3, 4];
+    let mut ping = vec![0x89, 0x80 | 4];
+    ping.extend_from_slice(&key);
+    ping.extend(b"ping".iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k));
+    raw.write_all(&ping).await.unwrap();
+    assert_eq!(reader.recv().await.unwrap(), Some(Message::Ping("ping".into())));
+    let mut pong = [0; 6];
+    tokio::time::timeout(Duration::from_secs(5), raw.read_exact(&mut pong)).await.expect("pong sent").unwrap();
+    assert_eq!(pong, [0x8A, 4, b'p', b'i', b'n', b'g']);
+}
+
+#[tokio::test]
+async fn split_halves_have_the_whole_api() {
+    let config = Config::default().deflate(Some(wsx::DeflateConfig::default()));
+    let (client, server) = pair(1 << 16, config.clone(), config).await;
+    let (mut reader, mut writer) = server.split();
+    let (mut client_reader, mut client_writer) = client.split();
+    let replies = tokio::spawn(async move {
+        // The reader answers data messages in place, through the shared writing side.
+        let mut handled = 0;
+        let mut other = Vec::new();
+        while let Some(message) = reader
+            .recv_each(|m, r| {
+                handled += 1;
+                r.send_text(&format!("re: {}", m.as_text().unwrap_or("?"))).unwrap();
+            })
+            .await
+            .unwrap()
+        {
+            other.push(message);
+        }
+        (handled, other)
+    });
+    writer.ping("from the writer").await.unwrap();
+    writer.send_compressed(Message::text("x".repeat(5000)), true).await.unwrap();
+    client_writer.send("hello").await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        match client_reader.recv().await.unwrap().unwrap() {
+            Message::Pong(_) => {}
+            m => got.push(m),
+        }
+    }
+    assert_eq!(got[0], Message::Ping("from the writer".into()));
+    assert_eq!(got[1], Message::text("x".repeat(5000)));
+    assert_eq!(got[2], Message::text("re: hello"));
+    client_writer.close(CloseCode::NORMAL, "").await.unwrap();
+    while client_reader.recv().await.unwrap().is_some() {}
+    let (handled, other) = replies.await.unwrap();
+    assert_eq!(handled, 1);
+    assert!(matches!(other.last(), Some(Message::Close(_))), "{other:?}");
+}
+
+#[tokio::test]
+async fn after_a_clean_close_both_sides_end_without_waiting_for_the_close_timeout() {
+    let config = Config::default().close_timeout(Duration::from_secs(30));
+    let (mut client, mut server) = pair(1 << 16, config.clone(), config).await;
+    let serving = tokio::spawn(async move {
+        while server.recv().await.unwrap().is_some() {}
+        server
+    });
+    client.close(CloseCode::NORMAL, "bye").await.unwrap();
+    // The client is still alive (not dropped): its socket must have been shut down for the
+    // server to see the end before the 30 s close timeout.
+    let server = tokio::time::timeout(Duration::from_secs(5), serving).await.expect("server ended").unwrap();
+    assert!(server.close_reason().unwrap().is_clean());
+    assert!(client.close_reason().unwrap().is_clean());
 }
