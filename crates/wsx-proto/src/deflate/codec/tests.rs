@@ -314,6 +314,32 @@ fn zero_bomb_is_stopped_at_the_limit() {
     assert!(out.capacity() <= limit, "{}", out.capacity());
 }
 
+/// Issue 16: the output grows to the limit without ever being copied into a second buffer.
+/// Below a limit that is not a power of two, the last step used to copy it, holding the old
+/// buffer and the new one at once (1.5 times the limit here, up to twice in general).
+#[test]
+fn a_bomb_holds_no_more_than_the_limit() {
+    let bomb = zero_bomb(20_000_000);
+    for limit in [1 << 20, 1_000_000, 1_500_000, 3_000_000] {
+        for frame_len in [bomb.len(), 100_000, 1000] {
+            let (mut client, mut server) = pair(params(false, false, 15, 15), &DeflateConfig::default());
+            // The inflater's state comes with the first message: not what is measured here.
+            assert_eq!(decompress(&mut server, &compress(&mut client, b"first")).unwrap(), b"first");
+            let mut out = BytesMut::new();
+            let (result, usage) = measure(|| {
+                for frame in bomb.chunks(frame_len) {
+                    server.decompress(frame, false, &mut out, limit)?;
+                }
+                Ok(())
+            });
+            assert!(matches!(result, Err(InflateError::TooBig)), "{limit}, {frame_len}-byte frames: {result:?}");
+            assert!(out.capacity() <= limit, "{limit}, {frame_len}-byte frames: capacity {}", out.capacity());
+            // The buffer, and the 24-byte header `Bytes` allocates while handing it back.
+            assert!(usage.peak <= limit + 64, "{limit}, {frame_len}-byte frames: peak {} bytes", usage.peak);
+        }
+    }
+}
+
 #[test]
 fn compressed_zeros_are_stopped_at_the_limit() {
     let zeros = vec![0; 10_000_000];
