@@ -494,18 +494,9 @@ impl Drop for TestCert {
 // Data
 // ---------------------------------------------------------------------------------------------
 
-/// `len` pseudo-random bytes (xorshift64*, seeded per call), fast enough for 16 MiB in debug.
+/// `len` pseudo-random bytes from `seed`: incompressible, so deflate cannot shorten an echo.
 pub fn random_bytes(len: usize, seed: u64) -> Bytes {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    Bytes::from(out)
+    Bytes::from(wsx_testkit::Rng::new(seed).bytes(len))
 }
 
 /// A text with 1-, 2-, 3- and 4-byte UTF-8 sequences, U+FFFD and U+10FFFF.
