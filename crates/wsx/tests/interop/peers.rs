@@ -10,7 +10,7 @@ use std::{
 
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, BufReader},
-    process::{Child, ChildStdin, Command},
+    process::{Child, ChildStdin, ChildStdout, Command},
 };
 
 /// What a whole peer run (a scenario client, a browser) may take.
@@ -117,27 +117,37 @@ impl PeerEnv {
         path
     }
 
-    /// The environment every peer process gets.
-    fn apply(&self, cmd: &mut Command) {
-        cmd.env("WSX_PEERS_DIR", &self.peers_dir).env("WSX_CHROMIUM", &self.chromium);
-        if let Some(m) = &self.node_modules {
-            cmd.env("WSX_NODE_MODULES", m);
-        }
-    }
-
-    /// A command for `program` with the peer environment and the stdio every peer needs.
-    fn command(&self, program: &Path, args: &[String]) -> Command {
+    /// Start `program args` as the peer `name`, with the peer environment. Its stdin is piped
+    /// and must be held open: the peer exits when it closes, so it dies with the test process
+    /// even if no kill ever runs. Its stderr is collected in the background, for failure
+    /// messages; the child is killed when dropped.
+    fn spawn(&self, name: &str, program: &Path, args: &[String]) -> Spawned {
         let mut cmd = Command::new(program);
         cmd.args(args)
-            // A piped stdin, kept open by the handle: the peer exits when it closes, so it
-            // dies with the test process even if the kill below never runs.
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        self.apply(&mut cmd);
-        cmd
+            .kill_on_drop(true)
+            .env("WSX_PEERS_DIR", &self.peers_dir)
+            .env("WSX_CHROMIUM", &self.chromium);
+        if let Some(m) = &self.node_modules {
+            cmd.env("WSX_NODE_MODULES", m);
+        }
+        let mut child =
+            cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}; {SETUP_HINT}", program.display()));
+        let stdin = child.stdin.take();
+        let stderr = drain_stderr(&mut child);
+        let stdout = child.stdout.take().expect("stdout is piped");
+        Spawned { child, stdin, stderr, stdout }
     }
+}
+
+/// A peer process just started by [`PeerEnv::spawn`].
+struct Spawned {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stderr: Arc<Mutex<String>>,
+    stdout: ChildStdout,
 }
 
 fn require(ok: bool, what: &str) {
@@ -181,13 +191,7 @@ pub(crate) struct PeerServer {
 impl PeerServer {
     /// Start `program args` and wait for its `READY <port>` line.
     pub(crate) async fn spawn(env: &PeerEnv, name: &str, program: &Path, args: &[String]) -> Self {
-        let mut child = env
-            .command(program, args)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}; {SETUP_HINT}", program.display()));
-        let stdin = child.stdin.take();
-        let stderr = drain_stderr(&mut child);
-        let stdout = child.stdout.take().expect("stdout is piped");
+        let Spawned { mut child, stdin, stderr, stdout } = env.spawn(name, program, args);
         let mut lines = BufReader::new(stdout).lines();
         let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
         let port = match line {
@@ -295,14 +299,8 @@ impl ClientRun {
 
 /// Run a client peer to completion (bounded by [`RUN_TIMEOUT`]) and parse its JSON line.
 pub(crate) async fn run_client(env: &PeerEnv, name: &str, program: &Path, args: &[String]) -> ClientRun {
-    let mut child = env
-        .command(program, args)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}; {SETUP_HINT}", program.display()));
-    // Held until the child exits: a closed stdin would stop it early.
-    let stdin = child.stdin.take();
-    let stderr = drain_stderr(&mut child);
-    let mut stdout = child.stdout.take().expect("stdout is piped");
+    // `stdin` is held until the child exits: a closed stdin would stop it early.
+    let Spawned { mut child, stdin, stderr, mut stdout } = env.spawn(name, program, args);
     let run = async {
         let mut out = Vec::new();
         stdout.read_to_end(&mut out).await.expect("read the peer's stdout");

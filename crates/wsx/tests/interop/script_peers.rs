@@ -223,3 +223,73 @@ impl ScriptPeer {
         eprintln!("{} timings: {:?}", server.name, results.timings);
     }
 }
+
+/// The tests every scripted peer runs, declared in the module named after the peer:
+/// `tests_in_both_directions!(ScriptPeer::node());`.
+macro_rules! tests_in_both_directions {
+    ($peer:expr) => {
+        use crate::{TEST_TIMEOUT, script_peers::ScriptPeer, within};
+
+        /// Run `case` on a fresh peer, within [`TEST_TIMEOUT`], naming the peer in a timeout.
+        async fn bounded<F: std::future::Future<Output = ()>>(what: &str, case: impl FnOnce(ScriptPeer) -> F) {
+            let peer = $peer;
+            within(&format!("{}: {what}", peer.name), TEST_TIMEOUT, case(peer)).await;
+        }
+
+        // (a) The peer's client scenario against the wsx echo server.
+
+        #[tokio::test]
+        async fn client_to_wsx_server_deflate() {
+            bounded("client → wsx server (deflate)", |p| async move { p.client_against_wsx(true, true, false).await })
+                .await;
+        }
+
+        #[tokio::test]
+        async fn client_to_wsx_server_no_deflate() {
+            bounded(
+                "client → wsx server (no deflate)",
+                |p| async move { p.client_against_wsx(false, true, false).await },
+            )
+            .await;
+        }
+
+        #[tokio::test]
+        async fn client_without_deflate_to_wsx_server_deflate() {
+            bounded("client (no deflate) → wsx server (deflate)", |p| async move {
+                p.client_against_wsx(true, false, false).await
+            })
+            .await;
+        }
+
+        #[tokio::test]
+        async fn client_to_wsx_server_tls() {
+            bounded("client → wsx server over wss://", |p| async move { p.client_against_wsx(true, true, true).await })
+                .await;
+        }
+
+        #[tokio::test]
+        async fn close_codes_to_wsx_server() {
+            bounded("close-test", |p| async move { p.close_tests_against_wsx(&ScriptPeer::close_cases()).await }).await;
+        }
+
+        // (b) The wsx client scenario against the peer's echo server.
+
+        #[tokio::test]
+        async fn wsx_client_to_server_deflate() {
+            bounded("wsx client → server (deflate)", |p| async move { p.wsx_against_server(true, false).await }).await;
+        }
+
+        #[tokio::test]
+        async fn wsx_client_to_server_no_deflate() {
+            bounded("wsx client → server (no deflate)", |p| async move { p.wsx_against_server(false, false).await })
+                .await;
+        }
+
+        #[tokio::test]
+        async fn wsx_client_to_server_tls() {
+            bounded("wsx client → server over wss://", |p| async move { p.wsx_against_server(true, true).await }).await;
+        }
+    };
+}
+
+pub(crate) use tests_in_both_directions;
