@@ -7,10 +7,8 @@
 //! say why the extra memory is worth it (the benchmark is `loadgen --idle`, see bench/README.md).
 
 use std::{
-    alloc::{GlobalAlloc, Layout, System},
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
-    sync::atomic::{AtomicUsize, Ordering},
     time::Duration,
 };
 
@@ -42,51 +40,11 @@ const WEBSOCKET_BUDGET: usize = 208;
 const WARM_UP: usize = 50;
 const MEASURED: usize = 200;
 
-/// Counts the bytes currently allocated.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is forwarded unchanged to the system allocator, which upholds the
-// `GlobalAlloc` contract; the counter only observes the sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller upholds `alloc`'s contract, passed on as is.
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller upholds `alloc_zeroed`'s contract, passed on as is.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
-        if !ptr.is_null() {
-            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller upholds `dealloc`'s contract, passed on as is.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: the caller upholds `realloc`'s contract, passed on as is.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            LIVE.fetch_add(new_size, Ordering::Relaxed);
-            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        }
-        new
-    }
-}
-
+/// Counts every thread's allocations: the server's tokio workers are what is measured, so the
+/// figure is process-wide (`wsx_testkit::process`). The binary's other test allocates next to
+/// nothing, and nextest runs each test in a process of its own.
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: wsx_testkit::CountingAlloc = wsx_testkit::CountingAlloc;
 
 #[test]
 fn engine_and_socket_stay_small() {
@@ -157,10 +115,10 @@ async fn open(addr: SocketAddr, mut clients: Vec<TcpStream>, n: usize) -> Vec<Tc
 /// The live heap bytes once the server has settled (its connection tasks have finished the
 /// handshake and gone idle): the count no longer changes over 50 ms.
 async fn settled_live_bytes() -> usize {
-    let mut last = LIVE.load(Ordering::Relaxed);
+    let mut last = wsx_testkit::process().held;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let now = LIVE.load(Ordering::Relaxed);
+        let now = wsx_testkit::process().held;
         if now == last {
             return now;
         }

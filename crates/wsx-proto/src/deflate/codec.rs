@@ -8,7 +8,7 @@
 
 use std::mem::MaybeUninit;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use zlib_rs::{DeflateFlush, Inflate, InflateFlush, Method, Status, Strategy};
 
 use super::{DeflateConfig, MAX_MEM_LEVEL, MAX_WINDOW_BITS, MIN_MEM_LEVEL, Params};
@@ -288,8 +288,11 @@ fn inflate(
 /// Make sure `out` has spare capacity, never taking its capacity past `out.len() + room`.
 ///
 /// Grows by doubling (amortized O(1) per byte), by at least [`MIN_GROW`] and four times the
-/// compressed `input_len` (a typical ratio for text), and exactly up to the limit once doubling would pass it:
-/// `BytesMut::reserve` may double a buffer, so the last step is an exact reallocation.
+/// compressed `input_len` (a typical ratio for text), and exactly up to the limit once doubling
+/// would pass it. `BytesMut::reserve` may double a buffer, so that last step goes through
+/// `Vec::reserve_exact`, which reallocates the same block: glibc moves a block of this size
+/// with `mremap`, without copying it. (Copying into a fresh buffer held the old one and the new
+/// one at once, up to twice the limit for a compression bomb; issue 16.)
 fn reserve_bounded(out: &mut BytesMut, room: usize, input_len: usize) {
     let len = out.len();
     if out.capacity() > len {
@@ -300,9 +303,12 @@ fn reserve_bounded(out: &mut BytesMut, room: usize, input_len: usize) {
         // Doubling gives `len + grow` at most, which fits in the room.
         out.reserve(grow);
     } else {
-        let mut exact = BytesMut::with_capacity(len + grow);
-        exact.extend_from_slice(out);
-        *out = exact;
+        // Each conversion keeps the allocation of a buffer that is not shared, as the message
+        // buffer never is (a shared one would be copied, as before). Back through `Bytes`,
+        // which keeps the spare capacity; it costs a 24-byte allocation, freed at once.
+        let mut exact = Vec::from(std::mem::take(out));
+        exact.reserve_exact(grow);
+        *out = BytesMut::from(Bytes::from(exact));
     }
 }
 

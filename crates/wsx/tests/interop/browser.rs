@@ -2,14 +2,15 @@
 //! (`tests-peers/browser/run.js`), runs `page.html` against the wsx echo server over ws:// and
 //! wss://. Screenshots are kept under `target/interop-browser/`.
 
-mod common;
-
-use std::time::Duration;
-
-use common::{EchoServer, PeerEnv, TestCert, repo_root, run_client, server_config, within};
 use wsx::{CloseCode, CloseFrame};
 
-const LIMIT: Duration = Duration::from_secs(240);
+use crate::{
+    TEST_TIMEOUT,
+    certs::TestCert,
+    echo_server::{EchoServer, server_config},
+    peers::{PeerEnv, repo_root, run_client},
+    within,
+};
 
 /// The steps `page.html` reports.
 const STEPS: &[&str] = &["open", "text", "binary", "binary_65536", "utf8_text", "close"];
@@ -77,15 +78,15 @@ async fn browser_to_wsx(deflate: bool, tls: bool) {
 
 #[tokio::test]
 async fn chromium_to_wsx_server_deflate() {
-    within("chromium → wsx server (ws://, deflate)", LIMIT, browser_to_wsx(true, false)).await;
+    within("chromium → wsx server (ws://, deflate)", TEST_TIMEOUT, browser_to_wsx(true, false)).await;
 }
 
 #[tokio::test]
 async fn chromium_to_wsx_server_no_deflate() {
-    within("chromium → wsx server (ws://, no deflate)", LIMIT, browser_to_wsx(false, false)).await;
+    within("chromium → wsx server (ws://, no deflate)", TEST_TIMEOUT, browser_to_wsx(false, false)).await;
 }
 
 #[tokio::test]
 async fn chromium_to_wsx_server_tls() {
-    within("chromium → wsx server (wss://, deflate)", LIMIT, browser_to_wsx(true, true)).await;
+    within("chromium → wsx server (wss://, deflate)", TEST_TIMEOUT, browser_to_wsx(true, true)).await;
 }

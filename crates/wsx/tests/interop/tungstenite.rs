@@ -2,15 +2,7 @@
 //! permessage-deflate, so our server runs with deflate enabled (it must then not negotiate it)
 //! and without.
 
-mod common;
-
-use std::time::Duration;
-
 use bytes::Bytes;
-use common::{
-    EchoServer, LONG_REASON, PING_PAYLOAD, Results, SCENARIO_STEPS, STEP_TIMEOUT, TestCert, UTF8_TEXT, client_scenario,
-    compare, random_bytes, server_config, within,
-};
 use futures_util::{SinkExt, StreamExt};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -31,7 +23,16 @@ use tokio_tungstenite::{
     },
 };
 
-const LIMIT: Duration = Duration::from_secs(240);
+use crate::{
+    STEP_TIMEOUT, TEST_TIMEOUT,
+    certs::TestCert,
+    echo_server::{EchoServer, server_config},
+    scenario::{
+        LONG_REASON, PEER_CLIENT_STEPS, PING_PAYLOAD, Results, SCENARIO_STEPS, UTF8_TEXT, assert_server_saw_scenario,
+        client_scenario, compare, random_bytes, tcp,
+    },
+    within,
+};
 
 fn describe(m: &Message) -> String {
     match m {
@@ -157,7 +158,7 @@ async fn tungstenite_client_to_wsx(server_deflate: bool, tls: bool) {
     let url = server.url(tls);
     let results = match &cert {
         None => {
-            let tcp = common::tcp(server.port()).await;
+            let tcp = tcp(server.port()).await;
             let (ws, _) = within("tungstenite handshake", STEP_TIMEOUT, tokio_tungstenite::client_async(&url, tcp))
                 .await
                 .expect("tungstenite handshake with the wsx server");
@@ -172,25 +173,26 @@ async fn tungstenite_client_to_wsx(server_deflate: bool, tls: bool) {
         }
     };
     // The same steps the Node and Python client scenarios report.
-    results.assert_all_ok("tungstenite client against the wsx server", common::PEER_CLIENT_STEPS);
+    results.assert_all_ok("tungstenite client against the wsx server", PEER_CLIENT_STEPS);
     let logs = server.settle().await;
-    common::assert_server_saw_scenario(&logs, "tungstenite client", false);
+    assert_server_saw_scenario(&logs, "tungstenite client", false);
     assert_eq!(logs[0].echoed, 12, "messages our server echoed");
 }
 
 #[tokio::test]
 async fn tungstenite_client_to_wsx_server() {
-    within("tungstenite client → wsx server", LIMIT, tungstenite_client_to_wsx(false, false)).await;
+    within("tungstenite client → wsx server", TEST_TIMEOUT, tungstenite_client_to_wsx(false, false)).await;
 }
 
 #[tokio::test]
 async fn tungstenite_client_to_wsx_server_deflate_enabled() {
-    within("tungstenite client → wsx server (deflate enabled)", LIMIT, tungstenite_client_to_wsx(true, false)).await;
+    within("tungstenite client → wsx server (deflate enabled)", TEST_TIMEOUT, tungstenite_client_to_wsx(true, false))
+        .await;
 }
 
 #[tokio::test]
 async fn tungstenite_client_to_wsx_server_tls() {
-    within("tungstenite client → wsx server over wss://", LIMIT, tungstenite_client_to_wsx(true, true)).await;
+    within("tungstenite client → wsx server over wss://", TEST_TIMEOUT, tungstenite_client_to_wsx(true, true)).await;
 }
 
 /// A raw masked close frame with `body` (tungstenite refuses to send invalid codes itself).
@@ -202,7 +204,7 @@ fn raw_close(body: Vec<u8>) -> Message {
 /// tungstenite sends a close `body`; our server must answer with `expected`.
 async fn close_case(body: Vec<u8>, expected: u16) -> Result<(), String> {
     let server = EchoServer::start(server_config(false), None).await;
-    let tcp = common::tcp(server.port()).await;
+    let tcp = tcp(server.port()).await;
     let (mut ws, _) =
         tokio_tungstenite::client_async(server.url(false), tcp).await.map_err(|e| format!("handshake: {e}"))?;
     ws.send(raw_close(body)).await.map_err(|e| format!("send the raw close: {e}"))?;
@@ -228,7 +230,7 @@ fn close_body(code: u16, reason: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn tungstenite_close_codes_to_wsx_server() {
-    within("tungstenite close codes", LIMIT, async {
+    within("tungstenite close codes", TEST_TIMEOUT, async {
         let cases: Vec<(String, Vec<u8>, u16)> = vec![
             ("4002 \"hi\"".into(), close_body(4002, "hi"), 4002),
             ("empty".into(), vec![], 1005),
@@ -307,15 +309,16 @@ async fn wsx_client_to_tungstenite(deflate: bool, tls: bool) {
 
 #[tokio::test]
 async fn wsx_client_to_tungstenite_server() {
-    within("wsx client → tungstenite server", LIMIT, wsx_client_to_tungstenite(false, false)).await;
+    within("wsx client → tungstenite server", TEST_TIMEOUT, wsx_client_to_tungstenite(false, false)).await;
 }
 
 #[tokio::test]
 async fn wsx_client_offering_deflate_to_tungstenite_server() {
-    within("wsx client (deflate offered) → tungstenite server", LIMIT, wsx_client_to_tungstenite(true, false)).await;
+    within("wsx client (deflate offered) → tungstenite server", TEST_TIMEOUT, wsx_client_to_tungstenite(true, false))
+        .await;
 }
 
 #[tokio::test]
 async fn wsx_client_to_tungstenite_server_tls() {
-    within("wsx client → tungstenite server over wss://", LIMIT, wsx_client_to_tungstenite(false, true)).await;
+    within("wsx client → tungstenite server over wss://", TEST_TIMEOUT, wsx_client_to_tungstenite(false, true)).await;
 }
