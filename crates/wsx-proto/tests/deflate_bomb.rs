@@ -69,7 +69,7 @@ fn frame(payload: &[u8], from: Role) -> Vec<u8> {
 
 /// Everything `from` has to send, received by `to`.
 fn deliver(from: &mut Connection, to: &mut Connection, now: Instant) {
-    let out = from.transmit();
+    let mut out = from.transmit();
     while out.has_remaining() {
         let chunk = out.chunk().to_vec();
         out.advance(chunk.len());
@@ -109,6 +109,8 @@ fn read_all(conn: &mut Connection, mut bytes: &[u8]) {
         buf.extend_from_slice(&bytes[..n]);
         bytes = &bytes[n..];
         conn.receive_buffered(now);
+        // As the crate documentation says: take events after every input (that is what parses).
+        while conn.next_event().is_some() {}
     }
 }
 
@@ -134,7 +136,7 @@ fn receive_bomb(from: Role, mib: usize, config: &Config) -> (Usage, usize) {
 /// The code of the close frame `conn` is sending (its only output after the failure).
 fn sent_close_code(conn: &mut Connection) -> Option<u16> {
     let mut out = Vec::new();
-    let transmit = conn.transmit();
+    let mut transmit = conn.transmit();
     while transmit.has_remaining() {
         out.extend_from_slice(transmit.chunk());
         transmit.advance(transmit.chunk().len());

@@ -656,15 +656,7 @@ mod deflate {
     }
 
     fn pseudo_random(len: usize, seed: u64) -> Bytes {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
+        Bytes::from(wsx_testkit::Rng::new(seed).bytes(len))
     }
 
     #[test]
