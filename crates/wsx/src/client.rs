@@ -1,15 +1,10 @@
 //! The client: connect to a `ws://` or `wss://` URL over TCP and, for `wss`, TLS.
 
-use std::{
-    fmt, io,
-    pin::Pin,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{fmt, io, time::Duration};
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncRead, AsyncWrite},
     net::TcpStream,
 };
 use wsx_proto::{Config, DeflateConfig, OsSeededRng, Response};
@@ -19,6 +14,7 @@ use crate::tls::TlsConfig;
 use crate::{
     driver::now,
     error::{Error, Result},
+    io::{Io, forward_io},
     stream::WebSocket,
 };
 
@@ -420,58 +416,22 @@ impl<S> fmt::Debug for MaybeTlsStream<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTlsStream<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().inner {
-            Inner::Plain(io) => Pin::new(io).poll_read(cx, buf),
+impl<S: AsyncRead + AsyncWrite + Unpin> MaybeTlsStream<S> {
+    fn io_mut(&mut self) -> &mut (dyn Io + '_) {
+        match &mut self.inner {
+            Inner::Plain(io) => io,
             #[cfg(feature = "__tls")]
-            Inner::Tls(tls) => Pin::new(tls).poll_read(cx, buf),
-        }
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTlsStream<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().inner {
-            Inner::Plain(io) => Pin::new(io).poll_write(cx, buf),
-            #[cfg(feature = "__tls")]
-            Inner::Tls(tls) => Pin::new(tls).poll_write(cx, buf),
+            Inner::Tls(tls) => tls,
         }
     }
 
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().inner {
-            Inner::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
-            #[cfg(feature = "__tls")]
-            Inner::Tls(tls) => Pin::new(tls).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
+    fn io(&self) -> &(dyn Io + '_) {
         match &self.inner {
-            Inner::Plain(io) => io.is_write_vectored(),
+            Inner::Plain(io) => io,
             #[cfg(feature = "__tls")]
-            Inner::Tls(tls) => tls.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().inner {
-            Inner::Plain(io) => Pin::new(io).poll_flush(cx),
-            #[cfg(feature = "__tls")]
-            Inner::Tls(tls) => Pin::new(tls).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().inner {
-            Inner::Plain(io) => Pin::new(io).poll_shutdown(cx),
-            #[cfg(feature = "__tls")]
-            Inner::Tls(tls) => Pin::new(tls).poll_shutdown(cx),
+            Inner::Tls(tls) => tls,
         }
     }
 }
+
+forward_io!(MaybeTlsStream);

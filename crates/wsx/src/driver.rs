@@ -422,6 +422,25 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
         Poll::Ready(Ok(()))
     }
 
+    /// Queue `message` once the write queue is under the high-water mark: the body of every
+    /// `feed`. `message` is taken when it is queued.
+    pub(crate) fn poll_feed(&mut self, cx: &mut Context<'_>, message: &mut Option<Message>) -> Poll<Result<()>> {
+        ready!(self.poll_ready(cx))?;
+        // Invariant: a `feed` future is done once it has queued its message, and a future is
+        // not polled again after it returned `Ready`.
+        let message = message.take().expect("feed polled after completion");
+        Poll::Ready(self.start_send(message))
+    }
+
+    /// Queue `message` (as [`poll_feed`](Self::poll_feed)), then write everything out: the body
+    /// of every `send`.
+    pub(crate) fn poll_send(&mut self, cx: &mut Context<'_>, message: &mut Option<Message>) -> Poll<Result<()>> {
+        if message.is_some() {
+            ready!(self.poll_feed(cx, message))?;
+        }
+        self.poll_flush(cx)
+    }
+
     /// Queue a message (a close starts the closing handshake).
     pub(crate) fn start_send(&mut self, message: Message) -> Result<()> {
         if self.is_done() {

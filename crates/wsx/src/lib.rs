@@ -25,6 +25,7 @@ mod client;
 mod driver;
 mod error;
 mod handshake;
+mod io;
 #[cfg(feature = "server")]
 pub mod server;
 mod shutdown;

@@ -12,7 +12,7 @@ use std::{
     future::poll_fn,
     pin::Pin,
     sync::{Arc, Mutex, MutexGuard},
-    task::{Context, Poll, ready},
+    task::{Context, Poll},
 };
 
 use futures_core::Stream;
@@ -136,24 +136,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsReader<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> WsWriter<S> {
     /// Send a message and write it out; see [`WebSocket::send`].
     pub fn send(&mut self, message: impl Into<Message>) -> impl Future<Output = Result<()>> + '_ {
-        let message = message.into();
-        async move {
-            self.feed(message).await?;
-            self.flush().await
-        }
+        let mut message = Some(message.into());
+        poll_fn(move |cx| lock(&self.shared).poll_send(cx, &mut message))
     }
 
     /// Queue a message without writing it yet; see [`WebSocket::feed`].
     pub fn feed(&mut self, message: impl Into<Message>) -> impl Future<Output = Result<()>> + '_ {
         let mut message = Some(message.into());
-        poll_fn(move |cx| {
-            let mut driver = lock(&self.shared);
-            ready!(driver.poll_ready(cx))?;
-            // Invariant: the future is done once it has sent the message, and a future is not
-            // polled again after it returned `Ready`.
-            let message = message.take().expect("feed polled after completion");
-            Poll::Ready(driver.start_send(message))
-        })
+        poll_fn(move |cx| lock(&self.shared).poll_feed(cx, &mut message))
     }
 
     /// Write out everything queued.

@@ -3,7 +3,7 @@
 use std::{
     future::poll_fn,
     pin::Pin,
-    task::{Context, Poll, ready},
+    task::{Context, Poll},
 };
 
 use futures_core::Stream;
@@ -94,24 +94,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Send a message and write it out. Waits while the write queue is over
     /// `write_high_water`.
     pub fn send(&mut self, message: impl Into<Message>) -> impl Future<Output = Result<()>> + '_ {
-        let message = message.into();
-        async move {
-            self.feed(message).await?;
-            self.flush().await
-        }
+        let mut message = Some(message.into());
+        poll_fn(move |cx| self.driver.poll_send(cx, &mut message))
     }
 
     /// Queue a message without writing it yet: several fed messages go out in one write at
     /// the next [`flush`](Self::flush), `send`, or `recv`.
     pub fn feed(&mut self, message: impl Into<Message>) -> impl Future<Output = Result<()>> + '_ {
         let mut message = Some(message.into());
-        poll_fn(move |cx| {
-            ready!(self.driver.poll_ready(cx))?;
-            // Invariant: the future is done once it has sent the message, and a future is not
-            // polled again after it returned `Ready`.
-            let message = message.take().expect("feed polled after completion");
-            Poll::Ready(self.driver.start_send(message))
-        })
+        poll_fn(move |cx| self.driver.poll_feed(cx, &mut message))
     }
 
     /// Write out everything queued.

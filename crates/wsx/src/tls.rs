@@ -27,11 +27,9 @@
 //! installs aws-lc-rs (feature `rustls-aws-lc-rs`) or else ring (feature `rustls-ring`).
 
 use std::{
-    fmt, io,
+    fmt,
     path::Path,
-    pin::Pin,
     sync::{Arc, OnceLock},
-    task::{Context, Poll},
 };
 
 use rustls::{
@@ -40,9 +38,12 @@ use rustls::{
     crypto::CryptoProvider,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    io::{Io, forward_io},
+};
 
 /// The ALPN protocol both sides announce: the opening handshake is HTTP/1.1 (RFC 6455 §4.1).
 const ALPN_HTTP11: &[u8] = b"http/1.1";
@@ -373,34 +374,14 @@ impl<S> fmt::Debug for TlsStream<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
+    fn io_mut(&mut self) -> &mut (dyn Io + '_) {
+        &mut self.inner
+    }
+
+    fn io(&self) -> &(dyn Io + '_) {
+        &self.inner
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
+forward_io!(TlsStream);
