@@ -7,7 +7,7 @@
 /// XOR `buf` with `key`, as if `buf` started `offset` bytes into the payload.
 ///
 /// `offset` lets a payload that arrives in pieces be unmasked piece by piece.
-#[inline]
+#[inline(always)]
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     let key = rotate(key, offset);
     let (blocks, rest) = buf.as_chunks_mut::<32>();

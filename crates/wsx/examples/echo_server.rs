@@ -1,7 +1,8 @@
 //! Echoes every message back (text as text, binary as binary), with permessage-deflate and a
 //! 64 MiB message limit: the server the Autobahn conformance suite and the benchmarks run
 //! against. It answers through the borrowed receive path (`WebSocket::recv_each`); with
-//! `WSX_ECHO=messages`, through owned messages (`recv`, `feed`, `flush`) instead.
+//! `WSX_ECHO=messages`, through owned messages (`recv`, `feed`, `flush`) instead; with
+//! `WSX_ECHO=split`, through split halves in two tasks joined by a channel.
 //!
 //! ```sh
 //! cargo run --release -p wsx --example echo_server   # ws://127.0.0.1:9001, or set HOST/PORT
@@ -24,9 +25,9 @@ async fn main() -> wsx::Result<()> {
             std::future::pending::<()>().await;
         }
     };
-    if std::env::var_os("WSX_ECHO").is_some_and(|api| api == "messages") {
-        server.serve_with_shutdown(|ws, _info| shared::echo_messages(ws), ctrl_c).await
-    } else {
-        server.serve_with_shutdown(|ws, _info| shared::echo(ws), ctrl_c).await
+    match std::env::var("WSX_ECHO").as_deref() {
+        Ok("messages") => server.serve_with_shutdown(|ws, _info| shared::echo_messages(ws), ctrl_c).await,
+        Ok("split") => server.serve_with_shutdown(|ws, _info| shared::echo_split(ws), ctrl_c).await,
+        _ => server.serve_with_shutdown(|ws, _info| shared::echo(ws), ctrl_c).await,
     }
 }

@@ -67,3 +67,44 @@ pub(crate) fn echo_messages<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(())
     }
 }
+
+/// The same echo as two tasks, as applications that read and write from different places are
+/// written: the split reader forwards each message through a channel to a task that owns the
+/// writer and sends it (feeding while more are queued, flushing when the channel is empty).
+#[allow(clippy::manual_async_fn, dead_code)]
+pub(crate) fn echo_split<S>(ws: WebSocket<S>) -> impl Future<Output = wsx::Result<()>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    async move {
+        let (mut reader, mut writer) = ws.split();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<wsx::Message>(64);
+        let sending = tokio::spawn(async move {
+            while let Some(message) = rx.recv().await {
+                writer.feed(message).await?;
+                if rx.is_empty() {
+                    writer.flush().await?;
+                }
+            }
+            Ok::<_, wsx::Error>(())
+        });
+        loop {
+            match reader.recv().await {
+                Ok(Some(message)) if message.is_data() => {
+                    if tx.send(message).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) if e.is_protocol() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        drop(tx);
+        // The writer ends once the channel is empty; a send that fails after the close is not
+        // an error here.
+        let _ = sending.await;
+        Ok(())
+    }
+}
