@@ -1,7 +1,7 @@
 //! The receive path: handshake parsing, frame parsing, message assembly, control frames.
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 
 use super::{Busy, Connection, Event, InFrame, InMessage, RefusedResponse, State, busy};
 use crate::{
@@ -138,13 +138,8 @@ impl Connection {
                 false
             }
             Err(error) => {
-                let status = match &error {
-                    HandshakeError::BadRequest { status, .. } => *status,
-                    _ => StatusCode::BAD_REQUEST,
-                };
-                let body = format!("{error}\n");
                 let mut head = BytesMut::new();
-                server::write_response(status, &HeaderMap::new(), body.as_bytes(), &mut head);
+                server::write_refusal(&error, &self.config, &mut head);
                 self.b().out.extend(&head);
                 self.closing_mut().error = Some(error.into());
                 self.enter_closed();

@@ -42,16 +42,17 @@ impl Connection {
     }
 
     /// Server: refuse the request with `response` (any status but 101; a 401 with
-    /// `WWW-Authenticate`, a 403 for a bad origin, …), then close.
+    /// `WWW-Authenticate`, a 403 for a bad origin, …), or answer a plain HTTP request with it
+    /// (without the body if the request is `HEAD`), then close.
     pub fn reject(&mut self, response: http::Response<Bytes>) -> Result<(), SendError> {
         if self.state != State::AwaitAccept || response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
             return Err(SendError::InvalidState);
         }
-        let (parts, body) = response.into_parts();
+        let request = self.handshake.as_deref().and_then(|h| h.pending_request.as_deref());
         let mut head = BytesMut::new();
-        server::write_response(parts.status, &parts.headers, &body, &mut head);
+        let status = server::write_answer(request, response, &mut head);
         self.transmit().extend(&head);
-        self.closing_mut().error = Some(HandshakeError::Rejected { status: parts.status }.into());
+        self.closing_mut().error = Some(HandshakeError::Rejected { status }.into());
         self.enter_closed();
         Ok(())
     }
