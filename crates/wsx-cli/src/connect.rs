@@ -2,16 +2,92 @@
 
 use std::{
     io::{BufRead, IsTerminal, Write},
+    path::PathBuf,
     process::ExitCode,
+    time::Duration,
 };
 
 use base64::Engine;
 use bytes::Bytes;
+use clap::{ArgAction, ValueEnum};
 use serde_json::json;
 use tokio::{sync::mpsc, time::Instant};
 use wsx::{ClientBuilder, CloseCode, CloseFrame, Config, DeflateConfig, Message};
 
-use crate::{ConnectArgs, Encoding, parse};
+use crate::parse;
+
+/// Connect to a WebSocket server: send the lines you type, print what arrives.
+///
+/// Interactive on a terminal ("< " marks incoming messages); with stdin from a pipe or file it
+/// sends each line, prints the replies, and closes once the input ends and --wait has passed.
+#[derive(Debug, clap::Args)]
+#[command(after_help = CONNECT_HELP)]
+pub(crate) struct Args {
+    /// ws:// or wss:// URL.
+    url: String,
+    /// Extra request header, "Name: value" (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = parse::header)]
+    headers: Vec<(String, String)>,
+    /// Offer this subprotocol (repeatable, most preferred first).
+    #[arg(long = "subprotocol", value_name = "NAME")]
+    subprotocols: Vec<String>,
+    /// Send this Origin header.
+    #[arg(long)]
+    origin: Option<String>,
+    /// Trust the certificates in this PEM file (instead of the built-in roots).
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    ca: Option<PathBuf>,
+    /// Do not check the server's certificate (testing only).
+    #[arg(long, short = 'k')]
+    insecure: bool,
+    /// Input lines are binary messages in this encoding (hex or base64); binary output uses it too.
+    #[arg(long, value_enum, value_name = "ENCODING")]
+    binary: Option<Encoding>,
+    /// Ping the server this often (e.g. 30s).
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
+    ping_interval: Option<Duration>,
+    /// Print one JSON object per event: {"dir":"in","type":"text","data":...}.
+    #[arg(long)]
+    json: bool,
+    /// After the input ends, keep reading for this long before closing (e.g. 1s, 500ms, 10).
+    #[arg(long, value_name = "SECONDS", default_value = "1s", value_parser = parse::duration)]
+    wait: Duration,
+    /// Give up connecting (TCP, TLS and handshake) after this long.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse::duration)]
+    connect_timeout: Duration,
+    /// Offer permessage-deflate.
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse::on_off, action = ArgAction::Set)]
+    deflate: bool,
+}
+
+/// Commands, exit codes and examples for `wsx connect --help`.
+const CONNECT_HELP: &str = "\
+Commands (a line starting with \"//\" sends the rest with one \"/\" removed):
+  /ping [data]            send a ping
+  /close [code] [reason]  start the closing handshake (default 1000)
+  /quit                   close with 1000 and exit
+
+Exit codes:
+  0  closed normally (1000/1001 from the server, or we closed: input ended, /close, /quit)
+  1  other failure (I/O or protocol error, bad input line)
+  2  bad arguments or URL
+  3  could not connect, or the server refused the upgrade (HTTP status shown)
+  4  TLS failure (certificate not trusted, name mismatch, ...)
+  5  timed out (connect, handshake, ping)
+  6  the server closed with another code (code and reason shown), or the connection
+     dropped without a close frame (1006)
+
+Examples:
+  wsx connect ws://127.0.0.1:8080/
+  echo hello | wsx connect --json wss://localhost:8080 --ca cert.pem
+  printf '68656c6c6f\\n' | wsx connect --binary hex ws://127.0.0.1:9001";
+
+/// How binary data is written as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Encoding {
+    Hex,
+    Base64,
+}
 
 /// Exit codes, as documented in `wsx connect --help`.
 mod exit {
@@ -35,7 +111,7 @@ impl Failure {
     }
 }
 
-pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
+pub(crate) async fn run(args: Args) -> ExitCode {
     match session(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
@@ -48,7 +124,7 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
 /// One line of input, or why it could not be read.
 type Line = Result<String, String>;
 
-async fn session(args: ConnectArgs) -> Result<(), Failure> {
+async fn session(args: Args) -> Result<(), Failure> {
     let interactive = std::io::stdin().is_terminal();
     let out = Output { json: args.json, encoding: args.binary, interactive };
     let config = Config::default()

@@ -19,6 +19,7 @@ use std::{
 
 use anyhow::Context;
 use bytes::Bytes;
+use clap::ArgAction;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
@@ -32,7 +33,80 @@ use self::{
     http::{Head, HeadError},
     prefixed::Prefixed,
 };
-use crate::{ServeArgs, log::RECEIVED};
+use crate::{
+    log::{LogFormat, RECEIVED},
+    parse,
+};
+
+/// Run a WebSocket server that also answers plain HTTP on the same port.
+///
+/// With no options it listens on 127.0.0.1:8080, greets every client with "ho!" and prints
+/// "Received message => <message>" for each text message; `GET /` serves a demo page that
+/// connects back to the server. Ctrl-C or SIGTERM closes every connection with 1001.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  wsx serve                       # classic: greets \"ho!\", demo page at http://127.0.0.1:8080/\n  wsx serve --echo --port 9001\n  wsx serve --broadcast --origin http://localhost:8080\n  wsx serve --tls-self-signed     # wss:// and https:// with a development certificate"
+)]
+pub(crate) struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0 picks a free one; the address is logged).
+    #[arg(long, short, default_value_t = 8080)]
+    port: u16,
+    /// Echo every message back to its sender.
+    #[arg(long, conflicts_with = "broadcast")]
+    echo: bool,
+    /// Send every message to every connected client (the sender included).
+    #[arg(long)]
+    broadcast: bool,
+    /// The text sent to each client when it connects ("" for none).
+    #[arg(long, value_name = "TEXT", default_value = "ho!")]
+    greeting: String,
+    /// Serve the files of DIR over HTTP instead of the demo page (index.html for directories).
+    #[arg(long = "static", value_name = "DIR")]
+    static_dir: Option<PathBuf>,
+    /// PEM certificate chain for wss:// and https:// (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key", conflicts_with = "tls_self_signed")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Make a self-signed development certificate (localhost, 127.0.0.1, ::1) and serve TLS with it.
+    #[arg(long)]
+    tls_self_signed: bool,
+    /// Where --tls-self-signed writes the certificate (the key goes next to it, as *.key.pem).
+    #[arg(long, value_name = "FILE", requires = "tls_self_signed")]
+    cert_out: Option<PathBuf>,
+    /// The most WebSocket connections open at once; more are answered 503.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_connections: usize,
+    /// The largest message accepted (e.g. 64KiB, 1MiB, 1000000); bigger ones close with 1009.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse::size)]
+    max_message_size: usize,
+    /// Negotiate permessage-deflate when the client offers it.
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse::on_off, action = ArgAction::Set)]
+    deflate: bool,
+    /// A subprotocol to accept (repeatable); the first one the client offers that is listed wins.
+    #[arg(long = "subprotocol", value_name = "NAME")]
+    subprotocols: Vec<String>,
+    /// Ping every client this often (e.g. 30s, 500ms); a client that does not answer is dropped.
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
+    ping_interval: Option<Duration>,
+    /// Accept WebSocket connections only from this Origin (repeatable); others get 403.
+    /// Protects against cross-site WebSocket hijacking. Clients that send no Origin (non-browsers) are allowed.
+    #[arg(long = "origin", value_name = "ORIGIN")]
+    origins: Vec<String>,
+    /// How long shutdown waits for clients to finish their closing handshake.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse::duration)]
+    shutdown_timeout: Duration,
+    /// Do not log each received message.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Log format: human (messages on stdout, the rest on stderr) or json (one object per line on stdout).
+    #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+    pub(crate) log_format: LogFormat,
+}
 
 /// How long a client has for TLS and for sending its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,7 +150,7 @@ struct State {
     shutdown: watch::Receiver<bool>,
 }
 
-pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let config = Config::default()
         .max_message_size(args.max_message_size)
         .max_frame_size(args.max_message_size.min(16 << 20))
@@ -111,7 +185,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     info!(mode = ?mode, "listening on {ws}://{addr}/ (page: {web}://{addr}/)");
     if let Some(made) = &dev_cert {
         info!(cert = %made.cert_path.display(), key = %made.key_path.display(), "wrote a self-signed development certificate");
-        if args.log_format == crate::LogFormat::Human {
+        if args.log_format == LogFormat::Human {
             let cert = made.cert_path.display();
             let port = addr.port();
             eprintln!(
