@@ -8,6 +8,7 @@
 use std::{
     collections::VecDeque,
     io::IsTerminal,
+    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -27,7 +28,63 @@ use tokio::{
 };
 use wsx::{ClientBuilder, CloseCode, Config, DeflateConfig, Message, WebSocket};
 
-use crate::BenchArgs;
+use crate::parse;
+
+/// Load-test a WebSocket echo server and report messages/s, MB/s and latency percentiles.
+///
+/// Each connection keeps --pipeline messages in flight and waits for their echoes (closed
+/// loop), or sends at a fixed total --rate (open loop, for latency). Latency is measured from
+/// the write of a message to the arrival of its whole echo.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  wsx bench ws://127.0.0.1:9001 --connections 100 --size 20 --duration 5\n  wsx bench ws://127.0.0.1:9001 --rate 10000 --json\n\nExit codes: 0 on success, 1 if a connection failed or an echo was wrong, 2 on bad arguments."
+)]
+pub(crate) struct Args {
+    /// ws:// or wss:// URL of an echo server.
+    url: String,
+    /// Connections to open.
+    #[arg(long, short, default_value_t = 10)]
+    connections: usize,
+    /// Payload size of each message (e.g. 20, 1KiB, 64KiB).
+    #[arg(long, short, value_name = "SIZE", default_value = "20", value_parser = parse::size)]
+    size: usize,
+    /// How long to measure (e.g. 5s, 1m).
+    #[arg(long, short, value_name = "DURATION", default_value = "5s", value_parser = parse::duration)]
+    duration: Duration,
+    /// Run this long before measuring.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse::duration)]
+    warmup: Duration,
+    /// Messages in flight per connection.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pipeline: u32,
+    /// Send at this fixed total rate (messages/s over all connections) instead of as fast as possible.
+    #[arg(long, value_name = "MSGS_PER_S")]
+    rate: Option<f64>,
+    /// Send text messages.
+    #[arg(long, conflicts_with = "binary")]
+    text: bool,
+    /// Send binary messages (the default).
+    #[arg(long)]
+    binary: bool,
+    /// Offer permessage-deflate.
+    #[arg(long)]
+    deflate: bool,
+    /// Trust the certificates in this PEM file for wss://.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    ca: Option<PathBuf>,
+    /// Do not check the server's certificate (testing only).
+    #[arg(long, short = 'k')]
+    insecure: bool,
+    /// Also report this process's CPU use over the measured window (e.g. the server's PID).
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
+    /// Worker threads (1 = a current-thread runtime, which is usually fastest).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub(crate) threads: u32,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
 
 /// Connections opened at once while setting up.
 const CONNECT_CONCURRENCY: usize = 64;
@@ -64,7 +121,7 @@ struct Plan {
     received: Arc<AtomicU64>,
 }
 
-pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if args.connections == 0 {
         bail!("--connections must be at least 1");
     }
@@ -448,7 +505,7 @@ fn progress_bar(plan: &Plan, start: Instant, json: bool) -> Option<ProgressBar> 
     Some(bar)
 }
 
-fn report(args: &BenchArgs, total: &Stats, cpu: &Cpu, errors: &[String]) {
+fn report(args: &Args, total: &Stats, cpu: &Cpu, errors: &[String]) {
     let seconds = args.duration.as_secs_f64();
     let rate = total.messages as f64 / seconds;
     let mb = total.messages as f64 * args.size as f64 / 1e6 / seconds;

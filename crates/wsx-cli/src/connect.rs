@@ -2,16 +2,96 @@
 
 use std::{
     io::{BufRead, IsTerminal, Write},
+    path::PathBuf,
     process::ExitCode,
+    time::Duration,
 };
 
 use base64::Engine;
 use bytes::Bytes;
+use clap::{ArgAction, ValueEnum};
 use serde_json::json;
-use tokio::{sync::mpsc, time::Instant};
-use wsx::{ClientBuilder, CloseCode, CloseFrame, Config, DeflateConfig, Message};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    sync::mpsc,
+    time::Instant,
+};
+use wsx::{ClientBuilder, CloseCode, CloseFrame, Config, DeflateConfig, Message, WebSocket};
 
-use crate::{ConnectArgs, Encoding, parse};
+use crate::parse;
+
+/// Connect to a WebSocket server: send the lines you type, print what arrives.
+///
+/// Interactive on a terminal ("< " marks incoming messages); with stdin from a pipe or file it
+/// sends each line, prints the replies, and closes once the input ends and --wait has passed.
+#[derive(Debug, clap::Args)]
+#[command(after_help = CONNECT_HELP)]
+pub(crate) struct Args {
+    /// ws:// or wss:// URL.
+    url: String,
+    /// Extra request header, "Name: value" (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = parse::header)]
+    headers: Vec<(String, String)>,
+    /// Offer this subprotocol (repeatable, most preferred first).
+    #[arg(long = "subprotocol", value_name = "NAME")]
+    subprotocols: Vec<String>,
+    /// Send this Origin header.
+    #[arg(long)]
+    origin: Option<String>,
+    /// Trust the certificates in this PEM file (instead of the built-in roots).
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    ca: Option<PathBuf>,
+    /// Do not check the server's certificate (testing only).
+    #[arg(long, short = 'k')]
+    insecure: bool,
+    /// Input lines are binary messages in this encoding (hex or base64); binary output uses it too.
+    #[arg(long, value_enum, value_name = "ENCODING")]
+    binary: Option<Encoding>,
+    /// Ping the server this often (e.g. 30s).
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
+    ping_interval: Option<Duration>,
+    /// Print one JSON object per event: {"dir":"in","type":"text","data":...}.
+    #[arg(long)]
+    json: bool,
+    /// After the input ends, keep reading for this long before closing (e.g. 1s, 500ms, 10).
+    #[arg(long, value_name = "SECONDS", default_value = "1s", value_parser = parse::duration)]
+    wait: Duration,
+    /// Give up connecting (TCP, TLS and handshake) after this long.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse::duration)]
+    connect_timeout: Duration,
+    /// Offer permessage-deflate.
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse::on_off, action = ArgAction::Set)]
+    deflate: bool,
+}
+
+/// Commands, exit codes and examples for `wsx connect --help`.
+const CONNECT_HELP: &str = "\
+Commands (a line starting with \"//\" sends the rest with one \"/\" removed):
+  /ping [data]            send a ping
+  /close [code] [reason]  start the closing handshake (default 1000)
+  /quit                   close with 1000 and exit
+
+Exit codes:
+  0  closed normally (1000/1001 from the server, or we closed: input ended, /close, /quit)
+  1  other failure (I/O or protocol error, bad input line)
+  2  bad arguments or URL
+  3  could not connect, or the server refused the upgrade (HTTP status shown)
+  4  TLS failure (certificate not trusted, name mismatch, ...)
+  5  timed out (connect, handshake, ping)
+  6  the server closed with another code (code and reason shown), or the connection
+     dropped without a close frame (1006)
+
+Examples:
+  wsx connect ws://127.0.0.1:8080/
+  echo hello | wsx connect --json wss://localhost:8080 --ca cert.pem
+  printf '68656c6c6f\\n' | wsx connect --binary hex ws://127.0.0.1:9001";
+
+/// How binary data is written as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Encoding {
+    Hex,
+    Base64,
+}
 
 /// Exit codes, as documented in `wsx connect --help`.
 mod exit {
@@ -35,7 +115,7 @@ impl Failure {
     }
 }
 
-pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
+pub(crate) async fn run(args: Args) -> ExitCode {
     match session(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
@@ -48,9 +128,19 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
 /// One line of input, or why it could not be read.
 type Line = Result<String, String>;
 
-async fn session(args: ConnectArgs) -> Result<(), Failure> {
-    let interactive = std::io::stdin().is_terminal();
-    let out = Output { json: args.json, encoding: args.binary, interactive };
+async fn session(args: Args) -> Result<(), Failure> {
+    let out = Output { json: args.json, encoding: args.binary, interactive: std::io::stdin().is_terminal() };
+    let (mut ws, response) = client(&args).connect().await.map_err(|e| connect_failure(&e))?;
+    out.opened(&args.url, &ws, &response);
+    let ending = converse(&mut ws, &args, &out).await?;
+    if out.interactive && !out.json {
+        println!();
+    }
+    ending.verdict()
+}
+
+/// The client the arguments ask for.
+fn client(args: &Args) -> ClientBuilder {
     let config = Config::default()
         .deflate(args.deflate.then(DeflateConfig::default))
         .ping_interval(args.ping_interval)
@@ -71,20 +161,53 @@ async fn session(args: ConnectArgs) -> Result<(), Failure> {
     if args.insecure {
         builder = builder.danger_accept_invalid_certs(true);
     }
-    let (mut ws, response) = builder.connect().await.map_err(|e| connect_failure(&e))?;
-    out.event(json!({"type": "open", "url": args.url, "status": response.status().as_u16(),
-        "protocol": ws.protocol(), "compressed": ws.is_compressed()}));
-    if interactive && !args.json {
-        let protocol = ws.protocol().map(|p| format!(", subprotocol {p}")).unwrap_or_default();
-        eprintln!("Connected to {}{protocol}. Type a message; /ping, /close [code] [reason], /quit.", args.url);
-        out.prompt();
+    builder
+}
+
+/// How a session ended, as far as the exit code is concerned.
+#[derive(Debug, Default)]
+struct Ending {
+    /// We started the close (the input ended, `/close`, `/quit`): a normal end.
+    we_closed: bool,
+    /// The server's close frame, when the server closed first.
+    peer_close: Option<CloseFrame>,
+}
+
+impl Ending {
+    /// Note a message from the server: its close frame, if it closes first.
+    fn received(&mut self, message: &Message) {
+        if let Message::Close(frame) = message
+            && !self.we_closed
+        {
+            self.peer_close = Some(frame.clone().unwrap_or(CloseFrame::new(CloseCode::NO_STATUS, "")));
+        }
     }
 
+    /// Success, or the failure to exit with.
+    fn verdict(self) -> Result<(), Failure> {
+        if self.we_closed {
+            return Ok(());
+        }
+        match self.peer_close {
+            Some(frame) if frame.code == CloseCode::NORMAL || frame.code == CloseCode::AWAY => Ok(()),
+            Some(frame) => Err(Failure::new(
+                exit::ABNORMAL_CLOSE,
+                format!("server closed the connection with code {}{}", frame.code.0, reason_suffix(&frame)),
+            )),
+            None => Err(Failure::new(exit::ABNORMAL_CLOSE, "connection closed without a close frame (1006)")),
+        }
+    }
+}
+
+/// Send the lines read from stdin and print what arrives, until the connection ends.
+async fn converse<S>(ws: &mut WebSocket<S>, args: &Args, out: &Output) -> Result<Ending, Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut lines = spawn_stdin_reader();
     let mut input_open = true;
     let mut wait_until: Option<Instant> = None;
-    let mut we_closed = false;
-    let mut peer_close: Option<CloseFrame> = None;
+    let mut ending = Ending::default();
     loop {
         let wait = async {
             match wait_until {
@@ -95,77 +218,79 @@ async fn session(args: ConnectArgs) -> Result<(), Failure> {
         tokio::select! {
             received = ws.recv() => match received {
                 Ok(Some(message)) => {
-                    if let Message::Close(frame) = &message
-                        && !we_closed {
-                            peer_close = Some(frame.clone().unwrap_or(CloseFrame::new(CloseCode::NO_STATUS, "")));
-                        }
+                    ending.received(&message);
                     out.message("in", &message);
                 }
-                Ok(None) => break,
+                Ok(None) => return Ok(ending),
                 Err(e) => return Err(connection_failure(&e)),
             },
-            line = lines.recv(), if input_open && !we_closed => match line {
-                Some(Ok(line)) => match command(&line, args.binary) {
-                    Ok(Some(message)) => {
-                        let closing = matches!(message, Message::Close(_));
-                        match ws.send(message.clone()).await {
-                            Ok(()) => {}
-                            Err(e) if e.is_io() || e.is_protocol() || e.is_timeout() => {
-                                return Err(connection_failure(&e));
-                            }
-                            Err(e) => input_error(&out, format!("cannot send: {e}"))?,
-                        }
-                        out.message("out", &message);
-                        we_closed |= closing;
-                        out.prompt();
-                    }
-                    Ok(None) => out.prompt(),
-                    Err(e) => input_error(&out, e)?,
-                },
-                Some(Err(e)) => input_error(&out, e)?,
+            line = lines.recv(), if input_open && !ending.we_closed => match line {
+                Some(line) => ending.we_closed |= send_line(ws, out, line, args.binary).await?,
                 None => {
                     input_open = false;
-                    if interactive {
+                    if out.interactive {
                         // Ctrl-D: close now.
-                        close(&mut ws, &out, CloseCode::NORMAL, "").await?;
-                        we_closed = true;
+                        close(ws, out).await?;
+                        ending.we_closed = true;
                     } else {
                         wait_until = Some(Instant::now() + args.wait);
                     }
                 }
             },
-            () = wait, if !we_closed => {
-                close(&mut ws, &out, CloseCode::NORMAL, "").await?;
-                we_closed = true;
+            () = wait, if !ending.we_closed => {
+                close(ws, out).await?;
+                ending.we_closed = true;
             }
         }
     }
-    if interactive && !args.json {
-        println!();
+}
+
+/// Send what an input line asks for; returns whether it started the close. A bad line, or one
+/// the connection refuses (a reserved close code, say), sends nothing.
+async fn send_line<S>(
+    ws: &mut WebSocket<S>,
+    out: &Output,
+    line: Line,
+    encoding: Option<Encoding>,
+) -> Result<bool, Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let message = match line.and_then(|line| command(&line, encoding)) {
+        Ok(Some(message)) => message,
+        Ok(None) => {
+            out.prompt();
+            return Ok(false);
+        }
+        Err(e) => {
+            input_error(out, e)?;
+            return Ok(false);
+        }
+    };
+    let closing = matches!(message, Message::Close(_));
+    match ws.send(message.clone()).await {
+        Ok(()) => {}
+        Err(e) if e.is_io() || e.is_protocol() || e.is_timeout() => return Err(connection_failure(&e)),
+        Err(e) => {
+            input_error(out, format!("cannot send: {e}"))?;
+            return Ok(false);
+        }
     }
-    if we_closed {
-        return Ok(());
-    }
-    match peer_close {
-        Some(frame) if frame.code == CloseCode::NORMAL || frame.code == CloseCode::AWAY => Ok(()),
-        Some(frame) => Err(Failure::new(
-            exit::ABNORMAL_CLOSE,
-            format!("server closed the connection with code {}{}", frame.code.0, reason_suffix(&frame)),
-        )),
-        None => Err(Failure::new(exit::ABNORMAL_CLOSE, "connection closed without a close frame (1006)")),
-    }
+    out.message("out", &message);
+    out.prompt();
+    Ok(closing)
 }
 
 fn reason_suffix(frame: &CloseFrame) -> String {
     if frame.reason.is_empty() { String::new() } else { format!(": {}", frame.reason.as_str()) }
 }
 
-/// Send a close frame (the closing handshake then finishes in the receive loop).
-async fn close<S>(ws: &mut wsx::WebSocket<S>, out: &Output, code: CloseCode, reason: &str) -> Result<(), Failure>
+/// Send a close frame with 1000 (the closing handshake then finishes in the receive loop).
+async fn close<S>(ws: &mut WebSocket<S>, out: &Output) -> Result<(), Failure>
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
-    let message = Message::Close(Some(CloseFrame::new(code, reason)));
+    let message = Message::Close(Some(CloseFrame::new(CloseCode::NORMAL, "")));
     match ws.send(message.clone()).await {
         Ok(()) => {
             out.message("out", &message);
@@ -306,6 +431,20 @@ struct Output {
 }
 
 impl Output {
+    /// Report the open connection: a JSON event, or on a terminal a line on how to use it.
+    fn opened<S>(&self, url: &str, ws: &WebSocket<S>, response: &wsx::Response)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.event(json!({"type": "open", "url": url, "status": response.status().as_u16(),
+            "protocol": ws.protocol(), "compressed": ws.is_compressed()}));
+        if self.interactive && !self.json {
+            let protocol = ws.protocol().map(|p| format!(", subprotocol {p}")).unwrap_or_default();
+            eprintln!("Connected to {url}{protocol}. Type a message; /ping, /close [code] [reason], /quit.");
+            self.prompt();
+        }
+    }
+
     fn encode(&self, data: &[u8]) -> String {
         match self.encoding {
             Some(Encoding::Base64) => base64::engine::general_purpose::STANDARD.encode(data),

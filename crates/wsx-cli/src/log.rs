@@ -3,6 +3,7 @@
 
 use std::{fmt, io::IsTerminal};
 
+use clap::ValueEnum;
 use tracing::{Event, Subscriber, field::Field};
 use tracing_subscriber::{
     EnvFilter, Layer,
@@ -13,7 +14,14 @@ use tracing_subscriber::{
     util::SubscriberInitExt,
 };
 
-use crate::LogFormat;
+/// How `serve` logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// The received-message lines alone on stdout, the rest on stderr.
+    Human,
+    /// Everything on stdout, one JSON object per line.
+    Json,
+}
 
 /// The target of the `Received message => …` events, printed bare on stdout in human mode.
 pub(crate) const RECEIVED: &str = "wsx::received";

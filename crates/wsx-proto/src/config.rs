@@ -28,6 +28,7 @@ pub struct Config {
     pub(crate) auto_pong: bool,
     pub(crate) accept_unmasked: bool,
     pub(crate) deflate: Option<DeflateConfig>,
+    pub(crate) plain_http: bool,
 }
 
 impl Default for Config {
@@ -48,6 +49,7 @@ impl Default for Config {
             auto_pong: true,
             accept_unmasked: false,
             deflate: None,
+            plain_http: false,
         }
     }
 }
@@ -172,6 +174,24 @@ impl Config {
     /// trusted peers inside one host.
     pub fn accept_unmasked(mut self, on: bool) -> Self {
         self.accept_unmasked = on;
+        self
+    }
+
+    /// Server: report plain HTTP requests to the application instead of refusing them.
+    /// Default: off.
+    ///
+    /// When on, a well-formed `GET` or `HEAD` request that does not ask for a WebSocket
+    /// (no `Upgrade: websocket`) comes out as [`Event::Request`](crate::Event::Request) like
+    /// an upgrade request, with [`Request::is_upgrade`](crate::Request::is_upgrade) false: HTTP/1.1
+    /// with one `Host` header, or HTTP/1.0, and no body. Answer it with
+    /// [`Connection::reject`](crate::Connection::reject) and any response (a page, a health
+    /// check); a response to `HEAD` goes out without its body. Such a request cannot be
+    /// accepted. The head is read with the same parser and limits as an upgrade request.
+    ///
+    /// When off, such a request is refused with 400 (405 for `HEAD`), as a WebSocket-only
+    /// server should.
+    pub fn plain_http(mut self, on: bool) -> Self {
+        self.plain_http = on;
         self
     }
 

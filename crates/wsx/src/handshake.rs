@@ -80,28 +80,59 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     F: FnOnce(&Request) -> std::result::Result<Accept, Reject>,
 {
-    let conn = Connection::server_shared(config, now())?;
-    let mut driver = Driver::new(io, conn);
-    let mut decide = Some(decide);
+    let (pending, request) = Pending::read(io, config).await?;
+    match decide(&request) {
+        Ok(accept) => pending.accept(&accept).await,
+        Err(reject) => Err(pending.answer(reject.into_response()).await),
+    }
+}
+
+/// A server connection whose request has been read and not answered yet.
+pub(crate) struct Pending<S> {
+    driver: Driver<S>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Pending<S> {
+    /// Read the request on `io`. A malformed request is answered (400, 426, 431, …) and
+    /// reported as the error.
+    pub(crate) async fn read(io: S, config: Arc<Config>) -> Result<(Self, Box<Request>)> {
+        let conn = Connection::server_shared(config, now())?;
+        let mut driver = Driver::new(io, conn);
+        let request = next_request(&mut driver).await?;
+        Ok((Self { driver }, request))
+    }
+
+    /// Accept the request: write the 101 response.
+    pub(crate) async fn accept(mut self, accept: &Accept) -> Result<WebSocket<S>> {
+        self.driver.conn.accept(accept)?;
+        poll_fn(|cx| self.driver.poll_flush(cx)).await?;
+        Ok(WebSocket::from_driver(self.driver))
+    }
+
+    /// Answer with `response` instead (a refusal, or the answer to a plain HTTP request), write
+    /// it and close. Returns how the handshake ended: `HandshakeError::Rejected` with the
+    /// response's status once it is written, or the failure that cut it short.
+    pub(crate) async fn answer(mut self, response: http::Response<Bytes>) -> Error {
+        if let Err(e) = self.driver.conn.reject(response) {
+            return e.into();
+        }
+        match next_request(&mut self.driver).await {
+            Err(ended) => ended,
+            // The engine reports one request per connection.
+            Ok(_) => HandshakeError::UnexpectedEof.into(),
+        }
+    }
+}
+
+/// Drive a server handshake to its request, or to its end: then write out what is queued (the
+/// answer to a refused request) and return why it ended.
+async fn next_request<S: AsyncRead + AsyncWrite + Unpin>(driver: &mut Driver<S>) -> Result<Box<Request>> {
     loop {
         match poll_fn(|cx| driver.poll_event(&mut Own, cx)).await {
-            Some(Ok(Event::Request(request))) => {
-                // Invariant: the engine reports one request per connection.
-                let decide = decide.take().expect("one request");
-                match decide(&request) {
-                    Ok(accept) => {
-                        driver.conn.accept(&accept)?;
-                        poll_fn(|cx| driver.poll_flush(cx)).await?;
-                        return Ok(WebSocket::from_driver(driver));
-                    }
-                    Err(reject) => {
-                        driver.conn.reject(reject.into_response())?;
-                    }
-                }
-            }
+            Some(Ok(Event::Request(request))) => return Ok(request),
             Some(Ok(Event::Closed(reason))) => {
                 let error = reason.error.unwrap_or(HandshakeError::UnexpectedEof.into());
-                // Write the error response and close before reporting.
+                // Write the response and close before reporting.
                 let _ = poll_fn(|cx| driver.poll_flush(cx)).await;
                 return Err(error.into());
             }

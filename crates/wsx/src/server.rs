@@ -20,8 +20,29 @@
 //! are open (the rest are answered `503 Service Unavailable`), and on shutdown every open
 //! connection is sent close 1001 and given [`Builder::shutdown_timeout`] to finish before it
 //! is aborted. Handler errors are logged with `tracing` and never stop the server.
+//!
+//! [`Builder::on_http`] answers plain HTTP requests on the same port (a page, static files, a
+//! health check), so that one `Server` serves both:
+//!
+//! ```no_run
+//! # async fn run() -> wsx::Result<()> {
+//! use bytes::Bytes;
+//!
+//! let server = wsx::Server::builder()
+//!     .on_http(|request, _peer| async move {
+//!         let body = match request.uri().path() {
+//!             "/health" => "ok\n",
+//!             _ => "try /health, or connect a WebSocket\n",
+//!         };
+//!         http::Response::new(Bytes::from_static(body.as_bytes()))
+//!     })
+//!     .bind("127.0.0.1:8080")
+//!     .await?;
+//! server.serve(|mut ws, _info| async move { while ws.recv().await?.is_some() {} Ok(()) }).await
+//! # }
+//! ```
 
-use std::{fmt, future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{fmt, future::Future, io, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -33,11 +54,12 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
-use wsx_proto::{Accept, Config, Request};
+use wsx_proto::{Accept, Config, HandshakeError, ProtocolError, Request};
 
 use crate::{
+    Reject,
     error::{Error, Result},
-    handshake::accept_shared,
+    handshake::{Pending, accept_shared},
     shutdown::Signal,
     stream::WebSocket,
 };
@@ -61,6 +83,11 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// The handshake callback: accept (choosing a subprotocol, adding headers) or reject.
 type Decide = dyn Fn(&Request) -> std::result::Result<Accept, crate::Reject> + Send + Sync;
 
+/// The plain-HTTP handler, from [`Builder::on_http`]: the response to a request that is not
+/// a WebSocket upgrade.
+type HttpHandler =
+    dyn Fn(http::Request<()>, SocketAddr) -> Pin<Box<dyn Future<Output = http::Response<Bytes>> + Send>> + Send + Sync;
+
 /// A WebSocket server: accepts TCP connections, runs the opening handshake and hands each
 /// open [`WebSocket`] to your handler in a task of its own.
 ///
@@ -79,6 +106,7 @@ struct Options {
     config: Config,
     max_connections: usize,
     on_request: Option<Arc<Decide>>,
+    on_http: Option<Arc<HttpHandler>>,
     shutdown_timeout: Duration,
 }
 
@@ -88,6 +116,7 @@ impl Default for Options {
             config: Config::default(),
             max_connections: 10_000,
             on_request: None,
+            on_http: None,
             shutdown_timeout: Duration::from_secs(10),
         }
     }
@@ -104,7 +133,8 @@ impl Server<Plain> {
         Self::builder().from_listener(listener)
     }
 
-    /// Settings for a server: config, connection cap, handshake callback, shutdown timeout.
+    /// Settings for a server: config, connection cap, handshake callback, plain-HTTP handler,
+    /// shutdown timeout.
     pub fn builder() -> Builder<Plain> {
         Builder { transport: Plain, options: Options::default() }
     }
@@ -156,12 +186,14 @@ impl<T: Transport> Server<T> {
         let handshake_timeout = options.config.handshake_time_limit();
         let refuse_timeout = REFUSE_TIMEOUT.min(handshake_timeout);
         let max_connections = options.max_connections.min(Semaphore::MAX_PERMITS);
+        // Plain HTTP requests reach us only if someone answers them.
+        let config = options.config.clone().plain_http(options.on_http.is_some());
         let shared = Arc::new(Shared {
             transport,
             handler,
             handshake_timeout,
-            config: Arc::new(options.config.clone()),
-            refuse_config: Arc::new(options.config.clone().handshake_timeout(refuse_timeout)),
+            refuse_config: Arc::new(config.clone().handshake_timeout(refuse_timeout)),
+            config: Arc::new(config),
             refuse_timeout,
             options,
             limit: Arc::new(Semaphore::new(max_connections)),
@@ -272,6 +304,37 @@ impl<T: Transport> Builder<T> {
         self
     }
 
+    /// Answer plain HTTP requests (`GET` and `HEAD` requests that do not ask for a WebSocket)
+    /// with `handler`, on the same port: a page, static files, a health check. Default: none,
+    /// and such requests are refused with 400 (405 for `HEAD`).
+    ///
+    /// The handler gets the request head and the client's address, and returns the whole
+    /// response. For `HEAD`, return what `GET` would get: the server sends its headers and
+    /// `Content-Length` without the body, as hyper does. The server owns `Content-Length`,
+    /// `Connection: close` (one request per connection) and `Transfer-Encoding`, and adds
+    /// `Content-Type: text/plain; charset=utf-8` when the response has none; a 1xx status is
+    /// replaced by `500 Internal Server Error`.
+    ///
+    /// Such a request is read like an upgrade request, by the engine's parser and within the
+    /// config's `max_header_bytes` and `max_headers`; one that announces a body
+    /// (`Content-Length` other than 0, `Transfer-Encoding`) is refused with 400, and other
+    /// methods with 405. Its connection counts against
+    /// [`max_connections`](Self::max_connections) (over the cap it is answered 503), and the
+    /// whole exchange (TLS, the request, the handler, writing the response) must end within
+    /// the config's `handshake_timeout`, or the connection is dropped. The response is held
+    /// in memory until it is written, so keep bodies to what
+    /// `max_connections` × body size allows.
+    ///
+    /// The server switches [`Config::plain_http`] on for this; without a handler it stays off.
+    pub fn on_http<H, F>(mut self, handler: H) -> Self
+    where
+        H: Fn(http::Request<()>, SocketAddr) -> F + Send + Sync + 'static,
+        F: Future<Output = http::Response<Bytes>> + Send + 'static,
+    {
+        self.options.on_http = Some(Arc::new(move |request, peer| Box::pin(handler(request, peer))));
+        self
+    }
+
     /// How long a graceful shutdown waits for connections to finish their closing handshake
     /// and handlers before aborting them. Default: 10 s.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
@@ -301,6 +364,7 @@ impl<T: Transport> fmt::Debug for Builder<T> {
             .field("config", &self.options.config)
             .field("max_connections", &self.options.max_connections)
             .field("on_request", &self.options.on_request.is_some())
+            .field("on_http", &self.options.on_http.is_some())
             .field("shutdown_timeout", &self.options.shutdown_timeout)
             .finish_non_exhaustive()
     }
@@ -492,8 +556,8 @@ where
 
 /// The opening handshake of a connection under the cap, within the handshake timeout: the open
 /// [`WebSocket`], set to close with 1001 on shutdown, and what the request said. `None` if it
-/// failed, timed out or the server is shutting down (logged).
-// The handshake callback's `Err` is the whole HTTP response, as `accept_with` takes it.
+/// failed, timed out or the server is shutting down (logged), or if it was a plain HTTP
+/// request, answered here.
 async fn handshake<T, H>(
     shared: &Shared<T, H>,
     tcp: TcpStream,
@@ -506,16 +570,19 @@ where
     let options = &shared.options;
     let handshake = async {
         let io = shared.transport.wrap(tcp).await?;
-        let mut request = None;
-        let ws = accept_shared(io, shared.config.clone(), |req| {
-            request = Some(req.clone());
-            match &options.on_request {
-                Some(decide) => decide(req),
-                None => Ok(Accept::new()),
-            }
-        })
-        .await?;
-        Ok::<_, Error>((ws, request))
+        let (pending, request) = Pending::read(io, shared.config.clone()).await?;
+        if !request.is_upgrade() {
+            answer_http(options.on_http.as_deref(), pending, *request, peer).await;
+            return Ok(None);
+        }
+        let decided = match &options.on_request {
+            Some(decide) => decide(&request),
+            None => Ok(Accept::new()),
+        };
+        match decided {
+            Ok(accept) => Ok(Some((pending.accept(&accept).await?, request))),
+            Err(reject) => Err(pending.answer(reject.into_response()).await),
+        }
     };
     let handshake = tokio::time::timeout(shared.handshake_timeout, handshake);
     let outcome = tokio::select! {
@@ -523,9 +590,8 @@ where
         () = shared.away.fired() => return None,
     };
     let (mut ws, request) = match outcome {
-        Ok(Ok((ws, Some(request)))) => (ws, request),
-        // `accept_with` only returns a socket after `decide` accepted the request.
-        Ok(Ok((_, None))) => return None,
+        Ok(Ok(Some(opened))) => opened,
+        Ok(Ok(None)) => return None,
         Ok(Err(e)) => {
             debug!(%peer, error = %e, "handshake failed");
             return None;
@@ -536,7 +602,30 @@ where
         }
     };
     ws.close_on(shared.away.watch());
-    Some((ws, ConnectionInfo { peer_addr: peer, local_addr, request }))
+    Some((ws, ConnectionInfo { peer_addr: peer, local_addr, request: *request }))
+}
+
+/// Answer a plain HTTP request with the [`Builder::on_http`] handler (400 without one, which
+/// cannot happen: the engine reports plain requests only when there is a handler).
+async fn answer_http<S>(handler: Option<&HttpHandler>, pending: Pending<S>, request: Request, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let response = match handler {
+        Some(handler) => handler(request.into_head(), peer).await,
+        None => Reject::status(StatusCode::BAD_REQUEST).into_response(),
+    };
+    let response = if response.status().is_informational() {
+        warn!(%peer, status = %response.status(), "the HTTP handler answered with a 1xx status: sending 500");
+        Reject::status(StatusCode::INTERNAL_SERVER_ERROR).into_response()
+    } else {
+        response
+    };
+    let ended = pending.answer(response).await;
+    // `Rejected` is the engine's word for "answered with this response and closed".
+    if !matches!(ended.protocol_error(), Some(ProtocolError::Handshake(HandshakeError::Rejected { .. }))) {
+        debug!(%peer, error = %ended, "HTTP response not sent");
+    }
 }
 
 /// A client over the connection cap: read its request and answer 503 with `Retry-After`.

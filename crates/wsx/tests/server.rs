@@ -1,5 +1,6 @@
 //! `wsx::Server` over real sockets on 127.0.0.1: greeting and echo, the connection cap,
-//! graceful shutdown, the handshake callback and timeout, and split halves.
+//! graceful shutdown, the handshake callback and timeout, plain HTTP on the same port, and
+//! split halves.
 
 use std::{
     future::Future,
@@ -263,6 +264,141 @@ async fn drops_a_client_that_sends_half_a_request() {
         assert_eq!(ws.recv().await.expect("recv"), Some(Message::text("after")));
         ws.close(CloseCode::NORMAL, "").await.expect("close");
 
+        server.stop().await;
+    })
+    .await;
+}
+
+/// Send a raw HTTP request and read the whole response (the server closes after it).
+async fn http_exchange(addr: SocketAddr, request: &str) -> String {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(request.as_bytes()).await.expect("write the request");
+    let mut response = Vec::new();
+    tcp.read_to_end(&mut response).await.expect("read the response");
+    String::from_utf8(response).expect("a UTF-8 response")
+}
+
+/// A plain-HTTP handler: a page at `/`, the client's address at `/peer`, 404 elsewhere.
+async fn page(request: http::Request<()>, peer: SocketAddr) -> http::Response<Bytes> {
+    let (status, body) = match request.uri().path() {
+        "/" => (http::StatusCode::OK, Bytes::from_static(b"<p>page</p>\n")),
+        "/peer" => (http::StatusCode::OK, Bytes::from(format!("{} {peer}\n", request.method()))),
+        _ => (http::StatusCode::NOT_FOUND, Bytes::from_static(b"not here\n")),
+    };
+    let mut response = http::Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/html"));
+    response
+}
+
+#[tokio::test]
+async fn on_http_answers_plain_requests_on_the_websocket_port() {
+    bounded(async {
+        let server = start(Server::builder().on_http(page), |ws, _| echo(ws)).await;
+
+        let get = http_exchange(server.addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!(
+            get,
+            "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\nContent-Length: 12\r\nConnection: close\r\n\r\n<p>page</p>\n"
+        );
+        // HEAD: what GET gets, without the body.
+        let head = http_exchange(server.addr, "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!(head, get.strip_suffix("<p>page</p>\n").unwrap());
+        // The handler sees the method and the client's address; HTTP/1.0 needs no Host.
+        let mut tcp = TcpStream::connect(server.addr).await.expect("connect");
+        let local = tcp.local_addr().expect("local_addr");
+        tcp.write_all(b"GET /peer HTTP/1.0\r\n\r\n").await.expect("write");
+        let mut peer = String::new();
+        tcp.read_to_string(&mut peer).await.expect("read");
+        assert!(peer.ends_with(&format!("\r\n\r\nGET {local}\n")), "{peer}");
+        let missing = http_exchange(server.addr, "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(missing.starts_with("HTTP/1.1 404 Not Found\r\n") && missing.ends_with("not here\n"), "{missing}");
+
+        // What the engine refuses never reaches the handler.
+        let post = http_exchange(server.addr, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").await;
+        assert!(post.starts_with("HTTP/1.1 405 ") && post.contains("\r\nallow: GET, HEAD\r\n"), "{post}");
+        let body = http_exchange(server.addr, "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc").await;
+        assert!(body.starts_with("HTTP/1.1 400 ") && body.contains("request has a body"), "{body}");
+        let huge = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(10_000));
+        assert!(http_exchange(server.addr, &huge).await.starts_with("HTTP/1.1 431 "));
+
+        // WebSocket on the same port, as before.
+        let (mut ws, _) = connect(server.addr, request(server.addr, "/")).await.expect("connect");
+        ws.send("both").await.expect("send");
+        assert_eq!(ws.recv().await.expect("recv"), Some(Message::text("both")));
+        ws.close(CloseCode::NORMAL, "").await.expect("close");
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn without_on_http_plain_requests_are_refused() {
+    bounded(async {
+        let server = start(Server::builder(), |ws, _| echo(ws)).await;
+        let get = http_exchange(server.addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(get.starts_with("HTTP/1.1 400 ") && get.contains("missing Upgrade: websocket"), "{get}");
+        let head = http_exchange(server.addr, "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(head.starts_with("HTTP/1.1 405 ") && head.contains("\r\nAllow: GET\r\n"), "{head}");
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn plain_requests_count_against_the_connection_cap() {
+    bounded(async {
+        let server = start(Server::builder().max_connections(1).on_http(page), |ws, _| echo(ws)).await;
+        let (mut ws, _) = connect(server.addr, request(server.addr, "/")).await.expect("connect");
+        let get = http_exchange(server.addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(get.starts_with("HTTP/1.1 503 ") && get.contains("\r\nretry-after: 1\r\n"), "{get}");
+        let head = http_exchange(server.addr, "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(head.starts_with("HTTP/1.1 503 ") && head.ends_with("\r\n\r\n"), "{head}");
+        ws.close(CloseCode::NORMAL, "").await.expect("close");
+        // Once the WebSocket is gone, the page is served again.
+        let served = loop {
+            let get = http_exchange(server.addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+            if !get.starts_with("HTTP/1.1 503 ") {
+                break get;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert!(served.starts_with("HTTP/1.1 200 OK\r\n"), "{served}");
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_slow_http_handler_is_cut_off_at_the_handshake_timeout() {
+    bounded(async {
+        let timeout = Duration::from_millis(200);
+        let builder = Server::builder().config(Config::default().handshake_timeout(timeout)).on_http(|_, _| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            http::Response::new(Bytes::from_static(b"too late\n"))
+        });
+        let server = start(builder, |ws, _| echo(ws)).await;
+        let started = Instant::now();
+        let response = http_exchange(server.addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!(response, "", "no response after the timeout");
+        let took = started.elapsed();
+        assert!(took >= timeout - Duration::from_millis(20) && took < timeout + Duration::from_secs(2), "{took:?}");
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_informational_status_becomes_500() {
+    bounded(async {
+        let builder = Server::builder().on_http(|_, _| async {
+            let mut response = http::Response::new(Bytes::new());
+            *response.status_mut() = http::StatusCode::CONTINUE;
+            response
+        });
+        let server = start(builder, |ws, _| echo(ws)).await;
+        let response = http_exchange(server.addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(response.starts_with("HTTP/1.1 500 Internal Server Error\r\n"), "{response}");
         server.stop().await;
     })
     .await;

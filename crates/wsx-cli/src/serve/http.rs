@@ -1,167 +1,91 @@
-//! The plain-HTTP side of `serve`: reading a request head, the demo page, static files.
+//! The plain-HTTP side of `serve`: the demo page or a folder of static files, answered
+//! through `wsx::Server`'s `on_http` (which reads the request, refuses other methods and
+//! bodies, and leaves the body out of an answer to `HEAD`).
 
 use std::{
     io,
     path::{Component, Path, PathBuf},
 };
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-
-/// The largest request head read (request line and headers).
-pub(crate) const MAX_HEAD: usize = 16 << 10;
-
-/// The most headers a request may have.
-const MAX_HEADERS: usize = 100;
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use tokio::io::AsyncReadExt;
+use wsx::Reject;
 
 /// The demo page served at `/`.
 const DEMO_PAGE: &str = include_str!("demo.html");
 
-/// What the head of a request said, as far as routing needs.
+/// The largest file served from `--static`: each response is held in memory until written.
+const MAX_FILE: u64 = 16 << 20;
+
+/// What plain HTTP requests get: the demo page, or the files under a folder.
 #[derive(Debug)]
-pub(crate) struct Head {
-    /// Every byte read so far: the head and possibly more (replayed to the WebSocket side).
-    pub(crate) bytes: Vec<u8>,
-    pub(crate) method: String,
-    /// The request target as sent (path and query).
-    pub(crate) target: String,
-    /// Whether it asks for a WebSocket upgrade (`Upgrade: websocket`).
-    pub(crate) upgrade: bool,
+pub(super) struct Site {
+    /// The `--static` folder; `None` serves the demo page.
+    root: Option<PathBuf>,
 }
 
-/// Why a head could not be read.
-#[derive(Debug)]
-pub(crate) enum HeadError {
-    /// The connection closed or failed before a full head arrived.
-    Io(io::Error),
-    /// Over [`MAX_HEAD`] bytes or [`MAX_HEADERS`] headers: answer 431.
-    TooLarge,
-    /// Not HTTP/1.x: answer 400.
-    Malformed,
-}
+impl Site {
+    /// The demo page, or the files of `root`, which must be a directory.
+    pub(super) fn new(root: Option<PathBuf>) -> anyhow::Result<Self> {
+        if let Some(dir) = &root {
+            anyhow::ensure!(dir.is_dir(), "--static {}: not a directory", dir.display());
+        }
+        Ok(Self { root })
+    }
 
-/// Read until the end of the request head (`\r\n\r\n`), at most [`MAX_HEAD`] bytes.
-pub(crate) async fn read_head<S: AsyncRead + Unpin>(io: &mut S) -> Result<Head, HeadError> {
-    let mut bytes = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
-    loop {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut headers);
-        match request.parse(&bytes) {
-            Ok(httparse::Status::Complete(_)) => {
-                let upgrade = request.headers.iter().any(|h| {
-                    h.name.eq_ignore_ascii_case("upgrade")
-                        && std::str::from_utf8(h.value)
-                            .is_ok_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("websocket")))
-                });
-                let method = request.method.unwrap_or_default().to_owned();
-                let target = request.path.unwrap_or_default().to_owned();
-                return Ok(Head { bytes, method, target, upgrade });
+    /// The response to a `GET` or `HEAD` request.
+    pub(super) async fn respond(&self, request: &http::Request<()>) -> Response<Bytes> {
+        let path = request.uri().path();
+        let Some(root) = &self.root else {
+            return match path {
+                "/" | "/index.html" => ok(Bytes::from_static(DEMO_PAGE.as_bytes()), "text/html; charset=utf-8"),
+                _ => status(StatusCode::NOT_FOUND),
+            };
+        };
+        let file = match resolve(root, path) {
+            Resolved::File(file) => file,
+            Resolved::NotFound => return status(StatusCode::NOT_FOUND),
+            Resolved::Forbidden => return status(StatusCode::FORBIDDEN),
+            Resolved::BadRequest => return status(StatusCode::BAD_REQUEST),
+        };
+        match read_bounded(&file).await {
+            Ok(Some(bytes)) => ok(bytes.into(), content_type(&file)),
+            Ok(None) => {
+                tracing::warn!(file = %file.display(), "not served: over {} MiB", MAX_FILE >> 20);
+                status(StatusCode::INTERNAL_SERVER_ERROR)
             }
-            Ok(httparse::Status::Partial) if bytes.len() >= MAX_HEAD => return Err(HeadError::TooLarge),
-            Ok(httparse::Status::Partial) => {}
-            Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-            Err(_) => return Err(HeadError::Malformed),
+            Err(_) => status(StatusCode::NOT_FOUND),
         }
-        let want = chunk.len().min(MAX_HEAD + 1 - bytes.len());
-        let n = io.read(&mut chunk[..want]).await.map_err(HeadError::Io)?;
-        if n == 0 {
-            return Err(HeadError::Io(io::ErrorKind::UnexpectedEof.into()));
-        }
-        bytes.extend_from_slice(&chunk[..n]);
     }
 }
 
-/// Answer one plain-HTTP request (GET or HEAD), then close.
-pub(crate) async fn respond<S>(io: &mut S, head: &Head, static_root: Option<&Path>) -> io::Result<u16>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let head_only = head.method == "HEAD";
-    if head.method != "GET" && !head_only {
-        write_simple(io, 405, "Method Not Allowed", &[("Allow", "GET, HEAD")], false).await?;
-        return Ok(405);
-    }
-    let path = head.target.split(['?', '#']).next().unwrap_or("/");
-    let Some(root) = static_root else {
-        if path == "/" || path == "/index.html" {
-            let headers = [("Content-Type", "text/html; charset=utf-8")];
-            write_response(io, 200, "OK", &headers, DEMO_PAGE.len() as u64).await?;
-            if !head_only {
-                io.write_all(DEMO_PAGE.as_bytes()).await?;
-            }
-            io.shutdown().await?;
-            return Ok(200);
-        }
-        write_simple(io, 404, "Not Found", &[], head_only).await?;
-        return Ok(404);
-    };
-    let file = match resolve(root, path) {
-        Resolved::File(file) => file,
-        Resolved::NotFound => {
-            write_simple(io, 404, "Not Found", &[], head_only).await?;
-            return Ok(404);
-        }
-        Resolved::Forbidden => {
-            write_simple(io, 403, "Forbidden", &[], head_only).await?;
-            return Ok(403);
-        }
-        Resolved::BadRequest => {
-            write_simple(io, 400, "Bad Request", &[], head_only).await?;
-            return Ok(400);
-        }
-    };
-    let opened = async {
-        let f = tokio::fs::File::open(&file).await?;
-        let len = f.metadata().await?.len();
-        Ok::<_, io::Error>((f, len))
-    };
-    let Ok((mut f, len)) = opened.await else {
-        write_simple(io, 404, "Not Found", &[], head_only).await?;
-        return Ok(404);
-    };
-    let headers = [("Content-Type", content_type(&file))];
-    write_response(io, 200, "OK", &headers, len).await?;
-    if !head_only {
-        tokio::io::copy(&mut (&mut f).take(len), io).await?;
-    }
-    io.shutdown().await?;
-    Ok(200)
+/// The contents of `file`, or `None` if it is over [`MAX_FILE`] bytes.
+async fn read_bounded(file: &Path) -> io::Result<Option<Vec<u8>>> {
+    let mut contents = Vec::new();
+    tokio::fs::File::open(file).await?.take(MAX_FILE + 1).read_to_end(&mut contents).await?;
+    Ok((contents.len() as u64 <= MAX_FILE).then_some(contents))
 }
 
-/// Answer with a status and a one-line text body, then close (for refusals before or instead
-/// of a WebSocket handshake, too).
-pub(crate) async fn write_simple<S: AsyncWrite + Unpin>(
-    io: &mut S,
-    status: u16,
-    reason: &str,
-    headers: &[(&str, &str)],
-    head_only: bool,
-) -> io::Result<()> {
-    let body = format!("{status} {reason}\n");
-    let mut all = vec![("Content-Type", "text/plain; charset=utf-8")];
-    all.extend_from_slice(headers);
-    write_response(io, status, reason, &all, body.len() as u64).await?;
-    if !head_only {
-        io.write_all(body.as_bytes()).await?;
-    }
-    io.shutdown().await
+/// `200 OK` with `body` of type `content_type`.
+fn ok(body: Bytes, content_type: &'static str) -> Response<Bytes> {
+    let mut response = Response::new(body);
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    cautious(response)
 }
 
-async fn write_response<S: AsyncWrite + Unpin>(
-    io: &mut S,
-    status: u16,
-    reason: &str,
-    headers: &[(&str, &str)],
-    len: u64,
-) -> io::Result<()> {
-    let mut out = format!("HTTP/1.1 {status} {reason}\r\n");
-    for (name, value) in headers {
-        out.push_str(&format!("{name}: {value}\r\n"));
-    }
-    out.push_str(&format!(
-        "Content-Length: {len}\r\nConnection: close\r\nX-Content-Type-Options: nosniff\r\nCache-Control: no-cache\r\n\r\n"
-    ));
-    io.write_all(out.as_bytes()).await
+/// `status` with its reason phrase as a plain-text body.
+fn status(status: StatusCode) -> Response<Bytes> {
+    cautious(Reject::status(status).into_response())
+}
+
+/// `response` with the headers every answer of this development server carries: no content
+/// sniffing, no caching (the files change while you work on them).
+fn cautious(mut response: Response<Bytes>) -> Response<Bytes> {
+    let headers = response.headers_mut();
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
 }
 
 /// Where a request path leads under the static root.

@@ -58,8 +58,14 @@ pub struct Proc {
 impl Proc {
     /// Spawn `program` with `args`, stdin piped (kept open), stdout and stderr collected.
     pub fn spawn(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Self {
+        Self::spawn_with_env(program, args, &[])
+    }
+
+    /// [`spawn`](Self::spawn) with extra environment variables.
+    pub fn spawn_with_env(program: impl AsRef<std::ffi::OsStr>, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(program);
-        cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        cmd.args(args).envs(env.iter().copied()).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.kill_on_drop(true);
         let mut child = cmd.spawn().expect("spawn child process");
         let stdout = collect(child.stdout.take().expect("stdout piped"));
         let stderr = collect(child.stderr.take().expect("stderr piped"));
@@ -258,4 +264,19 @@ pub fn temp_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create temp dir");
     dir
+}
+
+/// Raise this process's soft limit on open files to at least `want` (up to the hard limit),
+/// for tests that hold thousands of sockets; children spawned afterwards inherit it. Fails
+/// the test if the hard limit is lower.
+pub fn raise_fd_limit(want: u64) {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is a valid `rlimit` for the call to fill in.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0, "getrlimit");
+    assert!(limit.rlim_max >= want, "the hard open-file limit {} is below {want}: raise it", limit.rlim_max);
+    if limit.rlim_cur < want {
+        limit.rlim_cur = want;
+        // SAFETY: `limit` is a valid `rlimit`, read just above, with a soft limit under the hard one.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0, "setrlimit");
+    }
 }

@@ -83,15 +83,16 @@ impl Connection {
     }
 
     /// Server: refuse the request with `response` (any status but 101; a 401 with
-    /// `WWW-Authenticate`, a 403 for a bad origin, …), then close.
+    /// `WWW-Authenticate`, a 403 for a bad origin, …), or answer a plain HTTP request with it
+    /// (without the body if the request is `HEAD`), then close.
     pub fn reject(&mut self, response: http::Response<Bytes>) -> Result<(), SendError> {
         if self.state != State::AwaitAccept || response.status() == StatusCode::SWITCHING_PROTOCOLS {
             return Err(SendError::InvalidState);
         }
-        let (parts, body) = response.into_parts();
+        let request = self.handshake.as_deref().and_then(|h| h.pending_request.as_deref());
         let mut head = BytesMut::new();
-        server::write_response(parts.status, &parts.headers, &body, &mut head);
-        self.refuse(&head, HandshakeError::Rejected { status: parts.status });
+        let status = server::write_answer(request, response, &mut head);
+        self.refuse(&head, HandshakeError::Rejected { status });
         Ok(())
     }
 
@@ -148,13 +149,8 @@ impl Connection {
                 true
             }
             Err(error) => {
-                let status = match &error {
-                    HandshakeError::BadRequest { status, .. } => *status,
-                    _ => StatusCode::BAD_REQUEST,
-                };
-                let body = format!("{error}\n");
                 let mut head = BytesMut::new();
-                server::write_response(status, &HeaderMap::new(), body.as_bytes(), &mut head);
+                server::write_refusal(&error, &self.config, &mut head);
                 self.refuse(&head, error);
                 true
             }

@@ -4,7 +4,7 @@
 //! comma-separated token lists); [`client`](super::client) imports them from here.
 
 use base64::Engine as _;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
 
 use crate::{config::Config, error::HandshakeError};
@@ -16,6 +16,8 @@ pub struct Request {
     pub(crate) head: http::Request<()>,
     pub(crate) key: String,
     pub(crate) protocols: Vec<String>,
+    /// Whether this is a WebSocket upgrade (false only with [`Config::plain_http`]).
+    pub(crate) upgrade: bool,
 }
 
 impl Request {
@@ -54,9 +56,23 @@ impl Request {
         &self.protocols
     }
 
-    /// The client's `Sec-WebSocket-Key`.
+    /// The client's `Sec-WebSocket-Key` (empty in a plain HTTP request).
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// Whether the request asks for a WebSocket connection; false for a plain HTTP `GET` or
+    /// `HEAD`, which only a server with [`Config::plain_http`] on reports.
+    ///
+    /// A plain request cannot be accepted: answer it with
+    /// [`Connection::reject`](crate::Connection::reject).
+    pub fn is_upgrade(&self) -> bool {
+        self.upgrade
+    }
+
+    /// The request head: method, URI, version and headers.
+    pub fn into_head(self) -> http::Request<()> {
+        self.head
     }
 }
 
@@ -96,9 +112,11 @@ impl Accept {
 ///
 /// `Ok(None)`: incomplete, read more (unless `buf` already holds `config.max_header_bytes`,
 /// which is an error: 431). `Ok(Some((request, n)))`: a valid WebSocket upgrade request whose
-/// head is the first `n` bytes. `Err(BadRequest { status, reason })`: the status to answer
-/// with — 400 for malformed HTTP or a missing/invalid header, 405 for a method other than GET,
-/// 426 for a `Sec-WebSocket-Version` other than 13, 431 for a head over the limits.
+/// head is the first `n` bytes, or with [`Config::plain_http`] a valid plain `GET` or `HEAD`
+/// request ([`Request::is_upgrade`] false). `Err(BadRequest { status, reason })`: the status
+/// to answer with — 400 for malformed HTTP or a missing/invalid header, 405 for a method other
+/// than GET (and HEAD, for a plain request), 426 for a `Sec-WebSocket-Version` other than 13,
+/// 431 for a head over the limits.
 ///
 /// Only the first `config.max_header_bytes` bytes are ever looked at, so the answer for a
 /// buffer is the answer for its first decisive prefix: feeding the same bytes in any pieces
@@ -123,6 +141,10 @@ pub(crate) fn parse_request(buf: &[u8], config: &Config) -> Result<Option<(Reque
     let (Some(method), Some(target), Some(minor)) = (parsed.method, parsed.path, parsed.version) else {
         return Err(bad("malformed request line"));
     };
+    // Not a WebSocket handshake at all: with `plain_http`, the application answers it.
+    if config.plain_http && (method == "GET" || method == "HEAD") && !asks_for_websocket(parsed.headers) {
+        return plain_request(method, target, minor, parsed.headers).map(|request| Some((request, len)));
+    }
 
     // §4.2.1 point 1: "An HTTP/1.1 or higher GET request, including a "Request-URI"".
     if method != "GET" {
@@ -132,19 +154,72 @@ pub(crate) fn parse_request(buf: &[u8], config: &Config) -> Result<Option<(Reque
         return Err(bad("HTTP/1.1 required"));
     }
     let uri = parse_target(target).map_err(bad)?;
-    let headers = header_map(parsed.headers).map_err(|e| match e {
-        MapError::TooMany => too_large("too many headers"),
-        MapError::Invalid(reason) => bad(reason),
-    })?;
+    let headers = request_headers(parsed.headers)?;
     let (key, protocols) = check_headers(&headers)?;
+    let head = request_head(Method::GET, uri, Version::HTTP_11, headers);
+    Ok(Some((Request { head, key, protocols, upgrade: true }, len)))
+}
 
+/// A plain `GET` or `HEAD` request (no `Upgrade: websocket`), for [`Config::plain_http`]:
+/// HTTP/1.1 or 1.0, a valid target, `Host` as RFC 9112 requires, and no body.
+fn plain_request(
+    method: &str,
+    target: &str,
+    minor: u8,
+    fields: &[httparse::Header<'_>],
+) -> Result<Request, HandshakeError> {
+    let bad = |reason| refuse(StatusCode::BAD_REQUEST, reason);
+    let method = if method == "HEAD" { Method::HEAD } else { Method::GET };
+    let version = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
+    let uri = parse_target(target).map_err(bad)?;
+    let headers = request_headers(fields)?;
+    // RFC 9112 §3.2: a server "MUST respond with a 400 (Bad Request) status code to any
+    // HTTP/1.1 request message that lacks a Host header field and to any such message that
+    // contains more than one Host header field line". An empty one is valid (a target without
+    // an authority); HTTP/1.0 requests may have none.
+    match occurrences(&headers, header::HOST) {
+        Occurs::Once(_) => {}
+        Occurs::Absent if version == Version::HTTP_10 => {}
+        Occurs::Absent => return Err(bad("missing Host")),
+        Occurs::Repeated => return Err(bad("duplicate Host")),
+    }
+    refuse_body(&headers)?;
+    let head = request_head(method, uri, version, headers);
+    Ok(Request { head, key: String::new(), protocols: Vec::new(), upgrade: false })
+}
+
+/// httparse's header fields as a [`HeaderMap`], or the refusal: 431 for too many, 400 for a
+/// name or value `http` refuses.
+fn request_headers(fields: &[httparse::Header<'_>]) -> Result<HeaderMap, HandshakeError> {
+    header_map(fields).map_err(|e| match e {
+        MapError::TooMany => refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too many headers"),
+        MapError::Invalid(reason) => refuse(StatusCode::BAD_REQUEST, reason),
+    })
+}
+
+/// A request head from its parts.
+fn request_head(method: Method, uri: Uri, version: Version, headers: HeaderMap) -> http::Request<()> {
     let mut head = http::Request::new(());
-    *head.method_mut() = Method::GET;
+    *head.method_mut() = method;
     *head.uri_mut() = uri;
-    *head.version_mut() = Version::HTTP_11;
+    *head.version_mut() = version;
     *head.headers_mut() = headers;
-    let request = Request { head, key, protocols };
-    Ok(Some((request, len)))
+    head
+}
+
+/// Refuse a request that announces a body (`Transfer-Encoding`, or a `Content-Length` other
+/// than 0).
+///
+/// Not in RFC 6455: the bytes after an upgrade request's head are frames, so a body would be
+/// misread as frames; after a plain request's head nothing is read. Refuse it rather than
+/// guess where it ends.
+fn refuse_body(headers: &HeaderMap) -> Result<(), HandshakeError> {
+    if headers.contains_key(header::TRANSFER_ENCODING)
+        || headers.get_all(header::CONTENT_LENGTH).iter().any(|n| trim_ows(n.as_bytes()) != b"0")
+    {
+        return Err(refuse(StatusCode::BAD_REQUEST, "request has a body"));
+    }
+    Ok(())
 }
 
 /// Check the header fields RFC 6455 §4.2.1 requires; return the key and the offered
@@ -201,13 +276,7 @@ fn check_headers(headers: &HeaderMap) -> Result<(String, Vec<String>), Handshake
     // Point 8 (optional): "|Sec-WebSocket-Protocol| header field, with a list of values
     // indicating which protocols the client would like to speak, ordered by preference."
     let protocols = protocol_list(headers).ok_or_else(|| bad("invalid Sec-WebSocket-Protocol"))?;
-    // Not in RFC 6455: the bytes after the head are frames, so a body would be misread as
-    // frames. Refuse it rather than guess where it ends.
-    if headers.contains_key(header::TRANSFER_ENCODING)
-        || headers.get_all(header::CONTENT_LENGTH).iter().any(|n| trim_ows(n.as_bytes()) != b"0")
-    {
-        return Err(bad("request has a body"));
-    }
+    refuse_body(headers)?;
     Ok((key, protocols))
 }
 
@@ -229,10 +298,10 @@ fn parse_target(target: &str) -> Result<Uri, &'static str> {
 ///
 /// `extensions` is the negotiated `Sec-WebSocket-Extensions` value, if any (an empty string
 /// writes no header). Fails with [`SendError::InvalidState`](crate::SendError::InvalidState),
-/// writing nothing, if `accept` selects a subprotocol the client did not offer, if
-/// `extensions` is not a valid header value, or if `accept`'s headers set one of the headers
-/// this function writes (`Upgrade`, `Connection`, `Sec-WebSocket-Accept`,
-/// `Sec-WebSocket-Protocol`, `Sec-WebSocket-Extensions`).
+/// writing nothing, if `request` is a plain HTTP request, if `accept` selects a subprotocol
+/// the client did not offer, if `extensions` is not a valid header value, or if `accept`'s
+/// headers set one of the headers this function writes (`Upgrade`, `Connection`,
+/// `Sec-WebSocket-Accept`, `Sec-WebSocket-Protocol`, `Sec-WebSocket-Extensions`).
 pub(crate) fn write_accept(
     request: &Request,
     accept: &Accept,
@@ -252,7 +321,8 @@ pub(crate) fn write_accept(
     // is safe to write.
     let offered = |protocol: &String| request.protocols.contains(protocol);
     let extensions = extensions.filter(|e| !e.is_empty());
-    if !accept.protocol.as_ref().is_none_or(offered)
+    if !request.upgrade
+        || !accept.protocol.as_ref().is_none_or(offered)
         || extensions.is_some_and(|e| HeaderValue::from_str(e).is_err())
         || owned.iter().any(|name| accept.headers.contains_key(name))
     {
@@ -281,6 +351,44 @@ pub(crate) fn write_accept(
 /// §15.5.6 requires it) and `Sec-WebSocket-Version: 13` to a 426, unless `headers` has them.
 /// After writing it, close the connection.
 pub(crate) fn write_response(status: StatusCode, headers: &HeaderMap, body: &[u8], out: &mut BytesMut) {
+    write_response_head(status, headers, body.len(), out);
+    out.extend_from_slice(body);
+}
+
+/// Write the application's answer to `request` (the request it was given, if any), as
+/// [`write_response`] does, and return its status. The answer to a `HEAD` request has the
+/// headers and `Content-Length` of the whole response but not its body (RFC 9110 §9.3.2: "the
+/// server MUST NOT send content in the response").
+pub(crate) fn write_answer(
+    request: Option<&Request>,
+    response: http::Response<Bytes>,
+    out: &mut BytesMut,
+) -> StatusCode {
+    let (parts, body) = response.into_parts();
+    write_response_head(parts.status, &parts.headers, body.len(), out);
+    if request.is_none_or(|request| request.head.method() != Method::HEAD) {
+        out.extend_from_slice(&body);
+    }
+    parts.status
+}
+
+/// Write the answer to a request that [`parse_request`] refused with `error`: its status (400
+/// for an error other than `BadRequest`), the error as a one-line body, and for a 405 the
+/// methods a request may use (`GET`, and `HEAD` with [`Config::plain_http`]).
+pub(crate) fn write_refusal(error: &HandshakeError, config: &Config, out: &mut BytesMut) {
+    let status = match error {
+        HandshakeError::BadRequest { status, .. } => *status,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let mut headers = HeaderMap::new();
+    if status == StatusCode::METHOD_NOT_ALLOWED && config.plain_http {
+        headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    }
+    write_response(status, &headers, format!("{error}\n").as_bytes(), out);
+}
+
+/// The head of [`write_response`], for a body of `len` bytes.
+fn write_response_head(status: StatusCode, headers: &HeaderMap, len: usize, out: &mut BytesMut) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.extend_from_slice(b" ");
@@ -290,7 +398,7 @@ pub(crate) fn write_response(status: StatusCode, headers: &HeaderMap, body: &[u8
     if !headers.contains_key(header::CONTENT_TYPE) {
         put_header(out, b"Content-Type", b"text/plain; charset=utf-8");
     }
-    put_header(out, b"Content-Length", body.len().to_string().as_bytes());
+    put_header(out, b"Content-Length", len.to_string().as_bytes());
     put_header(out, b"Connection", b"close");
     if status == StatusCode::METHOD_NOT_ALLOWED && !headers.contains_key(header::ALLOW) {
         put_header(out, b"Allow", b"GET");
@@ -299,7 +407,6 @@ pub(crate) fn write_response(status: StatusCode, headers: &HeaderMap, body: &[u8
         put_header(out, b"Sec-WebSocket-Version", b"13");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
 }
 
 /// A `BadRequest` with this status and reason.
@@ -401,17 +508,23 @@ pub(super) fn occurrences(headers: &HeaderMap, name: HeaderName) -> Occurs<'_> {
 /// The elements of the comma-separated lists in every `name` field, trimmed, empty ones
 /// skipped (RFC 9110 §5.6.1: a recipient "MUST accept empty list elements").
 pub(super) fn list_elements(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &[u8]> {
-    headers
-        .get_all(name)
-        .into_iter()
-        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-        .map(trim_ows)
-        .filter(|element| !element.is_empty())
+    elements(headers.get_all(name).into_iter().map(HeaderValue::as_bytes))
+}
+
+/// The elements of the comma-separated lists in `values`, as [`list_elements`] gives them.
+fn elements<'a>(values: impl Iterator<Item = &'a [u8]>) -> impl Iterator<Item = &'a [u8]> {
+    values.flat_map(|value| value.split(|&b| b == b',')).map(trim_ows).filter(|element| !element.is_empty())
 }
 
 /// Whether a `name` list contains `token`, compared ASCII case-insensitively.
 pub(super) fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
     list_elements(headers, name).any(|element| element.eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Whether httparse's header fields have `Upgrade: websocket`, as [`has_token`] reads it.
+fn asks_for_websocket(fields: &[httparse::Header<'_>]) -> bool {
+    let upgrade = fields.iter().filter(|field| field.name.eq_ignore_ascii_case("upgrade")).map(|field| field.value);
+    elements(upgrade).any(|element| element.eq_ignore_ascii_case(b"websocket"))
 }
 
 /// The subprotocols listed in every `Sec-WebSocket-Protocol` field, in order; `None` if one
@@ -474,7 +587,7 @@ mod tests {
     use http::{HeaderMap, HeaderValue, StatusCode, header};
     use proptest::prelude::*;
 
-    use super::{Accept, Request, parse_request, write_accept, write_response};
+    use super::{Accept, Request, parse_request, write_accept, write_answer, write_refusal, write_response};
     use crate::{Config, HandshakeError, SendError};
 
     /// The client handshake of RFC 6455 §1.3 (with the `Origin` and `Version` of §4.1's
@@ -544,7 +657,7 @@ mod tests {
     fn summary(result: &Result<Option<(Request, usize)>, HandshakeError>) -> String {
         match result {
             Ok(Some((request, len))) => {
-                format!("{len} {:?} {} {:?}", request.head, request.key, request.protocols)
+                format!("{len} {:?} {} {:?} {}", request.head, request.key, request.protocols, request.upgrade)
             }
             other => format!("{other:?}"),
         }
@@ -936,19 +1049,216 @@ mod tests {
         }
     }
 
+    mod plain_http {
+        //! `Config::plain_http`: plain GET and HEAD requests go to the application.
+
+        use bytes::{Buf, Bytes};
+        use http::{Method, Version};
+
+        use super::*;
+        use crate::{Connection, Event};
+
+        fn plain() -> Config {
+            Config::default().plain_http(true)
+        }
+
+        fn parse_plain(buf: &[u8]) -> Result<Option<(Request, usize)>, HandshakeError> {
+            parse_request(buf, &plain())
+        }
+
+        #[track_caller]
+        fn plain_ok(buf: &[u8]) -> Request {
+            match parse_plain(buf) {
+                Ok(Some((request, len))) => {
+                    assert_eq!(len, buf.len());
+                    assert!(!request.is_upgrade());
+                    request
+                }
+                other => panic!("expected a plain request, got {other:?}"),
+            }
+        }
+
+        #[track_caller]
+        fn assert_plain_refused(buf: &[u8], status: u16, reason: &str) {
+            match parse_plain(buf) {
+                Err(HandshakeError::BadRequest { status: s, reason: r }) => {
+                    assert_eq!((s.as_u16(), r), (status, reason))
+                }
+                other => panic!("expected {status} {reason:?}, got {other:?}"),
+            }
+        }
+
+        #[test]
+        fn off_by_default() {
+            assert_refused(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 400, "missing Upgrade: websocket");
+            assert_refused(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n", 405, "method must be GET");
+        }
+
+        #[test]
+        fn get_and_head_come_out_as_they_are() {
+            let request = plain_ok(b"GET /health?full=1 HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n");
+            assert_eq!(request.head().method(), Method::GET);
+            assert_eq!((request.path(), request.query()), ("/health", Some("full=1")));
+            assert_eq!(request.headers()[header::ACCEPT], "*/*");
+            assert_eq!((request.key(), request.protocols()), ("", &[][..]));
+            let request = plain_ok(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
+            assert_eq!(request.into_head().method(), Method::HEAD);
+        }
+
+        #[test]
+        fn another_upgrade_is_a_plain_request() {
+            let request = plain_ok(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n");
+            assert_eq!(request.headers()[header::UPGRADE], "h2c");
+        }
+
+        #[test]
+        fn bytes_after_the_head_are_not_consumed() {
+            let (_, len) = parse_plain(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /next").unwrap().unwrap();
+            assert_eq!(len, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".len());
+        }
+
+        #[test]
+        fn host_as_rfc_9112_requires() {
+            // An empty Host is what a client sends for a target without an authority.
+            plain_ok(b"GET / HTTP/1.1\r\nHost:\r\n\r\n");
+            assert_plain_refused(b"GET / HTTP/1.1\r\n\r\n", 400, "missing Host");
+            assert_plain_refused(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "duplicate Host");
+            let request = plain_ok(b"GET / HTTP/1.0\r\n\r\n");
+            assert_eq!(request.head().version(), Version::HTTP_10);
+            assert_plain_refused(b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", 400, "duplicate Host");
+        }
+
+        #[test]
+        fn a_body_or_another_method_is_refused() {
+            assert_plain_refused(
+                b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+                400,
+                "request has a body",
+            );
+            assert_plain_refused(
+                b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+                400,
+                "request has a body",
+            );
+            plain_ok(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+            assert_plain_refused(b"POST / HTTP/1.1\r\nHost: x\r\n\r\n", 405, "method must be GET");
+            assert_plain_refused(b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400, "invalid request target");
+        }
+
+        #[test]
+        fn upgrade_requests_are_checked_as_before() {
+            let request = parse_plain(RFC_REQUEST).unwrap().unwrap().0;
+            assert!(request.is_upgrade());
+            assert_eq!(request.key(), "dGhlIHNhbXBsZSBub25jZQ==");
+            assert_plain_refused(&replace("Sec-WebSocket-Key", ""), 400, "missing Sec-WebSocket-Key");
+            let head = String::from_utf8(RFC_REQUEST.to_vec()).unwrap().replacen("GET", "HEAD", 1);
+            assert_plain_refused(head.as_bytes(), 405, "method must be GET");
+        }
+
+        #[test]
+        fn limits_are_the_same() {
+            let config = plain().max_header_bytes(256);
+            let long = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Long: {}\r\n\r\n", "a".repeat(300));
+            let refused = parse_request(long.as_bytes(), &config);
+            assert!(
+                matches!(
+                    refused,
+                    Err(HandshakeError::BadRequest { status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, .. })
+                ),
+                "{refused:?}"
+            );
+        }
+
+        #[test]
+        fn a_plain_request_cannot_be_accepted() {
+            let request = plain_ok(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+            let mut out = BytesMut::new();
+            assert_eq!(write_accept(&request, &Accept::new(), None, &mut out), Err(SendError::InvalidState));
+            assert!(out.is_empty());
+        }
+
+        fn refusal(error: HandshakeError, config: &Config) -> String {
+            let mut out = BytesMut::new();
+            write_refusal(&error, config, &mut out);
+            String::from_utf8(out.to_vec()).expect("ASCII")
+        }
+
+        #[test]
+        fn method_not_allowed_names_head_too() {
+            let error = parse_plain(b"PUT / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap_err();
+            let text = refusal(error.clone(), &plain());
+            assert!(text.starts_with("HTTP/1.1 405 ") && text.contains("\r\nallow: GET, HEAD\r\n"), "{text}");
+            let text = refusal(error, &Config::default());
+            assert!(text.contains("\r\nAllow: GET\r\n"), "{text}");
+        }
+
+        fn answer(request: &[u8], response: http::Response<Bytes>) -> String {
+            let request = plain_ok(request);
+            let mut out = BytesMut::new();
+            let status = write_answer(Some(&request), response, &mut out);
+            assert_eq!(status, StatusCode::OK);
+            String::from_utf8(out.to_vec()).expect("UTF-8")
+        }
+
+        #[test]
+        fn the_answer_to_head_has_no_body() {
+            let page = || http::Response::new(Bytes::from_static(b"<p>hi</p>"));
+            let get = answer(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", page());
+            assert!(get.ends_with("Content-Length: 9\r\nConnection: close\r\n\r\n<p>hi</p>"), "{get}");
+            let head = answer(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n", page());
+            assert_eq!(head, get.strip_suffix("<p>hi</p>").unwrap());
+        }
+
+        /// The whole exchange through a server `Connection`.
+        fn exchange(request: &[u8]) -> String {
+            let now = std::time::Instant::now();
+            let mut conn = Connection::server(&plain(), now).unwrap();
+            conn.receive(request, now);
+            let Some(Event::Request(request)) = conn.next_event() else { panic!("no request") };
+            assert!(!request.is_upgrade());
+            assert_eq!(conn.accept(&Accept::new()), Err(SendError::InvalidState));
+            let mut page = http::Response::new(Bytes::from_static(b"ok\n"));
+            page.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            conn.reject(page).unwrap();
+            let text = String::from_utf8(written(conn.transmit())).unwrap();
+            assert!(conn.wants_shutdown());
+            text
+        }
+
+        /// Everything in `out`.
+        fn written(mut out: impl Buf) -> Vec<u8> {
+            out.copy_to_bytes(out.remaining()).to_vec()
+        }
+
+        #[test]
+        fn answered_through_a_connection() {
+            let get = exchange(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+            assert!(
+                get.starts_with("HTTP/1.1 200 OK\r\ncache-control: no-cache\r\n") && get.ends_with("\r\n\r\nok\n"),
+                "{get}"
+            );
+            let head = exchange(b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n");
+            assert_eq!(head, get.strip_suffix("ok\n").unwrap());
+        }
+    }
+
     mod properties {
         //! No input panics, and how the input is split does not change the answer.
 
         use super::*;
 
-        /// `RFC_REQUEST` followed by frame bytes, with some bytes overwritten.
+        /// A plain HTTP request, for `Config::plain_http`.
+        const PLAIN_REQUEST: &[u8] = b"HEAD /status?x=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n";
+
+        /// `RFC_REQUEST` or `PLAIN_REQUEST` followed by frame bytes, with some bytes overwritten.
         fn mutated_request() -> impl Strategy<Value = Vec<u8>> {
             (
+                any::<bool>(),
                 prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
                 prop::collection::vec(any::<u8>(), 0..16),
             )
-                .prop_map(|(edits, tail)| {
-                    let mut buf = [RFC_REQUEST, &tail].concat();
+                .prop_map(|(plain, edits, tail)| {
+                    let mut buf = [if plain { PLAIN_REQUEST } else { RFC_REQUEST }, &tail].concat();
                     for (at, byte) in edits {
                         let at = at.index(buf.len());
                         buf[at] = byte;
@@ -980,8 +1290,8 @@ mod tests {
             /// Feeding a longer and longer buffer: once a prefix gives an answer, every longer
             /// buffer gives the same one.
             #[test]
-            fn the_first_answer_is_final(buf in mutated_request(), max in 64usize..400) {
-                let config = Config::default().max_header_bytes(max);
+            fn the_first_answer_is_final(buf in mutated_request(), max in 64usize..400, plain_http in any::<bool>()) {
+                let config = Config::default().max_header_bytes(max).plain_http(plain_http);
                 let whole = summary(&parse_request(&buf, &config));
                 let mut decided = None;
                 for end in 0..=buf.len() {
