@@ -19,6 +19,7 @@ use std::fmt::Write as _;
 use http::{HeaderMap, header::SEC_WEBSOCKET_EXTENSIONS};
 
 use super::{DeflateConfig, MAX_WINDOW_BITS, MIN_WINDOW_BITS, Params};
+use crate::handshake::http::is_tchar;
 
 /// The extension token (RFC 7692 §7).
 const NAME: &str = "permessage-deflate";
@@ -363,11 +364,6 @@ impl<'a> Cursor<'a> {
         }
         Err(Malformed)
     }
-}
-
-/// `tchar` of RFC 7230 §3.2.6: any visible ASCII except delimiters.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]

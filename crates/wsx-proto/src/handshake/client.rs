@@ -4,7 +4,7 @@ use base64::Engine as _;
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
 
-use super::server::{
+use super::http::{
     Head, MapError, Occurs, classify, default_port, has_token, head_window, header_map, header_slots, list_elements,
     occurrences, protocol_list, put_header, put_headers,
 };

@@ -5,6 +5,7 @@
 //! and feeds the bytes that follow the handshake straight into the frame parser.
 
 pub(crate) mod client;
+pub(crate) mod http;
 pub(crate) mod server;
 
 pub use client::Response;
