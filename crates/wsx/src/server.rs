@@ -572,7 +572,8 @@ where
         let io = shared.transport.wrap(tcp).await?;
         let (pending, request) = Pending::read(io, shared.config.clone()).await?;
         if !request.is_upgrade() {
-            answer_http(options.on_http.as_deref(), pending, *request, peer).await;
+            // Boxed: kept out of the handshake's own future, which every WebSocket pays for.
+            Box::pin(answer_http(options.on_http.as_deref(), pending, *request, peer)).await;
             return Ok(None);
         }
         let decided = match &options.on_request {
