@@ -60,6 +60,7 @@ pub mod handshake;
 pub mod mask;
 mod message;
 mod outgoing;
+mod prepared;
 mod rng;
 pub mod utf8;
 
@@ -72,6 +73,7 @@ pub use frame::{Frame, OpCode};
 pub use handshake::{Accept, Request, Response};
 pub use message::{CloseFrame, Message, MessageRef, Utf8Bytes};
 pub use outgoing::Outgoing;
+pub use prepared::Prepared;
 pub use rng::{MaskRng, OsSeededRng};
 
 /// Which end of the connection this is.

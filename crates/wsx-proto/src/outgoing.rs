@@ -39,9 +39,12 @@ impl Buf for Outgoing<'_> {
 }
 
 /// What [`WriteQueue::append`] frames: a payload shared with its owner (a large one is queued
-/// by reference), or borrowed for the call (copied).
+/// by reference), lent with its owner (a large one is queued by a new reference, a small one
+/// copied without touching the reference count, which other threads may be touching too), or
+/// borrowed for the call (copied).
 pub(crate) enum Payload<'p> {
     Shared(Bytes),
+    Lent(&'p Bytes),
     Borrowed(&'p [u8]),
 }
 
@@ -51,6 +54,7 @@ impl std::ops::Deref for Payload<'_> {
     fn deref(&self) -> &[u8] {
         match self {
             Payload::Shared(b) => b,
+            Payload::Lent(b) => b,
             Payload::Borrowed(b) => b,
         }
     }
@@ -96,13 +100,10 @@ impl WriteQueue {
     /// frame framed in advance (`head` empty, `payload` the whole frame) follows the same rule.
     #[inline(always)]
     pub(crate) fn append(&mut self, head: &[u8], payload: Payload<'_>, mask: Option<[u8; 4]>) {
+        let by_reference = mask.is_none() && payload.len() >= COPY_THRESHOLD;
         match payload {
-            Payload::Shared(bytes) if mask.is_none() && bytes.len() >= COPY_THRESHOLD => {
-                if !head.is_empty() {
-                    self.copy(head, &[]);
-                }
-                self.push_shared(bytes);
-            }
+            Payload::Shared(bytes) if by_reference => self.push_frame(head, bytes),
+            Payload::Lent(bytes) if by_reference => self.push_frame(head, bytes.clone()),
             payload => {
                 let start = self.tail.bytes.len() + head.len();
                 self.copy(head, &payload);
@@ -111,6 +112,14 @@ impl WriteQueue {
                 }
             }
         }
+    }
+
+    /// Queue `head` (copied into the tail) and then `payload` by reference.
+    fn push_frame(&mut self, head: &[u8], payload: Bytes) {
+        if !head.is_empty() {
+            self.copy(head, &[]);
+        }
+        self.push_shared(payload);
     }
 
     /// Append bytes that are not a frame (a handshake response), copied into the tail.

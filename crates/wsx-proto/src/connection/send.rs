@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use super::{Connection, State, buffers};
 use crate::{
-    Frame, MaskRng, Message, SendError,
+    Frame, MaskRng, Message, Prepared, SendError,
     deflate::Deflate,
     frame::{Header, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, RSV1},
     outgoing::{Payload, WriteQueue},
@@ -43,6 +43,26 @@ impl Connection {
             Message::Binary(data) => self.send_data(OpCode::Binary, data, Some(compress)),
             other => self.send(other),
         }
+    }
+
+    /// Send a message framed in advance, typically one of many recipients of the same
+    /// [`Prepared`] message.
+    ///
+    /// A server sends the prepared frame itself: copied into the write queue when small (with
+    /// the other frames of the same write), queued by reference when large. With
+    /// permessage-deflate, a message over the threshold goes out as the prepared compressed
+    /// frame, made once for all recipients (it refers to nothing sent before, which is valid
+    /// whatever was negotiated; a compressor that keeps context forgets its history after it,
+    /// so that its next message does not refer past it). The exception is a peer that asked for
+    /// a window under 15 bits and a message larger than that window: it is compressed for this
+    /// connection alone. A client masks each frame with a key of its own, so it frames the
+    /// message anew.
+    pub fn send_prepared(&mut self, message: &Prepared) -> Result<(), SendError> {
+        if let Some(e) = self.send_refusal() {
+            return Err(e);
+        }
+        self.writer().prepared(message);
+        Ok(())
     }
 
     /// Send one frame of a message streamed in fragments: a text or binary frame with `fin`
@@ -185,6 +205,27 @@ impl Writer<'_> {
             (Some(d), None) => d.should_compress(payload.len()),
         };
         self.data_frame(opcode, true, compress, true, payload);
+    }
+
+    /// Queue a message framed in advance (see [`Connection::send_prepared`]).
+    #[inline(always)]
+    pub(super) fn prepared(&mut self, message: &Prepared) {
+        if self.rng.is_some() {
+            // A client: the frame needs this connection's masking key.
+            return self.message(message.opcode(), Payload::Borrowed(message.payload()), None);
+        }
+        if let Some(deflate) = self.deflate.as_deref_mut()
+            && deflate.should_compress(message.len())
+        {
+            if !deflate.accepts_alone(message.len()) {
+                return self.data_frame(message.opcode(), true, true, true, Payload::Borrowed(message.payload()));
+            }
+            if let Some(frame) = message.deflated() {
+                deflate.forget_history();
+                return self.out.append(&[], Payload::Lent(frame), None);
+            }
+        }
+        self.out.append(&[], Payload::Lent(message.frame()), None);
     }
 
     /// Queue a control frame (payload at most 125 bytes, checked by the caller).

@@ -6,7 +6,7 @@
 //! created on first use and then reused for every message; the only allocation on the hot path
 //! is growing the caller's output buffer.
 
-use std::mem::MaybeUninit;
+use std::{cell::RefCell, mem::MaybeUninit};
 
 use bytes::{Bytes, BytesMut};
 use zlib_rs::{DeflateFlush, Inflate, InflateFlush, Method, Status, Strategy};
@@ -42,6 +42,8 @@ pub(crate) struct Deflate {
     encoder: Encoder,
     decoder: Decoder,
     threshold: usize,
+    /// This side's agreed window, as a base-2 logarithm (8..=15).
+    window_bits: u8,
     /// The compressed form of the frame being sent, reused from message to message; empty
     /// between calls, and released when the connection goes idle.
     pub(crate) scratch: BytesMut,
@@ -62,23 +64,28 @@ impl Deflate {
             Role::Server => params.client_no_context_takeover,
         };
         Self {
-            encoder: Encoder {
-                state: None,
-                config: zlib_rs::DeflateConfig {
-                    // Clamped so that zlib-rs accepts them even from an unvalidated config
-                    // (`DeflateConfig::validate` checks the same ranges).
-                    level: config.level.min(9) as i32,
-                    method: Method::Deflated,
-                    // Negative: raw deflate, no zlib header or trailer (RFC 7692 §7.2.1).
-                    window_bits: -i32::from(own_bits.clamp(MIN_BACKEND_WINDOW_BITS, MAX_WINDOW_BITS)),
-                    mem_level: i32::from(config.mem_level.clamp(MIN_MEM_LEVEL, MAX_MEM_LEVEL)),
-                    strategy: Strategy::Default,
-                },
-                reset: own_reset,
-            },
+            encoder: Encoder::new(config, own_bits, own_reset),
             decoder: Decoder { state: None, peer_resets, has_input: false, ended: false },
             threshold: config.threshold,
+            window_bits: own_bits.min(MAX_WINDOW_BITS),
             scratch: BytesMut::new(),
+        }
+    }
+
+    /// Whether a message of `len` bytes compressed at a 15-bit window with no context (see
+    /// [`compress_alone`]) is valid for this connection's peer: always at the full window;
+    /// with a smaller one, only if the message fits the window, since back-references then
+    /// cannot reach further than the message itself.
+    pub(crate) fn accepts_alone(&self, len: usize) -> bool {
+        self.window_bits >= MAX_WINDOW_BITS || len <= 1 << self.window_bits
+    }
+
+    /// Make the compressor forget what it sent, if it remembers anything: called after a
+    /// message compressed elsewhere went out (a shared [`Prepared`](crate::Prepared) frame), so
+    /// that the next message does not refer to data the peer's window no longer ends with.
+    pub(crate) fn forget_history(&mut self) {
+        if self.encoder.dirty {
+            self.reset_compressor();
         }
     }
 
@@ -106,6 +113,7 @@ impl Deflate {
         if let Some(state) = self.encoder.state.as_mut() {
             state.reset();
         }
+        self.encoder.dirty = false;
     }
 
     /// Inflate one frame's payload of a received message and append it to `out`. `fin` ends
@@ -135,9 +143,40 @@ struct Encoder {
     config: zlib_rs::DeflateConfig,
     /// This side agreed not to take context over: reset after every message (§7.1.1).
     reset: bool,
+    /// The compressor's window holds data sent since it was last reset.
+    dirty: bool,
+}
+
+/// Compress `input` as a whole message that refers to nothing before it, within a 15-bit
+/// window, at the default level, and append it to `out` (the §7.2.1 trailer cut off). The
+/// compressor is kept per thread and reset after each message.
+pub(crate) fn compress_alone(input: &[u8], out: &mut BytesMut) {
+    thread_local! {
+        static ALONE: RefCell<Encoder> =
+            RefCell::new(Encoder::new(&DeflateConfig::default(), MAX_WINDOW_BITS, true));
+    }
+    ALONE.with_borrow_mut(|encoder| encoder.compress(input, true, out));
 }
 
 impl Encoder {
+    fn new(config: &DeflateConfig, window_bits: u8, reset: bool) -> Self {
+        Self {
+            state: None,
+            config: zlib_rs::DeflateConfig {
+                // Clamped so that zlib-rs accepts them even from an unvalidated config
+                // (`DeflateConfig::validate` checks the same ranges).
+                level: config.level.min(9) as i32,
+                method: Method::Deflated,
+                // Negative: raw deflate, no zlib header or trailer (RFC 7692 §7.2.1).
+                window_bits: -i32::from(window_bits.clamp(MIN_BACKEND_WINDOW_BITS, MAX_WINDOW_BITS)),
+                mem_level: i32::from(config.mem_level.clamp(MIN_MEM_LEVEL, MAX_MEM_LEVEL)),
+                strategy: Strategy::Default,
+            },
+            reset,
+            dirty: false,
+        }
+    }
+
     fn compress(&mut self, input: &[u8], fin: bool, out: &mut BytesMut) {
         let config = self.config;
         // Invariant: zlib-rs panics only on parameters it refuses (`Deflate::new` clamped them
@@ -184,6 +223,7 @@ impl Encoder {
                 state.reset();
             }
         }
+        self.dirty = !(fin && self.reset);
     }
 }
 

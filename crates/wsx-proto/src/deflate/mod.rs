@@ -40,7 +40,7 @@
 mod codec;
 mod negotiate;
 
-pub(crate) use codec::{Deflate, InflateError};
+pub(crate) use codec::{Deflate, InflateError, compress_alone};
 pub(crate) use negotiate::{client_accept, client_offer, server_negotiate};
 
 use crate::error::ConfigError;

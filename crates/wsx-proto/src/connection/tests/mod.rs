@@ -14,6 +14,7 @@ use crate::{
 
 mod contract;
 mod drain;
+mod prepared;
 mod util;
 
 /// §5.2 Base Framing Protocol.
