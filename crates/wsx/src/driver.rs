@@ -7,7 +7,7 @@
 use std::{
     io::{self, IoSlice},
     pin::Pin,
-    task::{Context, Poll, Waker, ready},
+    task::{Context, Poll, ready},
 };
 
 use bytes::{Buf, BytesMut};
@@ -17,10 +17,32 @@ use tokio::{
 };
 use wsx_proto::{CloseCode, CloseReason, Connection, Drained, Event, Frame, Message, SendError};
 
+#[cfg(feature = "pubsub")]
+use crate::pubsub::Subscriber;
 use crate::{
     error::{Error, Result},
     shutdown::Watch,
 };
+
+/// Without the `pubsub` feature a driver never has a subscriber: this type has no values, so
+/// `Option<Subscriber>` takes no room and the calls below compile to nothing.
+#[cfg(not(feature = "pubsub"))]
+pub(crate) enum Subscriber {}
+
+#[cfg(not(feature = "pubsub"))]
+impl Subscriber {
+    fn pull(&self, _: &mut Connection) -> Option<String> {
+        match *self {}
+    }
+
+    fn written(&self, _: usize) {
+        match *self {}
+    }
+
+    fn wait(&self, _: &std::task::Waker, _: bool) -> bool {
+        match *self {}
+    }
+}
 
 /// The current time, from tokio's clock so that paused-time tests can move it.
 pub(crate) fn now() -> std::time::Instant {
@@ -82,13 +104,13 @@ pub(crate) struct Driver<S> {
     /// A close signal someone installed (the server's shutdown): when it fires, the connection
     /// closes itself with 1001 (going away).
     close_on: Option<Watch>,
-    /// The writer half waiting for the queue to drain, when split.
-    writer_waker: Option<Waker>,
+    /// The connection's membership of a hub, once it subscribed to a topic.
+    pub(crate) subscriber: Option<Subscriber>,
 }
 
 impl<S> Driver<S> {
     pub(crate) fn new(io: S, conn: Connection) -> Self {
-        Self { io, conn, sleep: None, end: End::Running, close_on: None, writer_waker: None }
+        Self { io, conn, sleep: None, end: End::Running, close_on: None, subscriber: None }
     }
 
     /// Close with 1001 once `watch` fires.
@@ -98,8 +120,8 @@ impl<S> Driver<S> {
 
     /// The same driver over another stream (split halves taken apart or put together).
     pub(crate) fn map_io<T>(self, f: impl FnOnce(S) -> T) -> Driver<T> {
-        let Self { io, conn, sleep, end, close_on, writer_waker } = self;
-        Driver { io: f(io), conn, sleep, end, close_on, writer_waker }
+        let Self { io, conn, sleep, end, close_on, subscriber } = self;
+        Driver { io: f(io), conn, sleep, end, close_on, subscriber }
     }
 
     /// Whether the stream is over.
@@ -136,6 +158,7 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut wrote = false;
         let result = loop {
+            self.pull_published();
             let out = self.conn.transmit();
             if !out.has_remaining() {
                 break Poll::Ready(Ok(()));
@@ -160,8 +183,8 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
                 Poll::Pending => break Poll::Pending,
             }
         };
-        if wrote && let Some(w) = self.writer_waker.take() {
-            w.wake();
+        if wrote && let Some(subscriber) = &self.subscriber {
+            subscriber.written(self.conn.buffered_amount());
         }
         ready!(result)?;
         ready!(Pin::new(&mut self.io).poll_flush(cx))?;
@@ -171,6 +194,25 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
             self.end = End::WriteShut { error: None, reported: false };
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// Move what was published to the connection's topics into its write queue (while under
+    /// the high-water mark); close it with 1008 if it went over its hub's limit.
+    fn pull_published(&mut self) {
+        let Some(subscriber) = &self.subscriber else { return };
+        if let Some(reason) = subscriber.pull(&mut self.conn) {
+            // Cannot fail: 1008 is a sendable code and the reason is short; a close already
+            // under way is left as it is.
+            let _ = self.start_close(CloseCode::POLICY, &reason);
+        }
+    }
+
+    /// About to wait: have publishers wake this task. Returns whether there is something to
+    /// do first (then do not wait): frames to pull while the write queue has room, or an
+    /// overflow to close for.
+    fn wait_published(&mut self, cx: &Context<'_>) -> bool {
+        let blocked = self.conn.is_write_blocked();
+        self.subscriber.as_ref().is_some_and(|s| s.wait(cx.waker(), blocked))
     }
 
     /// Run the engine's timers. `Ready` when one fired (the caller loops), `Pending` with the
@@ -246,6 +288,8 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
                             End::Running => (None, false),
                         };
                         self.end = End::Done { error, reported };
+                        // Leave every topic now rather than when the stream is dropped.
+                        self.subscriber = None;
                     }
                     // What a control frame made the connection owe the peer (a pong, the close
                     // echo) goes out now, not whenever the application polls next.
@@ -274,6 +318,10 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
                 if self.poll_close_signal(Some(cx)) {
                     continue;
                 }
+                // Published frames wait for the socket too; an overflow does not.
+                if self.wait_published(cx) {
+                    continue;
+                }
                 return Poll::Pending;
             }
             match self.poll_read_in(src, cx) {
@@ -283,7 +331,7 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
                     continue;
                 }
                 Poll::Pending => {
-                    if self.poll_close_signal(Some(cx)) {
+                    if self.poll_close_signal(Some(cx)) || self.wait_published(cx) {
                         continue;
                     }
                     // Idle: hold no read buffer while waiting (kept if it holds data).
@@ -413,7 +461,6 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
                 Poll::Pending => {
                     if self.conn.is_write_blocked() {
-                        self.writer_waker = Some(cx.waker().clone());
                         return Poll::Pending;
                     }
                 }
@@ -481,12 +528,9 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
     }
 
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        let Poll::Ready(result) = self.poll_write_out(cx) else {
-            // The socket keeps one write waker; when split, the reader may take it over by
-            // writing a pong. Whoever writes next wakes this task (see `poll_write_out`).
-            self.writer_waker = Some(cx.waker().clone());
-            return Poll::Pending;
-        };
+        // Pending: the socket wakes this task (when split, the reader may take the socket's
+        // write waker over; it then wakes the writer, see `split.rs`).
+        let Poll::Ready(result) = self.poll_write_out(cx) else { return Poll::Pending };
         match result {
             Ok(()) => Poll::Ready(Ok(())),
             Err(_) if self.is_done() => Poll::Ready(Ok(())),

@@ -26,6 +26,8 @@ mod driver;
 mod error;
 mod handshake;
 mod io;
+#[cfg(feature = "pubsub")]
+pub mod pubsub;
 #[cfg(feature = "server")]
 pub mod server;
 mod shutdown;

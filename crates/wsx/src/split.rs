@@ -12,7 +12,7 @@ use std::{
     future::poll_fn,
     pin::Pin,
     sync::{Arc, Mutex, MutexGuard},
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
 };
 
 use futures_core::Stream;
@@ -27,9 +27,44 @@ use crate::{
 };
 
 /// The state the halves share: the engine, the write half, the timer.
-type Shared<S> = Arc<Mutex<Driver<WriteHalf<S>>>>;
+type Shared<S> = Arc<Mutex<Halves<S>>>;
 
-fn lock<S>(shared: &Shared<S>) -> MutexGuard<'_, Driver<WriteHalf<S>>> {
+struct Halves<S> {
+    driver: Driver<WriteHalf<S>>,
+    /// The writer's task, waiting for the write queue to drain. The socket keeps one write
+    /// waker, which the reader takes over whenever it writes a pong or the close echo, so the
+    /// reader wakes the writer once the queue is under its high-water mark again.
+    writer: Option<Waker>,
+}
+
+impl<S> Halves<S> {
+    /// Run one of the writer's polls; remember its task if it has to wait.
+    fn poll_writer<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        f: impl FnOnce(&mut Driver<WriteHalf<S>>, &mut Context<'_>) -> Poll<R>,
+    ) -> Poll<R> {
+        let polled = f(&mut self.driver, cx);
+        if polled.is_pending() && !self.writer.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            self.writer = Some(cx.waker().clone());
+        }
+        polled
+    }
+
+    /// Run one of the reader's polls; wake the writer if the write queue has room now.
+    fn poll_reader<R>(&mut self, f: impl FnOnce(&mut Driver<WriteHalf<S>>) -> Poll<R>) -> Poll<R> {
+        let polled = f(&mut self.driver);
+        if self.writer.is_some()
+            && !self.driver.conn.is_write_blocked()
+            && let Some(writer) = self.writer.take()
+        {
+            writer.wake();
+        }
+        polled
+    }
+}
+
+fn lock<S>(shared: &Shared<S>) -> MutexGuard<'_, Halves<S>> {
     // A panic while holding the lock leaves the driver in a consistent state (every method
     // finishes its state change before it can panic), so a poisoned lock is still usable.
     shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -51,7 +86,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         });
         // Invariant: `map_io` called the closure.
         let read = read.expect("split the stream");
-        let shared = Arc::new(Mutex::new(driver));
+        let shared = Arc::new(Mutex::new(Halves { driver, writer: None }));
         (WsReader { read, shared: shared.clone() }, WsWriter { shared })
     }
 }
@@ -85,7 +120,7 @@ impl<S> std::fmt::Debug for WsWriter<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> WsReader<S> {
     /// The next message; see [`WebSocket::recv`].
     pub fn recv(&mut self) -> impl Future<Output = Result<Option<Message>>> + '_ {
-        poll_fn(|cx| lock(&self.shared).poll_message(&mut self.read, cx).map(Option::transpose))
+        poll_fn(|cx| lock(&self.shared).poll_reader(|d| d.poll_message(&mut self.read, cx)).map(Option::transpose))
     }
 
     /// Hand every text and binary message to `handle`, borrowed, with [`Replies`] to answer
@@ -95,17 +130,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsReader<S> {
     where
         F: FnMut(MessageRef<'_>, &mut Replies<'_>),
     {
-        poll_fn(move |cx| lock(&self.shared).poll_each(&mut self.read, cx, &mut handle).map(Option::transpose))
+        poll_fn(move |cx| {
+            let read = &mut self.read;
+            lock(&self.shared).poll_reader(|d| d.poll_each(read, cx, &mut handle)).map(Option::transpose)
+        })
     }
 
     /// Whether another message has already arrived and `recv` will return it without waiting.
     pub fn has_pending_messages(&mut self) -> bool {
-        lock(&self.shared).conn.has_pending_events()
+        lock(&self.shared).driver.conn.has_pending_events()
     }
 
     /// How the connection closed, once it has.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        lock(&self.shared).conn.close_reason()
+        lock(&self.shared).driver.conn.close_reason()
     }
 
     /// Whether `other` is the writer split from the same connection.
@@ -124,7 +162,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsReader<S> {
         let Self { read, shared } = self;
         match Arc::try_unwrap(shared) {
             Ok(mutex) => {
-                let driver = mutex.into_inner().unwrap_or_else(|p| p.into_inner());
+                let driver = mutex.into_inner().unwrap_or_else(|p| p.into_inner()).driver;
                 Ok(WebSocket::from_driver(driver.map_io(|write| read.unsplit(write))))
             }
             // Invariant: the writer was dropped just above and the halves are the only owners.
@@ -133,36 +171,57 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsReader<S> {
     }
 }
 
+/// The accessors `pubsub` uses, the same for both halves.
+#[cfg(feature = "pubsub")]
+macro_rules! driver_accessors {
+    ($half:ident) => {
+        impl<S> $half<S> {
+            pub(crate) fn driver_ref<R>(&self, f: impl FnOnce(&Driver<WriteHalf<S>>) -> R) -> R {
+                f(&lock(&self.shared).driver)
+            }
+
+            pub(crate) fn driver_mut<R>(&mut self, f: impl FnOnce(&mut Driver<WriteHalf<S>>) -> R) -> R {
+                f(&mut lock(&self.shared).driver)
+            }
+        }
+    };
+}
+
+#[cfg(feature = "pubsub")]
+driver_accessors!(WsReader);
+#[cfg(feature = "pubsub")]
+driver_accessors!(WsWriter);
+
 impl<S: AsyncRead + AsyncWrite + Unpin> WsWriter<S> {
     /// Send a message and write it out; see [`WebSocket::send`].
     pub fn send(&mut self, message: impl Into<Message>) -> impl Future<Output = Result<()>> + '_ {
         let mut message = Some(message.into());
-        poll_fn(move |cx| lock(&self.shared).poll_send(cx, &mut message))
+        poll_fn(move |cx| lock(&self.shared).poll_writer(cx, |d, cx| d.poll_send(cx, &mut message)))
     }
 
     /// Queue a message without writing it yet; see [`WebSocket::feed`].
     pub fn feed(&mut self, message: impl Into<Message>) -> impl Future<Output = Result<()>> + '_ {
         let mut message = Some(message.into());
-        poll_fn(move |cx| lock(&self.shared).poll_feed(cx, &mut message))
+        poll_fn(move |cx| lock(&self.shared).poll_writer(cx, |d, cx| d.poll_feed(cx, &mut message)))
     }
 
     /// Write out everything queued.
     pub fn flush(&mut self) -> impl Future<Output = Result<()>> + '_ {
-        poll_fn(|cx| lock(&self.shared).poll_flush(cx))
+        poll_fn(|cx| lock(&self.shared).poll_writer(cx, Driver::poll_flush))
     }
 
     /// Send a text or binary message choosing whether to compress it; see
     /// [`WebSocket::send_compressed`].
     pub async fn send_compressed(&mut self, message: impl Into<Message>, compress: bool) -> Result<()> {
-        poll_fn(|cx| lock(&self.shared).poll_ready(cx)).await?;
-        lock(&self.shared).start_send_compressed(message.into(), compress)?;
+        poll_fn(|cx| lock(&self.shared).poll_writer(cx, Driver::poll_ready)).await?;
+        lock(&self.shared).driver.start_send_compressed(message.into(), compress)?;
         self.flush().await
     }
 
     /// Send one frame of a fragmented message; see [`WebSocket::send_frame`].
     pub async fn send_frame(&mut self, frame: Frame) -> Result<()> {
-        poll_fn(|cx| lock(&self.shared).poll_ready(cx)).await?;
-        lock(&self.shared).start_send_frame(frame)?;
+        poll_fn(|cx| lock(&self.shared).poll_writer(cx, Driver::poll_ready)).await?;
+        lock(&self.shared).driver.start_send_frame(frame)?;
         self.flush().await
     }
 
@@ -179,7 +238,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsWriter<S> {
 
     /// Bytes queued but not yet written.
     pub fn buffered_amount(&self) -> usize {
-        lock(&self.shared).conn.buffered_amount()
+        lock(&self.shared).driver.conn.buffered_amount()
     }
 }
 
@@ -188,7 +247,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WsReader<S> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        lock(&this.shared).poll_message(&mut this.read, cx)
+        let read = &mut this.read;
+        lock(&this.shared).poll_reader(|d| d.poll_message(read, cx))
     }
 }
 
@@ -196,21 +256,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WsWriter<S> {
     type Error = Error;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        lock(&self.shared).poll_ready(cx)
+        lock(&self.shared).poll_writer(cx, Driver::poll_ready)
     }
 
     fn start_send(self: Pin<&mut Self>, item: Message) -> Result<()> {
-        lock(&self.shared).start_send(item)
+        lock(&self.shared).driver.start_send(item)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        lock(&self.shared).poll_flush(cx)
+        lock(&self.shared).poll_writer(cx, Driver::poll_flush)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         // Send our close and flush it; the reader completes the handshake.
-        let mut driver = lock(&self.shared);
-        driver.start_close(CloseCode::NORMAL, "")?;
-        driver.poll_flush(cx)
+        let mut halves = lock(&self.shared);
+        halves.driver.start_close(CloseCode::NORMAL, "")?;
+        halves.poll_writer(cx, Driver::poll_flush)
     }
 }

@@ -177,6 +177,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         &self.driver.io
     }
 
+    /// Run `f` on the driver (the split halves have the same accessors, over their lock).
+    #[cfg(feature = "pubsub")]
+    pub(crate) fn driver_ref<R>(&self, f: impl FnOnce(&Driver<S>) -> R) -> R {
+        f(&self.driver)
+    }
+
+    /// Run `f` on the driver, mutably.
+    #[cfg(feature = "pubsub")]
+    pub(crate) fn driver_mut<R>(&mut self, f: impl FnOnce(&mut Driver<S>) -> R) -> R {
+        f(&mut self.driver)
+    }
+
     /// The driver, for the split halves (see `split.rs`, which also defines
     /// [`split`](Self::split)).
     pub(crate) fn into_driver(self) -> Driver<S> {

@@ -51,6 +51,7 @@ fn engine_and_socket_stay_small() {
     let connection = size_of::<wsx::proto::Connection>();
     assert!(connection <= CONNECTION_BUDGET, "Connection is {connection} bytes, budget {CONNECTION_BUDGET}");
     let websocket = size_of::<WebSocket<tokio::net::TcpStream>>();
+    eprintln!("sizes: connection {connection} websocket {websocket}");
     assert!(websocket <= WEBSOCKET_BUDGET, "WebSocket<TcpStream> is {websocket} bytes, budget {WEBSOCKET_BUDGET}");
 }
 

@@ -1,0 +1,259 @@
+//! A subscriber's side of a hub: the queue publishers append to ([`Inbox`]) and the handle its
+//! connection's driver holds ([`Subscriber`]).
+//!
+//! Locks are taken in one order: a topic's subscriber list, then an inbox. An inbox's lock is
+//! never held while a topic's is taken (leaving takes its topics out first).
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicUsize, Ordering},
+    },
+    task::Waker,
+};
+
+use wsx_proto::Connection;
+
+use super::{AsTopic, Dropped, Hub, Limits, Prepared, SlowConsumer, SubscribeError, SubscriberId, Topic};
+
+/// One connection's queue of published frames, and its subscriptions.
+pub(super) struct Inbox {
+    id: SubscriberId,
+    hub: Hub,
+    state: Mutex<State>,
+    /// Bytes in the connection's write queue when its driver last moved frames into it or
+    /// wrote: counted against the limit with the queue's own bytes.
+    in_engine: AtomicUsize,
+}
+
+struct State {
+    frames: VecDeque<Prepared>,
+    /// Wire bytes of `frames`.
+    bytes: usize,
+    /// The connection's task, to wake when frames arrive in an empty queue or it overflows.
+    waker: Option<Waker>,
+    /// Messages dropped since the last report, and in all ([`SlowConsumer::Drop`]).
+    dropped: u64,
+    dropped_total: u64,
+    /// Went over the limit under [`SlowConsumer::Close`]: the driver is to close the connection.
+    overflowed: bool,
+    /// The connection ended or is closing: nothing more is queued.
+    gone: bool,
+    topics: Vec<Topic>,
+}
+
+/// What a publish did to one inbox.
+pub(super) enum Push {
+    Queued,
+    Dropped,
+    Overflowed,
+    /// The connection is ending; nothing was done.
+    Gone,
+}
+
+impl Inbox {
+    pub(super) fn new(id: SubscriberId, hub: Hub) -> Self {
+        Self {
+            id,
+            hub,
+            state: Mutex::new(State {
+                frames: VecDeque::new(),
+                bytes: 0,
+                waker: None,
+                dropped: 0,
+                dropped_total: 0,
+                overflowed: false,
+                gone: false,
+                topics: Vec::new(),
+            }),
+            in_engine: AtomicUsize::new(0),
+        }
+    }
+
+    pub(super) fn id(&self) -> SubscriberId {
+        self.id
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every critical section leaves the state consistent before anything in it can panic.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queue `message`, or apply the slow-consumer policy if it would put the subscriber over
+    /// its limit. A message larger than the limit still goes to a subscriber with nothing
+    /// queued. Wakes the connection's task when the queue was empty (a busy task pulls on its
+    /// own; a task blocked on its socket is woken by the socket) or on overflow.
+    pub(super) fn push(&self, message: &Prepared, limits: &Limits) -> Push {
+        let len = message.frame().len();
+        let mut state = self.lock();
+        if state.gone || state.overflowed {
+            return Push::Gone;
+        }
+        let queued = state.bytes + self.in_engine.load(Ordering::Relaxed);
+        let outcome = if queued > 0 && queued + len > limits.max_queued_bytes {
+            match limits.slow_consumer {
+                SlowConsumer::Close => {
+                    state.overflowed = true;
+                    Push::Overflowed
+                }
+                SlowConsumer::Drop => {
+                    state.dropped += 1;
+                    state.dropped_total += 1;
+                    return Push::Dropped;
+                }
+            }
+        } else {
+            state.frames.push_back(message.clone());
+            state.bytes += len;
+            if state.frames.len() > 1 {
+                // The task was woken for the first frame (or was not waiting) and has not
+                // pulled yet: it takes this one with it.
+                return Push::Queued;
+            }
+            Push::Queued
+        };
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        outcome
+    }
+}
+
+/// A connection's membership of a hub, held by its driver; dropping it ends every subscription.
+pub(crate) struct Subscriber(Arc<Inbox>);
+
+impl Subscriber {
+    pub(super) fn new(inbox: Arc<Inbox>) -> Self {
+        Self(inbox)
+    }
+
+    pub(crate) fn id(&self) -> SubscriberId {
+        self.0.id
+    }
+
+    /// Subscribe to `topic` of `hub`. `Ok(false)` if already subscribed.
+    pub(crate) fn subscribe(&self, hub: &Hub, topic: impl AsTopic) -> Result<bool, SubscribeError> {
+        if !self.0.hub.same(hub) {
+            return Err(SubscribeError::OtherHub);
+        }
+        let topic = topic.resolve(hub)?;
+        {
+            let mut state = self.0.lock();
+            if state.gone || state.overflowed {
+                return Err(SubscribeError::Closed);
+            }
+            if state.topics.contains(&topic) {
+                return Ok(false);
+            }
+            let max = hub.limits().max_subscriptions;
+            if state.topics.len() >= max {
+                return Err(SubscribeError::TooManySubscriptions(max));
+            }
+            state.topics.push(topic.clone());
+        }
+        hub.add(&topic, &self.0);
+        Ok(true)
+    }
+
+    /// End the subscription to `topic`; `false` if there was none. Messages already queued
+    /// from it are still sent.
+    pub(crate) fn unsubscribe(&self, topic: impl AsTopic) -> bool {
+        let Some(topic) = topic.find(&self.0.hub) else { return false };
+        let found = {
+            let mut state = self.0.lock();
+            let i = state.topics.iter().position(|t| *t == topic);
+            i.map(|i| state.topics.swap_remove(i))
+        };
+        match found {
+            Some(topic) => {
+                self.0.hub.remove(&topic, &self.0);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The topics subscribed to.
+    pub(crate) fn topics(&self) -> Vec<Topic> {
+        self.0.lock().topics.clone()
+    }
+
+    /// Messages dropped for this connection in all.
+    pub(crate) fn dropped_total(&self) -> u64 {
+        self.0.lock().dropped_total
+    }
+
+    /// Move queued frames into `conn` while its write queue is under its high-water mark;
+    /// report dropped messages. Returns the reason to close the connection with 1008 if it went
+    /// over its limit.
+    pub(crate) fn pull(&self, conn: &mut Connection) -> Option<String> {
+        let mut state = self.0.lock();
+        if state.overflowed {
+            state.overflowed = false;
+            state.gone = true;
+            state.frames = VecDeque::new();
+            state.bytes = 0;
+            let limit = self.0.hub.limits().max_queued_bytes;
+            return Some(format!("slow consumer: over {limit} bytes queued"));
+        }
+        while !conn.is_write_blocked() {
+            let Some(message) = state.frames.pop_front() else { break };
+            state.bytes -= message.frame().len();
+            if conn.send_prepared(&message).is_err() {
+                // Closing: nothing more can go out.
+                state.gone = true;
+                state.frames = VecDeque::new();
+                state.bytes = 0;
+                break;
+            }
+        }
+        self.0.in_engine.store(conn.buffered_amount(), Ordering::Relaxed);
+        let dropped = (state.dropped > 0).then(|| {
+            let messages = std::mem::take(&mut state.dropped);
+            Dropped { subscriber: self.0.id, messages, total: state.dropped_total }
+        });
+        drop(state);
+        if let Some(dropped) = dropped {
+            self.0.hub.on_drop(dropped);
+        }
+        None
+    }
+
+    /// The connection wrote: `buffered` bytes are left in its write queue.
+    pub(crate) fn written(&self, buffered: usize) {
+        self.0.in_engine.store(buffered, Ordering::Relaxed);
+    }
+
+    /// Register `waker` for frames arriving in an empty queue or an overflow. Returns whether
+    /// there is something to do now: an overflow, or frames to pull unless the connection's
+    /// write queue is `blocked` (over its high-water mark; the socket wakes the task then).
+    pub(crate) fn wait(&self, waker: &Waker, blocked: bool) -> bool {
+        let mut state = self.0.lock();
+        if state.gone {
+            return false;
+        }
+        if !state.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            state.waker = Some(waker.clone());
+        }
+        state.overflowed || (!blocked && !state.frames.is_empty())
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let topics = {
+            let mut state = self.0.lock();
+            state.gone = true;
+            state.frames = VecDeque::new();
+            state.bytes = 0;
+            state.waker = None;
+            std::mem::take(&mut state.topics)
+        };
+        for topic in &topics {
+            self.0.hub.remove(topic, &self.0);
+        }
+    }
+}
