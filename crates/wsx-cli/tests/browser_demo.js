@@ -2,10 +2,11 @@
 'use strict';
 // Drives headless Chromium (playwright-core, as tests-peers/browser/run.js does) through the
 // `wsx serve` demo page: waits for the greeting, types a message into the box, clicks Send,
-// and takes a screenshot.
+// and takes a screenshot. With --pages N (a chat room), opens N pages side by side; page i
+// sends "TEXT i", and every page must receive every page's message.
 //
 // usage: node browser_demo.js PAGE_URL --expect GREETING --send TEXT [--screenshot PATH]
-//                             [--ignore-https-errors] [--timeout SECS]
+//                             [--ignore-https-errors] [--timeout SECS] [--pages N]
 //
 // Prints one JSON line {"ok":bool,"received":[..],"sent":[..],"error"?:str,"console":[..]}
 // and exits 0 only if the greeting arrived and the message was sent. The browser is
@@ -25,7 +26,7 @@ function resolveModule(name) {
   return name;
 }
 
-const opts = { page: null, expect: 'ho!', send: 'hey', screenshot: null, ignoreHttps: false, timeout: 60 };
+const opts = { page: null, expect: 'ho!', send: 'hey', screenshot: null, ignoreHttps: false, timeout: 60, pages: 1 };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i++) {
   const a = argv[i];
@@ -34,10 +35,11 @@ for (let i = 0; i < argv.length; i++) {
   else if (a === '--screenshot') opts.screenshot = argv[++i];
   else if (a === '--ignore-https-errors') opts.ignoreHttps = true;
   else if (a === '--timeout') opts.timeout = Number(argv[++i]);
+  else if (a === '--pages') opts.pages = Number(argv[++i]);
   else if (!opts.page && !a.startsWith('--')) opts.page = a;
   else { process.stderr.write(`browser_demo.js: bad argument ${a}\n`); process.exit(2); }
 }
-if (!opts.page || !(opts.timeout > 0)) { process.stderr.write('usage: node browser_demo.js PAGE_URL ...\n'); process.exit(2); }
+if (!opts.page || !(opts.timeout > 0) || !(opts.pages >= 1 && opts.pages <= 8)) { process.stderr.write('usage: node browser_demo.js PAGE_URL ...\n'); process.exit(2); }
 
 const out = { ok: false, page: opts.page, browser: null, received: [], sent: [], console: [] };
 let browser = null;
@@ -67,22 +69,41 @@ async function main() {
   browser = await chromium.launch({ executablePath, args, headless: true, chromiumSandbox: false, timeout: 30000 });
   out.browser = browser.version();
   const context = await browser.newContext({ ignoreHTTPSErrors: opts.ignoreHttps, viewport: { width: 820, height: 560 } });
-  const page = await context.newPage();
-  page.on('console', (m) => { if (out.console.length < 50) out.console.push(`${m.type()}: ${m.text()}`); });
-  page.on('pageerror', (e) => { if (out.console.length < 50) out.console.push(`pageerror: ${e.message}`); });
-  await page.goto(opts.page, { timeout: 30000 });
+  const pages = [];
+  for (let i = 0; i < opts.pages; i++) {
+    const page = await context.newPage();
+    page.on('console', (m) => { if (out.console.length < 50) out.console.push(`${i} ${m.type()}: ${m.text()}`); });
+    page.on('pageerror', (e) => { if (out.console.length < 50) out.console.push(`${i} pageerror: ${e.message}`); });
+    await page.goto(opts.page, { timeout: 30000 });
+    pages.push(page);
+  }
   const wait = { timeout: 20000, polling: 50 };
-  await page.waitForFunction((g) => window.wsxDemo && window.wsxDemo.received.includes(g), opts.expect, wait);
-  await page.fill('#message', opts.send);
-  await page.click('#send');
-  await page.waitForFunction((s) => window.wsxDemo.sent.includes(s), opts.send, wait);
+  // Everyone is in (greeted) before anyone speaks.
+  for (const page of pages) {
+    await page.waitForFunction((g) => window.wsxDemo && window.wsxDemo.received.includes(g), opts.expect, wait);
+  }
+  const said = pages.length === 1 ? [opts.send] : pages.map((_, i) => `${opts.send} ${i}`);
+  for (let i = 0; i < pages.length; i++) {
+    await pages[i].fill('#message', said[i]);
+    await pages[i].click('#send');
+    await pages[i].waitForFunction((s) => window.wsxDemo.sent.includes(s), said[i], wait);
+  }
+  if (pages.length > 1) {
+    for (const page of pages) {
+      await page.waitForFunction((all) => all.every((s) => window.wsxDemo.received.includes(s)), said, wait);
+    }
+  }
   // Let the log render before the screenshot.
-  await page.waitForTimeout(200);
-  const state = await page.evaluate(() => window.wsxDemo);
-  out.received = state.received;
-  out.sent = state.sent;
-  out.ok = state.received.includes(opts.expect) && state.sent.includes(opts.send);
-  if (opts.screenshot) await page.screenshot({ path: opts.screenshot, fullPage: true });
+  await pages[0].waitForTimeout(200);
+  const states = [];
+  for (const page of pages) states.push(await page.evaluate(() => window.wsxDemo));
+  out.received = states[0].received;
+  out.sent = states[0].sent;
+  out.pages = states.map((s) => ({ received: s.received, sent: s.sent, room: s.room }));
+  out.ok = states.every((s, i) => s.received.includes(opts.expect) && s.sent.includes(said[i]));
+  if (opts.screenshot) {
+    await pages[pages.length - 1].screenshot({ path: opts.screenshot, fullPage: true });
+  }
   await browser.close();
   browser = null;
 }

@@ -60,16 +60,22 @@ async fn greeting_and_echo() {
     .await;
 }
 
+async fn connect_to(port: u16, path: &str) -> Ws {
+    let url = format!("ws://127.0.0.1:{port}{path}");
+    within("connect", ClientBuilder::new(&url).connect()).await.expect("connect").0
+}
+
 #[tokio::test]
 async fn broadcast_reaches_every_client() {
     bounded(async {
-        let (_server, port) = serve(&["--broadcast", "--greeting", ""]).await;
+        let (_server, port) = serve(&["--broadcast", "--greeting", "hi"]).await;
         let mut clients = Vec::new();
         for _ in 0..3 {
-            clients.push(connect(port).await);
+            let mut ws = connect(port).await;
+            // The greeting is queued once the client is subscribed.
+            assert_eq!(next_text(&mut ws).await, "hi");
+            clients.push(ws);
         }
-        // Every client is subscribed once its handshake is done; give the server a moment.
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         clients[1].send("to all").await.unwrap();
         for ws in &mut clients {
             assert_eq!(next_text(ws).await, "to all");
@@ -78,6 +84,82 @@ async fn broadcast_reaches_every_client() {
         for ws in &mut clients {
             assert_eq!(next_text(ws).await, "again");
         }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rooms_keep_their_messages_to_themselves() {
+    bounded(async {
+        let (server, port) = serve(&["--rooms", "--greeting", "hi"]).await;
+        let mut clients = Vec::new();
+        for path in ["/room/a", "/room/a", "/room/b", "/", "/room/lobby"] {
+            let mut ws = connect_to(port, path).await;
+            assert_eq!(next_text(&mut ws).await, "hi");
+            clients.push(ws);
+        }
+        clients[0].send("in a").await.unwrap();
+        clients[2].send("in b").await.unwrap();
+        clients[3].send("in the lobby").await.unwrap();
+        assert_eq!(next_text(&mut clients[0]).await, "in a", "the sender hears itself");
+        assert_eq!(next_text(&mut clients[1]).await, "in a");
+        assert_eq!(next_text(&mut clients[2]).await, "in b", "b hears only b");
+        assert_eq!(next_text(&mut clients[3]).await, "in the lobby", "/ is the lobby");
+        assert_eq!(next_text(&mut clients[4]).await, "in the lobby");
+        // Nothing crossed rooms: the next message each gets is from its own room.
+        clients[1].send(Message::binary(vec![7u8; 3])).await.unwrap();
+        clients[2].send("b again").await.unwrap();
+        let got = within("binary", clients[0].recv()).await.unwrap();
+        assert_eq!(got, Some(Message::binary(vec![7u8; 3])));
+        assert_eq!(next_text(&mut clients[2]).await, "b again");
+        let line = server.stdout_line("the log of a room message", |l| l.contains("in b")).await;
+        assert_eq!(line, "Received message => in b");
+
+        for path in ["/room/", "/room/a/b", "/elsewhere"] {
+            let url = format!("ws://127.0.0.1:{port}{path}");
+            let refused = within("connect", ClientBuilder::new(&url).connect()).await.expect_err(path);
+            assert!(refused.to_string().contains("404"), "{path}: {refused}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_at_the_backlog_limit() {
+    bounded(async {
+        let (server, port) = serve(&["--rooms", "--greeting", "hi", "--max-backlog", "256KiB", "--quiet"]).await;
+        let mut stalled = connect_to(port, "/room/feed").await;
+        assert_eq!(next_text(&mut stalled).await, "hi");
+        let mut talker = connect_to(port, "/room/feed").await;
+        assert_eq!(next_text(&mut talker).await, "hi");
+        // The talker hears its own messages; it reads each batch back before sending the next
+        // (128 KiB in flight, under its own limit), the other client reads nothing.
+        let chunk = vec![1u8; 4 << 10];
+        let count = 3072;
+        for _ in 0..count / 32 {
+            for _ in 0..32 {
+                talker.send(Message::binary(chunk.clone())).await.unwrap();
+            }
+            for _ in 0..32 {
+                let got = within("the talker's own message", talker.recv()).await.unwrap();
+                assert_eq!(got, Some(Message::binary(chunk.clone())), "the reader missed nothing");
+            }
+        }
+        // The stalled client reads at last: what fitted, then the server's 1008.
+        let mut received = 0;
+        let reason = loop {
+            match within("the stalled client's backlog", stalled.recv()).await {
+                Ok(Some(Message::Binary(_))) => received += 1,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break stalled.close_reason().expect("closed"),
+            }
+        };
+        assert_eq!(reason.code(), CloseCode::POLICY, "{reason:?}");
+        let text = reason.received.as_ref().map(|f| f.reason.to_string()).unwrap_or_default();
+        assert!(text.starts_with("slow consumer"), "{text}");
+        assert!(received < count, "it was cut off before the end ({received} received)");
+        let line = server.stderr_line("the stalled client's disconnection", |l| l.contains("code=1008")).await;
+        assert!(line.contains("client disconnected"), "{line}");
     })
     .await;
 }

@@ -15,14 +15,14 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use anyhow::Context;
 use bytes::Bytes;
 use clap::ArgAction;
-use tokio::{net::TcpListener, sync::broadcast};
+use tokio::net::TcpListener;
 use tracing::{info, warn};
-use wsx::{Accept, Config, DeflateConfig, Reject, Request, Server, server::Transport};
+use wsx::{Accept, Config, DeflateConfig, Reject, Request, Server, pubsub::Hub, server::Transport};
 
 use self::{
     cert::DevCert,
     http::Site,
-    session::{Mode, State},
+    session::{MAX_ROOM_NAME, Mode, State},
 };
 use crate::{log::LogFormat, parse};
 
@@ -34,7 +34,7 @@ use crate::{log::LogFormat, parse};
 /// an echo server's clients expect. Ctrl-C or SIGTERM closes every connection with 1001.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  wsx serve                       # classic: greets \"ho!\", demo page at http://127.0.0.1:8080/\n  wsx serve --echo --port 9001\n  wsx serve --broadcast --origin http://localhost:8080\n  wsx serve --tls-self-signed     # wss:// and https:// with a development certificate"
+    after_help = "Examples:\n  wsx serve                       # classic: greets \"ho!\", demo page at http://127.0.0.1:8080/\n  wsx serve --echo --port 9001\n  wsx serve --rooms               # chat rooms: ws://127.0.0.1:8080/room/<name>, two tabs of the page chat\n  wsx serve --broadcast --origin http://localhost:8080\n  wsx serve --tls-self-signed     # wss:// and https:// with a development certificate"
 )]
 pub(crate) struct Args {
     /// Address to listen on.
@@ -44,11 +44,19 @@ pub(crate) struct Args {
     #[arg(long, short, default_value_t = 8080)]
     port: u16,
     /// Echo every message back to its sender (and send no greeting unless --greeting is given).
-    #[arg(long, conflicts_with = "broadcast")]
+    #[arg(long, conflicts_with_all = ["broadcast", "rooms"])]
     echo: bool,
-    /// Send every message to every connected client (the sender included).
-    #[arg(long)]
+    /// Send every message to every connected client (the sender included): one room.
+    #[arg(long, conflicts_with = "rooms")]
     broadcast: bool,
+    /// Chat rooms: a client connecting to /room/NAME joins room NAME (/ joins "lobby"), and every
+    /// message it sends goes to everyone in its room, itself included.
+    #[arg(long)]
+    rooms: bool,
+    /// With --rooms or --broadcast: the most bytes of others' messages waiting for one client
+    /// that does not read fast enough; past it, that client is closed with 1008.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse::size)]
+    max_backlog: usize,
     /// The text sent to each client when it connects ("" for none). Default: "ho!", none with --echo.
     #[arg(long, value_name = "TEXT")]
     greeting: Option<String>,
@@ -99,22 +107,21 @@ pub(crate) struct Args {
     pub(crate) log_format: LogFormat,
 }
 
-/// Messages a slow client may fall behind in `--broadcast` mode before it misses some.
-const BROADCAST_BUFFER: usize = 1024;
-
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let config = connection_config(&args)?;
     let site = Arc::new(Site::new(args.static_dir.clone())?);
     let (tls, dev_cert) = tls(&args)?;
-    let mode = match (args.echo, args.broadcast) {
-        (true, _) => Mode::Echo,
-        (_, true) => Mode::Broadcast,
+    let mode = match (args.echo, args.broadcast, args.rooms) {
+        (true, _, _) => Mode::Echo,
+        (_, true, _) => Mode::Broadcast,
+        (_, _, true) => Mode::Rooms,
         _ => Mode::Classic,
     };
     // An echo server's clients expect back what they sent and nothing else (`wsx bench`,
     // Autobahn, any echo test): it greets no one unless asked to.
     let greeting = args.greeting.clone().unwrap_or_else(|| if mode == Mode::Echo { "" } else { "ho!" }.to_owned());
-    let state = State { mode, greeting, quiet: args.quiet, broadcast: broadcast::channel(BROADCAST_BUFFER).0 };
+    let hub = Hub::builder().max_queued_bytes(args.max_backlog).max_topic_len(MAX_ROOM_NAME).build();
+    let state = State { mode, greeting, quiet: args.quiet, hub };
     let listener = TcpListener::bind((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
@@ -122,7 +129,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         .config(config)
         .max_connections(args.max_connections)
         .shutdown_timeout(args.shutdown_timeout)
-        .on_request(handshake_policy(&args))
+        .on_request(handshake_policy(&args, mode))
         .on_http(move |request, peer| answer(site.clone(), request, peer));
     match tls {
         Some(tls) => {
@@ -194,8 +201,9 @@ fn announce<T: Transport>(
 }
 
 /// The upgrade requests `wsx serve` accepts: from an allowed origin (or none, as non-browser
-/// clients send), with the first offered subprotocol that is listed.
-fn handshake_policy(args: &Args) -> impl Fn(&Request) -> Result<Accept, Reject> + Send + Sync + 'static {
+/// clients send), to a room's path in `--rooms` mode, with the first offered subprotocol that
+/// is listed.
+fn handshake_policy(args: &Args, mode: Mode) -> impl Fn(&Request) -> Result<Accept, Reject> + Send + Sync + 'static {
     let origins: Vec<String> = args.origins.iter().map(|o| normalize_origin(o)).collect();
     let subprotocols = args.subprotocols.clone();
     move |request| {
@@ -204,7 +212,12 @@ fn handshake_policy(args: &Args) -> impl Fn(&Request) -> Result<Accept, Reject> 
             && !origins.contains(&normalize_origin(origin))
         {
             warn!(origin, path = request.path(), "origin not allowed: answered 403");
-            return Err(Reject::response(forbidden()));
+            return Err(Reject::response(plain(::http::StatusCode::FORBIDDEN, "origin not allowed\n")));
+        }
+        if mode == Mode::Rooms && session::room(request.path()).is_none() {
+            warn!(path = request.path(), "not a room: answered 404");
+            let help = format!("rooms are at /room/NAME (NAME: 1 to {MAX_ROOM_NAME} bytes, no '/')\n");
+            return Err(Reject::response(plain(::http::StatusCode::NOT_FOUND, &help)));
         }
         let chosen = request.protocols().iter().find(|offered| subprotocols.contains(offered));
         Ok(match chosen {
@@ -219,10 +232,10 @@ fn normalize_origin(origin: &str) -> String {
     origin.trim_end_matches('/').to_ascii_lowercase()
 }
 
-/// `403 Forbidden`, for a disallowed origin.
-fn forbidden() -> ::http::Response<Bytes> {
-    let mut response = ::http::Response::new(Bytes::from_static(b"origin not allowed\n"));
-    *response.status_mut() = ::http::StatusCode::FORBIDDEN;
+/// A refusal with a short text body.
+fn plain(status: ::http::StatusCode, text: &str) -> ::http::Response<Bytes> {
+    let mut response = ::http::Response::new(Bytes::copy_from_slice(text.as_bytes()));
+    *response.status_mut() = status;
     response
         .headers_mut()
         .insert(::http::header::CONTENT_TYPE, ::http::HeaderValue::from_static("text/plain; charset=utf-8"));

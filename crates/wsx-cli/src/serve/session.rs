@@ -1,4 +1,4 @@
-//! The WebSocket side of `wsx serve`: one handler per client, in one of three modes.
+//! The WebSocket side of `wsx serve`: one handler per client, in one of four modes.
 //!
 //! Messages are handled where they lie in the read buffer (`recv_each`), as `echo_server`
 //! does, so that the echoes of a burst that arrived in one read go back in one write.
@@ -29,10 +29,13 @@ use futures_sink::Sink;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::TcpStream,
-    sync::broadcast,
 };
-use tracing::{debug, info};
-use wsx::{CloseCode, ConnectionInfo, Message, MessageRef, Server, WebSocket, server::Transport};
+use tracing::info;
+use wsx::{
+    CloseCode, ConnectionInfo, Message, MessageRef, Server, WebSocket,
+    pubsub::{Hub, Prepared},
+    server::Transport,
+};
 
 use crate::log::RECEIVED;
 
@@ -43,8 +46,24 @@ pub(super) enum Mode {
     Classic,
     /// Log them and send each back.
     Echo,
-    /// Log them and send each to every client.
+    /// Log them and send each to every client: one room.
     Broadcast,
+    /// Log them and send each to every client in the sender's room, named by the request path.
+    Rooms,
+}
+
+/// The longest room name, in bytes.
+pub(crate) const MAX_ROOM_NAME: usize = 128;
+
+/// The room a request path names in `--rooms` mode: `/room/NAME` (NAME as sent, percent-escapes
+/// and all: two clients that spell a name the same way meet), or `/` for the lobby.
+pub(super) fn room(path: &str) -> Option<&str> {
+    if path == "/" {
+        return Some("lobby");
+    }
+    let name = path.strip_prefix("/room/")?;
+    let name = name.split_once('?').map_or(name, |(name, _)| name);
+    (!name.is_empty() && name.len() <= MAX_ROOM_NAME && !name.contains('/')).then_some(name)
 }
 
 /// What every connection shares.
@@ -55,8 +74,8 @@ pub(super) struct State {
     pub(super) greeting: String,
     /// Do not log each message.
     pub(super) quiet: bool,
-    /// Every client's messages, in broadcast mode.
-    pub(super) broadcast: broadcast::Sender<Message>,
+    /// The rooms, in rooms and broadcast mode.
+    pub(super) hub: Hub,
 }
 
 /// The state of the one server this process runs.
@@ -102,11 +121,11 @@ where
         (Mode::Classic | Mode::Echo, false) => {
             server.serve_with_shutdown(|ws, info| direct::<_, Client>(ws, &info), signal).await?
         }
-        (Mode::Broadcast, true) => {
-            server.serve_with_shutdown(|ws, info| broadcast::<_, Quiet>(ws, &info), signal).await?
+        (Mode::Broadcast | Mode::Rooms, true) => {
+            server.serve_with_shutdown(|ws, info| chat::<_, Quiet>(ws, &info), signal).await?
         }
-        (Mode::Broadcast, false) => {
-            server.serve_with_shutdown(|ws, info| broadcast::<_, Client>(ws, &info), signal).await?
+        (Mode::Broadcast | Mode::Rooms, false) => {
+            server.serve_with_shutdown(|ws, info| chat::<_, Client>(ws, &info), signal).await?
         }
     }
     Ok(())
@@ -142,35 +161,47 @@ fn direct<S: Stream, L: Logger>(
     }
 }
 
-/// Broadcast mode: send each message to every client, this one included.
-fn broadcast<S: Stream, L: Logger>(
+/// Rooms and broadcast mode: publish each message to the client's room (everyone, in broadcast
+/// mode), this client included. The room's other messages go out while `recv_each` drives the
+/// connection; a client that falls `--max-backlog` bytes behind is closed with 1008.
+fn chat<S: Stream, L: Logger>(
     mut ws: WebSocket<S>,
     info: &ConnectionInfo,
 ) -> impl Future<Output = wsx::Result<()>> + use<S, L> {
-    let mut inbox = state().broadcast.subscribe();
-    connected(&mut ws, info);
+    let hub = &state().hub;
+    let name = match state().mode {
+        Mode::Rooms => room(info.path()),
+        _ => Some("everyone"),
+    };
+    // Checked by the handshake policy: a room's path has a name the hub takes.
+    let joined = name.ok_or("not a room's path").and_then(|name| {
+        let topic = hub.topic(name).map_err(|_| "no room for another room")?;
+        ws.subscribe(hub, &topic).map_err(|_| "cannot join the room")?;
+        Ok(topic)
+    });
+    if joined.is_ok() {
+        connected(&mut ws, info);
+    }
     async move {
+        let room = match joined {
+            Ok(room) => room,
+            Err(reason) => {
+                // Try again later: the only refusal left is the hub's topic limit.
+                let _ = ws.close(CloseCode::AGAIN, reason).await;
+                return Ok(());
+            }
+        };
         loop {
             let log = L::of(&ws);
-            tokio::select! {
-                outcome = ws.recv_each(move |message, _| {
+            let room = &room;
+            let outcome = ws
+                .recv_each(move |message, _| {
                     log.received(&message);
-                    // Cannot fail while this connection holds a receiver.
-                    let _ = state().broadcast.send(message.to_message());
-                }) => {
-                    if !keep_going(&ws, outcome) {
-                        break;
-                    }
-                }
-                relayed = inbox.recv() => match relayed {
-                    Ok(message) => {
-                        if let Err(e) = ws.send(message).await {
-                            failed(&ws, &e);
-                            break;
-                        }
-                    }
-                    Err(_) => debug!(peer = %Client::of(&ws).peer(), "fell behind the broadcast; some messages were skipped"),
-                },
+                    hub.publish(room, Prepared::from_ref(message));
+                })
+                .await;
+            if !keep_going(&ws, outcome) {
+                break;
             }
         }
         disconnected(&ws);
