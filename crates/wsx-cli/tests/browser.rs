@@ -61,14 +61,21 @@ async fn two_pages_in_a_room_chat_in_chromium() {
         let (server, port) = serve(&["--rooms"]).await;
         let screenshot = common::repo_root().join("target/wsx-cli-rooms.png");
         let page = format!("http://127.0.0.1:{port}/?room=lounge");
-        let result = drive(&peers, &page, &["--pages", "2", "--screenshot", screenshot.to_str().unwrap()]).await;
+        // Long enough to be compressed: both pages negotiate permessage-deflate, and the room's
+        // messages reach them as one compressed frame shared by both.
+        let said = format!("hey {}", "from the lounge, ".repeat(20));
+        let result =
+            drive(&peers, &page, &["--pages", "2", "--send", &said, "--screenshot", screenshot.to_str().unwrap()])
+                .await;
         for (i, page) in result["pages"].as_array().expect("pages").iter().enumerate() {
             assert_eq!(page["room"], "lounge", "{result}");
+            let extensions = page["extensions"].as_str().unwrap_or_default();
+            assert!(extensions.starts_with("permessage-deflate"), "page {i}: {extensions}");
             let mut received: Vec<&str> =
                 page["received"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
             // Two publishers: each one's messages in order, the two interleaved as they came.
             received[1..].sort_unstable();
-            assert_eq!(received, ["ho!", "hey 0", "hey 1"], "page {i}: {result}");
+            assert_eq!(received, ["ho!", &format!("{said} 0"), &format!("{said} 1")], "page {i}: {result}");
         }
         let line = server.stderr_line("the server's log of a room join", |l| l.contains("/room/lounge")).await;
         assert!(line.contains("client connected"), "{line}");

@@ -99,7 +99,7 @@ async function main() {
   for (const page of pages) states.push(await page.evaluate(() => window.wsxDemo));
   out.received = states[0].received;
   out.sent = states[0].sent;
-  out.pages = states.map((s) => ({ received: s.received, sent: s.sent, room: s.room }));
+  out.pages = states.map((s) => ({ received: s.received, sent: s.sent, room: s.room, extensions: s.extensions }));
   out.ok = states.every((s, i) => s.received.includes(opts.expect) && s.sent.includes(said[i]));
   if (opts.screenshot) {
     await pages[pages.length - 1].screenshot({ path: opts.screenshot, fullPage: true });

@@ -12,6 +12,7 @@
 //!   echo server must have seen of a peer's scenario.
 //! - [`script_peers`]: Node and Python, each driven in both directions.
 //! - [`node`], [`python`], [`tungstenite`], [`browser`]: the tests, one module per peer.
+//! - [`topics`]: Node and Python subscribers of one topic, many connections per process.
 //!
 //! Every test is bounded: each await that depends on a peer runs under [`within`], every
 //! spawned process is killed by PID when its handle drops (and also exits by itself when its
@@ -28,6 +29,7 @@ mod peers;
 mod python;
 mod scenario;
 mod script_peers;
+mod topics;
 mod tungstenite;
 
 use std::{future::Future, time::Duration};

@@ -299,31 +299,81 @@ impl ClientRun {
 
 /// Run a client peer to completion (bounded by [`RUN_TIMEOUT`]) and parse its JSON line.
 pub(crate) async fn run_client(env: &PeerEnv, name: &str, program: &Path, args: &[String]) -> ClientRun {
-    // `stdin` is held until the child exits: a closed stdin would stop it early.
-    let Spawned { mut child, stdin, stderr, mut stdout } = env.spawn(name, program, args);
-    let run = async {
-        let mut out = Vec::new();
-        stdout.read_to_end(&mut out).await.expect("read the peer's stdout");
-        let status = child.wait().await.expect("wait for the peer");
-        (out, status)
-    };
-    let (out, status) = match tokio::time::timeout(RUN_TIMEOUT, run).await {
-        Ok(done) => done,
-        Err(_) => {
-            let _ = child.start_kill();
-            panic!("{name} did not finish within {RUN_TIMEOUT:?}; stderr:\n{}", stderr.lock().unwrap());
+    RunningClient::start(env, name, program, args).finish().await
+}
+
+/// A client peer still running: its stdout can be read line by line (a `READY` line) before it
+/// is run to completion.
+pub(crate) struct RunningClient {
+    name: String,
+    child: Child,
+    /// Held until the child exits: a closed stdin would stop it early.
+    stdin: Option<ChildStdin>,
+    stderr: Arc<Mutex<String>>,
+    stdout: BufReader<ChildStdout>,
+    /// The lines read so far.
+    seen: String,
+}
+
+impl RunningClient {
+    pub(crate) fn start(env: &PeerEnv, name: &str, program: &Path, args: &[String]) -> Self {
+        let Spawned { child, stdin, stderr, stdout } = env.spawn(name, program, args);
+        Self { name: name.to_owned(), child, stdin, stderr, stdout: BufReader::new(stdout), seen: String::new() }
+    }
+
+    /// The first stdout line starting with `prefix` (bounded by [`RUN_TIMEOUT`]).
+    pub(crate) async fn line(&mut self, prefix: &str) -> String {
+        let wait = async {
+            loop {
+                let mut line = String::new();
+                if self.stdout.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    return None;
+                }
+                self.seen.push_str(&line);
+                if line.starts_with(prefix) {
+                    return Some(line.trim_end().to_owned());
+                }
+            }
+        };
+        match tokio::time::timeout(RUN_TIMEOUT, wait).await {
+            Ok(Some(line)) => line,
+            other => panic!(
+                "{}: no `{prefix}` line ({}); stdout: {:?}; stderr:\n{}",
+                self.name,
+                if other.is_err() { "timed out" } else { "stdout ended" },
+                self.seen,
+                self.stderr.lock().unwrap()
+            ),
         }
-    };
-    drop(stdin);
-    // Let the drain task see EOF.
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let stdout = String::from_utf8_lossy(&out).into_owned();
-    let stderr = stderr.lock().unwrap().clone();
-    let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("");
-    let json = serde_json::from_str(line).unwrap_or_else(|e| {
-        panic!(
-            "{name}: no JSON line on stdout ({e}); exit {status}; stdout: {stdout:?}; stderr:\n{stderr}\n{SETUP_HINT}"
-        )
-    });
-    ClientRun { name: name.to_owned(), status, json, stdout, stderr }
+    }
+
+    /// Wait for the peer to exit (bounded by [`RUN_TIMEOUT`]) and parse its JSON line.
+    pub(crate) async fn finish(mut self) -> ClientRun {
+        let name = self.name.clone();
+        let run = async {
+            let mut out = std::mem::take(&mut self.seen).into_bytes();
+            self.stdout.read_to_end(&mut out).await.expect("read the peer's stdout");
+            let status = self.child.wait().await.expect("wait for the peer");
+            (out, status)
+        };
+        let (out, status) = match tokio::time::timeout(RUN_TIMEOUT, run).await {
+            Ok(done) => done,
+            Err(_) => {
+                let _ = self.child.start_kill();
+                panic!("{name} did not finish within {RUN_TIMEOUT:?}; stderr:\n{}", self.stderr.lock().unwrap());
+            }
+        };
+        drop(self.stdin.take());
+        // Let the drain task see EOF.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let stdout = String::from_utf8_lossy(&out).into_owned();
+        let stderr = self.stderr.lock().unwrap().clone();
+        let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("");
+        let json = serde_json::from_str(line).unwrap_or_else(|e| {
+            panic!(
+                "{name}: no JSON line on stdout ({e}); exit {status}; stdout: {stdout:?}; stderr:\n{stderr}\n{SETUP_HINT}"
+            )
+        });
+        ClientRun { name, status, json, stdout, stderr }
+    }
 }
