@@ -437,3 +437,69 @@ proptest! {
         });
     }
 }
+
+#[test]
+fn a_subscription_holds_little_memory() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let hub = Hub::new();
+        let topic = hub.topic("t").unwrap();
+        let mut pairs = Vec::new();
+        for _ in 0..1000 {
+            pairs.push(pair(1 << 12, &Config::default()).await);
+        }
+        // A connection's first subscription: its inbox, and its place in the topic's list.
+        let ((), first) = wsx_testkit::measure(|| {
+            for (_, server) in &mut pairs {
+                server.subscribe(&hub, &topic).unwrap();
+            }
+        });
+        let other = hub.topic("u").unwrap();
+        let ((), second) = wsx_testkit::measure(|| {
+            for (_, server) in &mut pairs {
+                server.subscribe(&hub, &other).unwrap();
+            }
+        });
+        let (first, second) = (first.retained / 1000, second.retained / 1000);
+        eprintln!("heap per subscription: {first} B for a connection's first, {second} B for another");
+        assert!(first <= 200, "a first subscription holds {first} bytes");
+        assert!(second <= 48, "another subscription holds {second} bytes");
+        assert_eq!(hub.subscriber_count(&topic), 1000);
+    });
+}
+
+#[test]
+fn one_runtime_per_core_with_a_publisher_on_another_thread() {
+    let hub = Hub::new();
+    let messages = 500u32;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let cores: Vec<_> = (0..2)
+        .map(|_| {
+            let hub = hub.clone();
+            let ready = ready_tx.clone();
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                runtime.block_on(async {
+                    let (mut clients, _servers) = subscribers(&hub, "ticks", 20).await;
+                    ready.send(()).unwrap();
+                    for client in &mut clients {
+                        for i in 0..messages {
+                            assert_eq!(next_text(client).await, i.to_string());
+                        }
+                    }
+                });
+            })
+        })
+        .collect();
+    for _ in 0..2 {
+        ready_rx.recv_timeout(PATIENCE).expect("both runtimes subscribed");
+    }
+    let mut delivered = 0;
+    for i in 0..messages {
+        delivered += hub.publish("ticks", i.to_string()).delivered;
+    }
+    assert_eq!(delivered, 40 * messages as usize);
+    for core in cores {
+        core.join().expect("every subscriber got every tick in order");
+    }
+}
