@@ -5,6 +5,7 @@
 //!   `#[global_allocator]` of a test binary, then measure a region with [`measure`] (this
 //!   thread only: reliable while other tests run in parallel) or [`measure_process`] (every
 //!   thread: reliable only when nothing else runs in the process).
+//! - [`redis::RedisServer`]: a `redis-server` of the test's own on a free loopback port.
 //! - [`Rng`]: a small seeded PRNG (SplitMix64) for test data, fuzz seeds and the like: the same
 //!   seed gives the same bytes on every platform and run.
 //!
@@ -27,6 +28,8 @@
 
 #![warn(missing_docs, unreachable_pub)]
 #![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod redis;
 
 mod counting;
 mod rng;

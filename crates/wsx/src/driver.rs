@@ -31,7 +31,7 @@ pub(crate) enum Subscriber {}
 
 #[cfg(not(feature = "pubsub"))]
 impl Subscriber {
-    fn pull(&self, _: &mut Connection) -> Option<String> {
+    fn pull(&self, _: &mut Connection) -> Option<(CloseCode, String)> {
         match *self {}
     }
 
@@ -197,13 +197,14 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
     }
 
     /// Move what was published to the connection's topics into its write queue (while under
-    /// the high-water mark); close it with 1008 if it went over its hub's limit.
+    /// the high-water mark); close it with 1008 if it went over its hub's limit, or with 1012
+    /// if messages of its topics were lost between nodes.
     fn pull_published(&mut self) {
         let Some(subscriber) = &self.subscriber else { return };
-        if let Some(reason) = subscriber.pull(&mut self.conn) {
-            // Cannot fail: 1008 is a sendable code and the reason is short; a close already
-            // under way is left as it is.
-            let _ = self.start_close(CloseCode::POLICY, &reason);
+        if let Some((code, reason)) = subscriber.pull(&mut self.conn) {
+            // Cannot fail: 1008 and 1012 are sendable codes and the reasons are short; a close
+            // already under way is left as it is.
+            let _ = self.start_close(code, &reason);
         }
     }
 

@@ -17,7 +17,11 @@ use bytes::Bytes;
 use clap::ArgAction;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
-use wsx::{Accept, Config, DeflateConfig, Reject, Request, Server, pubsub::Hub, server::Transport};
+use wsx::{
+    Accept, Config, DeflateConfig, Reject, Request, Server,
+    pubsub::{Hub, redis::RedisBroker},
+    server::Transport,
+};
 
 use self::{
     cert::DevCert,
@@ -34,7 +38,7 @@ use crate::{log::LogFormat, parse};
 /// an echo server's clients expect. Ctrl-C or SIGTERM closes every connection with 1001.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  wsx serve                       # classic: greets \"ho!\", demo page at http://127.0.0.1:8080/\n  wsx serve --echo --port 9001\n  wsx serve --rooms               # chat rooms: ws://127.0.0.1:8080/room/<name>, two tabs of the page chat\n  wsx serve --broadcast --origin http://localhost:8080\n  wsx serve --tls-self-signed     # wss:// and https:// with a development certificate"
+    after_help = "Examples:\n  wsx serve                       # classic: greets \"ho!\", demo page at http://127.0.0.1:8080/\n  wsx serve --echo --port 9001\n  wsx serve --rooms               # chat rooms: ws://127.0.0.1:8080/room/<name>, two tabs of the page chat\n  wsx serve --rooms --redis redis://127.0.0.1:6379/ --port 8081   # rooms shared by every server on that Redis\n  wsx serve --broadcast --origin http://localhost:8080\n  wsx serve --tls-self-signed     # wss:// and https:// with a development certificate"
 )]
 pub(crate) struct Args {
     /// Address to listen on.
@@ -53,6 +57,12 @@ pub(crate) struct Args {
     /// message it sends goes to everyone in its room, itself included.
     #[arg(long)]
     rooms: bool,
+    /// With --rooms or --broadcast: share the rooms with every other `wsx serve` using this Redis
+    /// (redis://[user:password@]host:port/). Delivery between servers is at most once: when the
+    /// connection to Redis drops, the clients of the affected rooms are closed with 1012 so that
+    /// they reconnect, and the server reconnects by itself.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
     /// With --rooms or --broadcast: the most bytes of others' messages waiting for one client
     /// that does not read fast enough; past it, that client is closed with 1008.
     #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse::size)]
@@ -120,7 +130,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     // An echo server's clients expect back what they sent and nothing else (`wsx bench`,
     // Autobahn, any echo test): it greets no one unless asked to.
     let greeting = args.greeting.clone().unwrap_or_else(|| if mode == Mode::Echo { "" } else { "ho!" }.to_owned());
-    let hub = Hub::builder().max_queued_bytes(args.max_backlog).max_topic_len(MAX_ROOM_NAME).build();
+    let mut hub = Hub::builder().max_queued_bytes(args.max_backlog).max_topic_len(MAX_ROOM_NAME);
+    if let Some(url) = &args.redis {
+        anyhow::ensure!(matches!(mode, Mode::Rooms | Mode::Broadcast), "--redis needs --rooms or --broadcast");
+        let broker = RedisBroker::connect(url).await.with_context(|| format!("cannot use Redis at {url}"))?;
+        info!(redis = %url, node = %format_args!("{:016x}", broker.node_id()), "sharing rooms through Redis");
+        hub = hub.broker(broker);
+    }
+    let hub = hub.build();
     let state = State { mode, greeting, quiet: args.quiet, hub };
     let listener = TcpListener::bind((args.host.as_str(), args.port))
         .await

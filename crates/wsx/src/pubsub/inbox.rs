@@ -13,9 +13,20 @@ use std::{
     task::Waker,
 };
 
-use wsx_proto::Connection;
+use wsx_proto::{CloseCode, Connection};
 
-use super::{AsTopic, Dropped, Hub, Limits, Prepared, SlowConsumer, SubscribeError, SubscriberId, Topic};
+use super::{
+    AsTopic, Dropped, Hub, Limits, Prepared, RESYNC_REASON, SlowConsumer, SubscribeError, SubscriberId, Topic,
+};
+
+/// Why the driver is to close a subscriber's connection.
+#[derive(Debug, Clone, Copy)]
+enum Closing {
+    /// Over its limit, under [`SlowConsumer::Close`]: 1008.
+    Overflow,
+    /// Messages for one of its topics were lost between nodes: 1012, to resynchronize.
+    Resync,
+}
 
 /// One connection's queue of published frames, and its subscriptions.
 pub(super) struct Inbox {
@@ -36,8 +47,10 @@ struct State {
     /// Messages dropped since the last report, and in all ([`SlowConsumer::Drop`]).
     dropped: u64,
     dropped_total: u64,
-    /// Went over the limit under [`SlowConsumer::Close`]: the driver is to close the connection.
-    overflowed: bool,
+    /// The driver is to close the connection: it went over its limit under
+    /// [`SlowConsumer::Close`], or messages of one of its topics were lost on the way from
+    /// another node.
+    closing: Option<Closing>,
     /// The connection ended or is closing: nothing more is queued.
     gone: bool,
     topics: Vec<Topic>,
@@ -63,7 +76,7 @@ impl Inbox {
                 waker: None,
                 dropped: 0,
                 dropped_total: 0,
-                overflowed: false,
+                closing: None,
                 gone: false,
                 topics: Vec::new(),
             }),
@@ -87,14 +100,14 @@ impl Inbox {
     pub(super) fn push(&self, message: &Prepared, limits: &Limits) -> Push {
         let len = message.frame().len();
         let mut state = self.lock();
-        if state.gone || state.overflowed {
+        if state.gone || state.closing.is_some() {
             return Push::Gone;
         }
         let queued = state.bytes + self.in_engine.load(Ordering::Relaxed);
         let outcome = if queued > 0 && queued + len > limits.max_queued_bytes {
             match limits.slow_consumer {
                 SlowConsumer::Close => {
-                    state.overflowed = true;
+                    state.closing = Some(Closing::Overflow);
                     Push::Overflowed
                 }
                 SlowConsumer::Drop => {
@@ -122,6 +135,24 @@ impl Inbox {
     }
 }
 
+impl Inbox {
+    /// Messages of one of this subscriber's topics may have been lost: have its driver close it
+    /// with 1012. Returns whether it was open.
+    pub(super) fn resync(&self) -> bool {
+        let mut state = self.lock();
+        if state.gone || state.closing.is_some() {
+            return false;
+        }
+        state.closing = Some(Closing::Resync);
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        true
+    }
+}
+
 /// A connection's membership of a hub, held by its driver; dropping it ends every subscription.
 pub(crate) struct Subscriber(Arc<Inbox>);
 
@@ -142,7 +173,7 @@ impl Subscriber {
         let topic = topic.resolve(hub)?;
         {
             let mut state = self.0.lock();
-            if state.gone || state.overflowed {
+            if state.gone || state.closing.is_some() {
                 return Err(SubscribeError::Closed);
             }
             if state.topics.contains(&topic) {
@@ -187,17 +218,21 @@ impl Subscriber {
     }
 
     /// Move queued frames into `conn` while its write queue is under its high-water mark;
-    /// report dropped messages. Returns the reason to close the connection with 1008 if it went
-    /// over its limit.
-    pub(crate) fn pull(&self, conn: &mut Connection) -> Option<String> {
+    /// report dropped messages. Returns the code and reason to close the connection with, if
+    /// it is to be closed.
+    pub(crate) fn pull(&self, conn: &mut Connection) -> Option<(CloseCode, String)> {
         let mut state = self.0.lock();
-        if state.overflowed {
-            state.overflowed = false;
+        if let Some(closing) = state.closing.take() {
             state.gone = true;
             state.frames = VecDeque::new();
             state.bytes = 0;
-            let limit = self.0.hub.limits().max_queued_bytes;
-            return Some(format!("slow consumer: over {limit} bytes queued"));
+            return Some(match closing {
+                Closing::Overflow => {
+                    let limit = self.0.hub.limits().max_queued_bytes;
+                    (CloseCode::POLICY, format!("slow consumer: over {limit} bytes queued"))
+                }
+                Closing::Resync => (CloseCode::RESTART, RESYNC_REASON.to_owned()),
+            });
         }
         while !conn.is_write_blocked() {
             let Some(message) = state.frames.pop_front() else { break };
@@ -238,7 +273,7 @@ impl Subscriber {
         if !state.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
             state.waker = Some(waker.clone());
         }
-        state.overflowed || (!blocked && !state.frames.is_empty())
+        state.closing.is_some() || (!blocked && !state.frames.is_empty())
     }
 }
 

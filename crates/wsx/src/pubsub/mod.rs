@@ -46,8 +46,11 @@
 //! compressed once per publish, without reference to earlier messages, and that frame is shared
 //! by every compressing subscriber (see [`Connection::send_prepared`](wsx_proto::Connection::send_prepared)).
 
+mod broker;
 mod conn;
 mod inbox;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use std::{
     collections::HashMap,
@@ -56,6 +59,7 @@ use std::{
     sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak, atomic::AtomicU64, atomic::Ordering},
 };
 
+pub use self::broker::{Broker, RESYNC_REASON, Remote};
 pub(crate) use self::inbox::Subscriber;
 use self::inbox::{Inbox, Push};
 pub use wsx_proto::Prepared;
@@ -78,8 +82,15 @@ struct HubInner {
     topics: RwLock<HashMap<Box<str>, Weak<TopicInner>>>,
     limits: Limits,
     on_drop: Option<Box<dyn Fn(Dropped) + Send + Sync>>,
+    /// Called instead of closing a topic's subscribers when messages from other nodes were lost.
+    on_gap: Option<OnGap>,
+    /// Where publishes go for the other nodes, and where theirs come from.
+    broker: Option<Arc<dyn Broker>>,
     next_subscriber: AtomicU64,
 }
+
+/// The hub's callback for a topic whose messages from other nodes may have been lost.
+type OnGap = Box<dyn Fn(&str) + Send + Sync>;
 
 /// A hub's limits and slow-consumer policy.
 #[derive(Debug, Clone, Copy)]
@@ -140,6 +151,9 @@ pub struct PublishReport {
     /// Subscribers this publish put over their limit under [`SlowConsumer::Close`]: they are
     /// being closed with 1008.
     pub closed: usize,
+    /// With a [`Broker`]: whether it took the message for the other nodes (`false` without a
+    /// broker, or when it refused: see [`Broker::publish`]).
+    pub forwarded: bool,
 }
 
 /// Why a subscription (or a topic name) was refused.
@@ -185,11 +199,16 @@ impl std::error::Error for SubscribeError {}
 pub struct HubBuilder {
     limits: Limits,
     on_drop: Option<Box<dyn Fn(Dropped) + Send + Sync>>,
+    on_gap: Option<OnGap>,
+    broker: Option<Arc<dyn Broker>>,
 }
 
 impl fmt::Debug for HubBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HubBuilder").field("limits", &self.limits).finish_non_exhaustive()
+        f.debug_struct("HubBuilder")
+            .field("limits", &self.limits)
+            .field("broker", &self.broker.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -234,16 +253,38 @@ impl HubBuilder {
         self
     }
 
+    /// Share topics with other servers through `broker` (e.g. [`redis::RedisBroker`], feature
+    /// `redis`): a publish on any node reaches the subscribers of every node, once.
+    pub fn broker(mut self, broker: impl Broker) -> Self {
+        self.broker = Some(Arc::new(broker));
+        self
+    }
+
+    /// With a broker: when messages of a topic from other nodes may have been lost, call `f`
+    /// with the topic's name instead of closing its local subscribers with 1012 (the default;
+    /// see [`Remote::lost`]).
+    pub fn on_gap(mut self, f: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.on_gap = Some(Box::new(f));
+        self
+    }
+
     /// The hub.
     pub fn build(self) -> Hub {
-        Hub {
+        let broker = self.broker.clone();
+        let hub = Hub {
             inner: Arc::new(HubInner {
                 topics: RwLock::default(),
                 limits: self.limits,
                 on_drop: self.on_drop,
+                on_gap: self.on_gap,
+                broker: self.broker,
                 next_subscriber: AtomicU64::new(1),
             }),
+        };
+        if let Some(broker) = broker {
+            broker.attach(Remote(Arc::downgrade(&hub.inner)));
         }
+        hub
     }
 }
 
@@ -276,6 +317,8 @@ impl Hub {
                 max_topic_len: DEFAULT_MAX_TOPIC_LEN,
             },
             on_drop: None,
+            on_gap: None,
+            broker: None,
         }
     }
 
@@ -330,19 +373,15 @@ impl Hub {
     }
 
     fn publish_inner(&self, topic: impl AsTopic, message: &Prepared, except: Option<SubscriberId>) -> PublishReport {
-        let mut report = PublishReport::default();
-        let Some(topic) = topic.find(self) else { return report };
-        let subscribers = read(&topic.0.subscribers);
-        for inbox in subscribers.iter() {
-            if Some(inbox.id()) == except {
-                continue;
-            }
-            match inbox.push(message, &self.inner.limits) {
-                Push::Queued => report.delivered += 1,
-                Push::Dropped => report.dropped += 1,
-                Push::Overflowed => report.closed += 1,
-                Push::Gone => {}
-            }
+        let mut report = match topic.find(self) {
+            Some(found) => deliver(&self.inner, &found.0, message, except),
+            None => PublishReport::default(),
+        };
+        if let Some(broker) = &self.inner.broker
+            && let Some(name) = topic.name(self)
+            && name.len() <= self.inner.limits.max_topic_len
+        {
+            report.forwarded = broker.publish(name, message);
         }
         report
     }
@@ -363,16 +402,32 @@ impl Hub {
         Subscriber::new(Arc::new(Inbox::new(id, self.clone())))
     }
 
-    /// Add `inbox` to `topic`'s subscribers.
+    /// Add `inbox` to `topic`'s subscribers; tell the broker if it is the first.
     fn add(&self, topic: &Topic, inbox: &Arc<Inbox>) {
-        write(&topic.0.subscribers).push(inbox.clone());
+        let first = {
+            let mut subscribers = write(&topic.0.subscribers);
+            subscribers.push(inbox.clone());
+            subscribers.len() == 1
+        };
+        if first && let Some(broker) = &self.inner.broker {
+            broker.interest(topic.name());
+        }
     }
 
-    /// Remove `inbox` from `topic`'s subscribers.
+    /// Remove `inbox` from `topic`'s subscribers; tell the broker if it was the last.
     fn remove(&self, topic: &Topic, inbox: &Inbox) {
-        let mut subscribers = write(&topic.0.subscribers);
-        if let Some(i) = subscribers.iter().position(|s| std::ptr::eq(&**s, inbox)) {
-            subscribers.swap_remove(i);
+        let last = {
+            let mut subscribers = write(&topic.0.subscribers);
+            match subscribers.iter().position(|s| std::ptr::eq(&**s, inbox)) {
+                Some(i) => {
+                    subscribers.swap_remove(i);
+                    subscribers.is_empty()
+                }
+                None => false,
+            }
+        };
+        if last && let Some(broker) = &self.inner.broker {
+            broker.interest(topic.name());
         }
     }
 
@@ -393,6 +448,24 @@ impl Hub {
     fn same(&self, other: &Hub) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
+}
+
+/// Queue `message` for every subscriber of `topic` but `except`.
+fn deliver(hub: &HubInner, topic: &TopicInner, message: &Prepared, except: Option<SubscriberId>) -> PublishReport {
+    let mut report = PublishReport::default();
+    let subscribers = read(&topic.subscribers);
+    for inbox in subscribers.iter() {
+        if Some(inbox.id()) == except {
+            continue;
+        }
+        match inbox.push(message, &hub.limits) {
+            Push::Queued => report.delivered += 1,
+            Push::Dropped => report.dropped += 1,
+            Push::Overflowed => report.closed += 1,
+            Push::Gone => {}
+        }
+    }
+    report
 }
 
 /// A topic of a [`Hub`]: an interned name, cheap to clone, compared by identity.
@@ -454,6 +527,9 @@ pub trait AsTopic: sealed::Sealed {
     /// The topic, created if needed.
     #[doc(hidden)]
     fn resolve(&self, hub: &Hub) -> Result<Topic, SubscribeError>;
+    /// The topic's name, if it is one of `hub`'s (a name always is).
+    #[doc(hidden)]
+    fn name(&self, hub: &Hub) -> Option<&str>;
 }
 
 mod sealed {
@@ -470,6 +546,10 @@ impl AsTopic for &Topic {
         hub.owns(self).then(|| (*self).clone())
     }
 
+    fn name(&self, hub: &Hub) -> Option<&str> {
+        hub.owns(self).then(|| Topic::name(self))
+    }
+
     fn resolve(&self, hub: &Hub) -> Result<Topic, SubscribeError> {
         self.find(hub).ok_or(SubscribeError::OtherHub)
     }
@@ -478,6 +558,10 @@ impl AsTopic for &Topic {
 impl AsTopic for Topic {
     fn find(&self, hub: &Hub) -> Option<Topic> {
         (&self).find(hub)
+    }
+
+    fn name(&self, hub: &Hub) -> Option<&str> {
+        hub.owns(self).then(|| Topic::name(self))
     }
 
     fn resolve(&self, hub: &Hub) -> Result<Topic, SubscribeError> {
@@ -490,6 +574,10 @@ impl AsTopic for &str {
         hub.get(self)
     }
 
+    fn name(&self, _: &Hub) -> Option<&str> {
+        Some(self)
+    }
+
     fn resolve(&self, hub: &Hub) -> Result<Topic, SubscribeError> {
         hub.topic(self)
     }
@@ -500,6 +588,10 @@ impl AsTopic for String {
         hub.get(self)
     }
 
+    fn name(&self, _: &Hub) -> Option<&str> {
+        Some(self)
+    }
+
     fn resolve(&self, hub: &Hub) -> Result<Topic, SubscribeError> {
         hub.topic(self)
     }
@@ -508,6 +600,10 @@ impl AsTopic for String {
 impl AsTopic for &String {
     fn find(&self, hub: &Hub) -> Option<Topic> {
         hub.get(self)
+    }
+
+    fn name(&self, _: &Hub) -> Option<&str> {
+        Some(self)
     }
 
     fn resolve(&self, hub: &Hub) -> Result<Topic, SubscribeError> {

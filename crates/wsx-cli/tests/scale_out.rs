@@ -1,0 +1,79 @@
+//! `wsx serve --rooms --redis`: two servers share their rooms through a real `redis-server`.
+
+mod common;
+
+use common::{bounded, serve, within};
+use wsx::{ClientBuilder, CloseCode, Message};
+use wsx_testkit::redis::RedisServer;
+
+type Ws = wsx::WebSocket<wsx::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn join(port: u16, room: &str) -> Ws {
+    let url = format!("ws://127.0.0.1:{port}/room/{room}");
+    let mut ws = within("connect", ClientBuilder::new(&url).connect()).await.expect("connect").0;
+    assert_eq!(next_text(&mut ws).await, "hi", "greeted once in the room");
+    ws
+}
+
+async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        match within("a message", ws.recv()).await.expect("recv") {
+            Some(Message::Text(t)) => return t.as_str().to_owned(),
+            Some(Message::Ping(_) | Message::Pong(_)) => {}
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_servers_share_a_room_and_close_its_clients_when_redis_dies() {
+    bounded(async {
+        let mut redis = tokio::task::spawn_blocking(RedisServer::start).await.unwrap();
+        let url = redis.url();
+        let args = ["--rooms", "--greeting", "hi", "--redis", url.as_str()];
+        let (one, port_one) = serve(&args).await;
+        let (_two, port_two) = serve(&args).await;
+        let line = one.stderr_line("the Redis announcement", |l| l.contains("sharing rooms through Redis")).await;
+        assert!(line.contains(&url), "{line}");
+
+        let mut alice = join(port_one, "lounge").await;
+        let mut bob = join(port_two, "lounge").await;
+        let mut carol = join(port_two, "kitchen").await;
+        // Each server subscribes to a room's channel when its first client joins; wait until
+        // a message from each side gets across.
+        let mut crossed = false;
+        for i in 0..50 {
+            alice.send(format!("probe {i}")).await.unwrap();
+            assert_eq!(next_text(&mut alice).await, format!("probe {i}"), "alice hears herself once");
+            let got = tokio::time::timeout(std::time::Duration::from_millis(100), bob.recv()).await;
+            if let Ok(Ok(Some(Message::Text(t)))) = got {
+                assert_eq!(t.as_str(), format!("probe {i}"));
+                crossed = true;
+                break;
+            }
+        }
+        assert!(crossed, "a message from server one reached server two");
+        bob.send("hello from two").await.unwrap();
+        assert_eq!(next_text(&mut bob).await, "hello from two");
+        assert_eq!(next_text(&mut alice).await, "hello from two");
+        carol.send("kitchen only").await.unwrap();
+        assert_eq!(next_text(&mut carol).await, "kitchen only");
+        alice.send("lounge only").await.unwrap();
+        assert_eq!(next_text(&mut bob).await, "lounge only", "nothing from the kitchen in between");
+        assert_eq!(next_text(&mut alice).await, "lounge only");
+
+        // Redis dies: every client of a shared room is closed with 1012, to reconnect.
+        redis.kill();
+        for ws in [&mut alice, &mut bob, &mut carol] {
+            let reason = loop {
+                match within("the close", ws.recv()).await {
+                    Ok(Some(Message::Close(_) | Message::Ping(_) | Message::Pong(_))) => {}
+                    Ok(None) | Err(_) => break ws.close_reason().expect("closed"),
+                    Ok(Some(other)) => panic!("expected the close, got {other:?}"),
+                }
+            };
+            assert_eq!(reason.code(), CloseCode::RESTART, "{reason:?}");
+        }
+    })
+    .await;
+}

@@ -1,0 +1,537 @@
+//! Topics shared by several servers through Redis PUB/SUB: [`RedisBroker`].
+//!
+//! Each node subscribes to a topic's Redis channel (`wsx:` + the topic's name, prefix
+//! configurable) while it has local subscribers of the topic, in batches: a burst of interest
+//! changes (thousands of rooms at start-up, or after a reconnect) costs one `SUBSCRIBE` per
+//! thousand channels, not one round trip each. A publish is delivered to the local subscribers
+//! by the hub and sent to Redis by the broker, tagged with the node's id so that the node skips
+//! its own message when Redis sends it back: every subscriber on every node gets it once.
+//!
+//! **Delivery is at most once**, as Redis PUB/SUB is: what is published while a node's
+//! connection to Redis is down, or while Redis is disconnecting a node that fell behind
+//! (`client-output-buffer-limit pubsub`), does not reach that node. The node is never left
+//! behind silently: when its connection drops, every local subscriber of a topic it was
+//! receiving is closed with 1012 and [`RESYNC_REASON`](super::RESYNC_REASON) (or the hub's
+//! `on_gap` callback is called), and the broker reconnects with exponential backoff and jitter
+//! and subscribes again to every topic that has local subscribers.
+//!
+//! **On Redis**, a message is a 10-byte header — version (1), flags (bit 0: text), the
+//! publishing node's id (8 bytes, big-endian) — followed by the payload as it is: no
+//! serialization of application data. A message with another version, a short header or text
+//! that is not UTF-8 is dropped and counted ([`RedisStats::malformed`]).
+
+use std::{
+    collections::{HashSet, hash_map::RandomState},
+    fmt,
+    hash::{BuildHasher, Hasher},
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_core::Stream;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::{Broker, Prepared, Remote};
+
+/// The version byte of the header this broker writes and reads.
+const VERSION: u8 = 1;
+/// Header length: version, flags, node id.
+const HEADER: usize = 10;
+/// Flag bit: the payload is text.
+const TEXT: u8 = 1;
+/// Channels per `SUBSCRIBE` or `UNSUBSCRIBE` command.
+const BATCH: usize = 1000;
+
+/// Shares a hub's topics with every other node connected to the same Redis (plain PUB/SUB, at
+/// most once; see the [module documentation](self)). Cheap to clone: clones share the
+/// connection and the counters.
+///
+/// ```no_run
+/// # async fn run() -> wsx::Result<()> {
+/// use wsx::pubsub::{Hub, redis::RedisBroker};
+///
+/// let broker = RedisBroker::connect("redis://127.0.0.1:6379/").await?;
+/// let hub = Hub::builder().broker(broker.clone()).build();
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    prefix: String,
+    node: u64,
+    max_message_size: usize,
+    max_backlog: usize,
+    /// Bytes of publishes handed to the task and not yet sent.
+    backlog: AtomicUsize,
+    /// The task's connection to Redis is up.
+    connected: AtomicBool,
+    commands: mpsc::UnboundedSender<Command>,
+    stats: Counters,
+}
+
+#[derive(Default)]
+struct Counters {
+    published: AtomicU64,
+    received: AtomicU64,
+    malformed: AtomicU64,
+    refused: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+/// What a broker has done since it was made: see [`RedisBroker::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct RedisStats {
+    /// Messages published to Redis.
+    pub published: u64,
+    /// Messages from other nodes delivered to this hub.
+    pub received: u64,
+    /// Messages from Redis dropped because they were not in this broker's format.
+    pub malformed: u64,
+    /// Publishes not sent: too large, Redis down, or over the backlog limit.
+    pub refused: u64,
+    /// Times the connection to Redis was lost and made again.
+    pub reconnects: u64,
+}
+
+enum Command {
+    Attach(Remote),
+    Interest(Box<str>),
+    Publish { channel: Box<[u8]>, message: Bytes },
+}
+
+/// Settings for [`RedisBroker::with`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RedisConfig {
+    url: String,
+    prefix: String,
+    max_message_size: usize,
+    max_backlog: usize,
+}
+
+impl RedisConfig {
+    /// Settings for the Redis at `url` (`redis://[user:password@]host[:port][/db]`; `rediss://`
+    /// needs a TLS-enabled build of the `redis` crate, not enabled here).
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into(), prefix: "wsx:".into(), max_message_size: 1 << 20, max_backlog: 64 << 20 }
+    }
+
+    /// The prefix of every channel name, so that clients can never address other channels.
+    /// Default: `wsx:`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The largest message sent to other nodes; larger ones are delivered locally only, and
+    /// counted as refused. Default: 1 MiB.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// The most bytes of publishes waiting to be sent to Redis; past it, publishes are
+    /// refused (delivered locally only). Default: 64 MiB.
+    pub fn max_backlog(mut self, bytes: usize) -> Self {
+        self.max_backlog = bytes;
+        self
+    }
+}
+
+impl fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("prefix", &self.shared.prefix)
+            .field("node", &format_args!("{:016x}", self.shared.node))
+            .field("connected", &self.shared.connected.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBroker {
+    /// Connect to the Redis at `url` with the default settings (see [`RedisConfig`]).
+    pub async fn connect(url: &str) -> crate::Result<Self> {
+        Self::with(RedisConfig::new(url)).await
+    }
+
+    /// Connect with `config`. Fails if the URL is invalid or Redis cannot be reached now;
+    /// later outages are handled by reconnecting. Spawns the broker's task on the current
+    /// tokio runtime; it ends when the hub and every clone of the broker are dropped.
+    pub async fn with(config: RedisConfig) -> crate::Result<Self> {
+        let client = redis::Client::open(config.url.as_str()).map_err(redis_error)?;
+        let first = Connection::open(&client).await.map_err(redis_error)?;
+        let (commands, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            prefix: config.prefix,
+            node: random(),
+            max_message_size: config.max_message_size,
+            max_backlog: config.max_backlog,
+            backlog: AtomicUsize::new(0),
+            connected: AtomicBool::new(true),
+            commands,
+            stats: Counters::default(),
+        });
+        let task = Task { shared: Arc::downgrade(&shared), client, rx, remote: None, subscribed: HashSet::new() };
+        tokio::spawn(task.run(first));
+        Ok(Self { shared })
+    }
+
+    /// What the broker has done so far.
+    pub fn stats(&self) -> RedisStats {
+        let c = &self.shared.stats;
+        RedisStats {
+            published: c.published.load(Ordering::Relaxed),
+            received: c.received.load(Ordering::Relaxed),
+            malformed: c.malformed.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
+            reconnects: c.reconnects.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether the connection to Redis is up.
+    pub fn is_connected(&self) -> bool {
+        self.shared.connected.load(Ordering::Relaxed)
+    }
+
+    /// This node's id, as it tags its messages on Redis.
+    pub fn node_id(&self) -> u64 {
+        self.shared.node
+    }
+}
+
+impl Broker for RedisBroker {
+    fn attach(&self, hub: Remote) {
+        let _ = self.shared.commands.send(Command::Attach(hub));
+    }
+
+    fn interest(&self, topic: &str) {
+        let _ = self.shared.commands.send(Command::Interest(topic.into()));
+    }
+
+    fn publish(&self, topic: &str, message: &Prepared) -> bool {
+        let shared = &self.shared;
+        let len = message.len();
+        if len > shared.max_message_size
+            || !shared.connected.load(Ordering::Relaxed)
+            || shared.backlog.load(Ordering::Relaxed) + len > shared.max_backlog
+        {
+            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let mut encoded = BytesMut::with_capacity(HEADER + len);
+        encoded.put_u8(VERSION);
+        encoded.put_u8(if message.is_text() { TEXT } else { 0 });
+        encoded.put_u64(shared.node);
+        encoded.put_slice(message.payload());
+        shared.backlog.fetch_add(encoded.len(), Ordering::Relaxed);
+        let channel = channel(&shared.prefix, topic);
+        shared.commands.send(Command::Publish { channel, message: encoded.freeze() }).is_ok()
+    }
+}
+
+/// The Redis channel of `topic`.
+fn channel(prefix: &str, topic: &str) -> Box<[u8]> {
+    [prefix.as_bytes(), topic.as_bytes()].concat().into_boxed_slice()
+}
+
+/// A random 64-bit number (the node id, and backoff jitter): the standard library's randomly
+/// keyed hasher, seeded per call.
+fn random() -> u64 {
+    RandomState::new().build_hasher().finish()
+}
+
+fn redis_error(e: redis::RedisError) -> crate::Error {
+    std::io::Error::other(format!("redis: {e}")).into()
+}
+
+/// One connection to Redis: the subscriber and a multiplexed connection for `PUBLISH`.
+struct Connection {
+    sink: redis::aio::PubSubSink,
+    stream: Pin<Box<redis::aio::PubSubStream>>,
+    publisher: redis::aio::MultiplexedConnection,
+}
+
+impl Connection {
+    async fn open(client: &redis::Client) -> redis::RedisResult<Self> {
+        let (sink, stream) = client.get_async_pubsub().await?.split();
+        let publisher = client.get_multiplexed_async_connection().await?;
+        Ok(Self { sink, stream: Box::pin(stream), publisher })
+    }
+}
+
+/// The broker's task: moves publishes to Redis and messages from Redis to the hub, keeps the
+/// subscriptions in step with the hub, and reconnects.
+struct Task {
+    shared: std::sync::Weak<Shared>,
+    client: redis::Client,
+    rx: mpsc::UnboundedReceiver<Command>,
+    remote: Option<Remote>,
+    /// Topics subscribed on the current connection.
+    subscribed: HashSet<String>,
+}
+
+/// Why a connection's loop ended.
+enum End {
+    /// The hub and every broker handle are gone.
+    Finished,
+    /// The connection failed.
+    Lost(String),
+}
+
+impl Task {
+    async fn run(mut self, first: Connection) {
+        let mut connection = Some(first);
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let conn = match connection.take() {
+                Some(conn) => conn,
+                None => match Connection::open(&self.client).await {
+                    Ok(conn) => {
+                        self.count(|c| &c.reconnects);
+                        delay = Duration::from_millis(100);
+                        conn
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "redis: cannot reconnect yet");
+                        // Full jitter: anywhere up to the delay, which doubles up to 5 s.
+                        let wait = delay.mul_f64((random() % 1000) as f64 / 1000.0);
+                        if !self.idle_for(wait).await {
+                            return;
+                        }
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                },
+            };
+            match self.serve(conn).await {
+                End::Finished => return,
+                End::Lost(why) => {
+                    warn!(why, "redis: connection lost; closing the subscribers of its topics to resync");
+                    self.lost();
+                }
+            }
+        }
+    }
+
+    fn count(&self, counter: impl Fn(&Counters) -> &AtomicU64) {
+        if let Some(shared) = self.shared.upgrade() {
+            counter(&shared.stats).fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The connection is gone: mark it, and tell the hub that every topic it received may have
+    /// missed messages.
+    fn lost(&mut self) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.connected.store(false, Ordering::Relaxed);
+        }
+        let topics = std::mem::take(&mut self.subscribed);
+        if let Some(remote) = &self.remote {
+            for topic in topics {
+                remote.lost(&topic);
+            }
+        }
+    }
+
+    /// While disconnected: wait `wait`, taking commands meanwhile (publishes are dropped:
+    /// their subscribers elsewhere are being resynchronized). `false` once nobody is left.
+    async fn idle_for(&mut self, wait: Duration) -> bool {
+        let sleep = tokio::time::sleep(wait);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => return self.shared.strong_count() > 0,
+                command = self.rx.recv() => match command {
+                    None => return false,
+                    Some(command) => self.offline(command),
+                },
+            }
+        }
+    }
+
+    fn offline(&mut self, command: Command) {
+        match command {
+            Command::Attach(remote) => self.remote = Some(remote),
+            Command::Interest(_) => {}
+            Command::Publish { message, .. } => self.sent(message.len(), false),
+        }
+    }
+
+    /// A publish left the backlog: sent, or dropped.
+    fn sent(&self, len: usize, ok: bool) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.backlog.fetch_sub(len, Ordering::Relaxed);
+            let counter = if ok { &shared.stats.published } else { &shared.stats.refused };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Run one connection until it fails or nobody is left.
+    async fn serve(&mut self, mut conn: Connection) -> End {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.connected.store(true, Ordering::Relaxed);
+        }
+        // Every topic with local subscribers now, in batches.
+        let wanted: Vec<String> = self.remote.as_ref().map(Remote::subscribed_topics).unwrap_or_default();
+        if let Err(e) = self.subscribe(&mut conn, wanted).await {
+            return End::Lost(e.to_string());
+        }
+        loop {
+            tokio::select! {
+                message = std::future::poll_fn(|cx| conn.stream.as_mut().poll_next(cx)) => match message {
+                    Some(message) => self.received(&message),
+                    None => return End::Lost("the subscriber connection closed".into()),
+                },
+                command = self.rx.recv() => {
+                    let Some(command) = command else { return End::Finished };
+                    if let Err(e) = self.commands(&mut conn, command).await {
+                        return End::Lost(e.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Carry out `first` and every command already waiting: publishes in one pipeline (one
+    /// round trip, in order), interest changes in one `SUBSCRIBE` and one `UNSUBSCRIBE`.
+    async fn commands(&mut self, conn: &mut Connection, first: Command) -> redis::RedisResult<()> {
+        let mut pipe = redis::pipe();
+        let mut publishes = 0;
+        let mut bytes = 0;
+        let mut interest = HashSet::new();
+        let mut next = Some(first);
+        while let Some(command) = next.take() {
+            match command {
+                Command::Attach(remote) => self.remote = Some(remote),
+                Command::Interest(topic) => {
+                    interest.insert(topic);
+                }
+                Command::Publish { channel, message } => {
+                    bytes += message.len();
+                    publishes += 1;
+                    pipe.cmd("PUBLISH").arg(&*channel).arg(&message[..]).ignore();
+                }
+            }
+            if publishes < 1024 {
+                next = self.rx.try_recv().ok();
+            }
+        }
+        if publishes > 0 {
+            let result: redis::RedisResult<()> = pipe.query_async(&mut conn.publisher).await;
+            if let Some(shared) = self.shared.upgrade() {
+                shared.backlog.fetch_sub(bytes, Ordering::Relaxed);
+                let counter = if result.is_ok() { &shared.stats.published } else { &shared.stats.refused };
+                counter.fetch_add(publishes, Ordering::Relaxed);
+            }
+            result?;
+        }
+        if interest.is_empty() {
+            return Ok(());
+        }
+        let Some(remote) = self.remote.clone() else { return Ok(()) };
+        let mut subscribe = Vec::new();
+        let mut unsubscribe = Vec::new();
+        for topic in interest {
+            let wanted = remote.has_subscribers(&topic);
+            let have = self.subscribed.contains(&*topic);
+            if wanted && !have {
+                subscribe.push(topic.into_string());
+            } else if !wanted && have {
+                unsubscribe.push(topic.into_string());
+            }
+        }
+        self.subscribe(conn, subscribe).await?;
+        for chunk in unsubscribe.chunks(BATCH) {
+            let prefix = self.prefix();
+            conn.sink.unsubscribe(chunk.iter().map(|t| channel(&prefix, t)).collect::<Vec<_>>()).await?;
+            for topic in chunk {
+                self.subscribed.remove(topic);
+            }
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&mut self, conn: &mut Connection, topics: Vec<String>) -> redis::RedisResult<()> {
+        let prefix = self.prefix();
+        for chunk in topics.chunks(BATCH) {
+            conn.sink.subscribe(chunk.iter().map(|t| channel(&prefix, t)).collect::<Vec<_>>()).await?;
+            self.subscribed.extend(chunk.iter().cloned());
+        }
+        Ok(())
+    }
+
+    fn prefix(&self) -> String {
+        self.shared.upgrade().map(|s| s.prefix.clone()).unwrap_or_default()
+    }
+
+    /// A message from Redis: decode it and deliver it to the hub, unless this node sent it.
+    fn received(&self, message: &redis::Msg) {
+        let Some(shared) = self.shared.upgrade() else { return };
+        let Some(remote) = &self.remote else { return };
+        let Some(topic) = message.get_channel_name().strip_prefix(shared.prefix.as_str()) else { return };
+        let data = message.get_payload_bytes();
+        let Some(decoded) = decode(data) else {
+            shared.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            debug!(topic, len = data.len(), "redis: dropped a message not in wsx's format");
+            return;
+        };
+        let (node, prepared) = decoded;
+        if node == shared.node {
+            return;
+        }
+        shared.stats.received.fetch_add(1, Ordering::Relaxed);
+        remote.deliver(topic, &prepared);
+    }
+}
+
+/// A message as this broker writes it: the publishing node and the message, or `None` if it
+/// is not one.
+fn decode(data: &[u8]) -> Option<(u64, Prepared)> {
+    if data.len() < HEADER || data[0] != VERSION || data[1] & !TEXT != 0 {
+        return None;
+    }
+    let node = u64::from_be_bytes(data[2..HEADER].try_into().ok()?);
+    let payload = &data[HEADER..];
+    let prepared = if data[1] & TEXT != 0 {
+        Prepared::text(std::str::from_utf8(payload).ok()?.to_owned())
+    } else {
+        Prepared::binary(payload)
+    };
+    Some((node, prepared))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_refuses_what_it_did_not_write() {
+        let mut good = vec![VERSION, TEXT];
+        good.extend_from_slice(&7u64.to_be_bytes());
+        good.extend_from_slice("héllo".as_bytes());
+        let (node, message) = decode(&good).expect("a message");
+        assert_eq!((node, message.payload(), message.is_text()), (7, "héllo".as_bytes(), true));
+        assert!(decode(&good[..HEADER - 1]).is_none(), "a short header");
+        let mut version = good.clone();
+        version[0] = 2;
+        assert!(decode(&version).is_none(), "another version");
+        let mut flags = good.clone();
+        flags[1] = 0x80;
+        assert!(decode(&flags).is_none(), "unknown flags");
+        let mut bad_text = good[..HEADER].to_vec();
+        bad_text.extend_from_slice(&[0xff, 0xfe]);
+        assert!(decode(&bad_text).is_none(), "text that is not UTF-8");
+        bad_text[1] = 0;
+        assert_eq!(decode(&bad_text).map(|(_, m)| m.is_text()), Some(false), "the same bytes as binary");
+    }
+}

@@ -1,0 +1,340 @@
+//! Topics shared by several hubs ("nodes") through a real `redis-server`, started by each test
+//! on a free loopback port (`WSX_REDIS_SERVER`, else /usr/bin/redis-server; `bash
+//! scripts/setup-peers` installs it).
+
+use std::time::Duration;
+
+use tokio::{io::DuplexStream, task::JoinHandle};
+use wsx::{
+    CloseCode, Config, Message, WebSocket,
+    pubsub::{
+        Hub, Prepared, RESYNC_REASON, SubscribeError,
+        redis::{RedisBroker, RedisConfig},
+    },
+};
+use wsx_testkit::redis::RedisServer;
+
+/// Give up on anything that takes longer than this.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+type Ws = WebSocket<DuplexStream>;
+
+/// A `redis-server` of the test's own, and commands to it.
+struct Redis {
+    server: RedisServer,
+    port: u16,
+}
+
+impl Redis {
+    async fn start() -> Self {
+        let server = tokio::task::spawn_blocking(RedisServer::start).await.unwrap();
+        Self { port: server.port(), server }
+    }
+
+    async fn on(port: u16) -> Self {
+        let server = tokio::task::spawn_blocking(move || RedisServer::on(port)).await.unwrap();
+        Self { port, server }
+    }
+
+    fn url(&self) -> String {
+        self.server.url()
+    }
+
+    fn kill(&mut self) {
+        self.server.kill();
+    }
+
+    /// Run one command and return its reply.
+    async fn query(&self, args: &[&str]) -> redis::RedisResult<redis::Value> {
+        let client = redis::Client::open(self.url())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.query_async(&mut conn).await
+    }
+
+    /// `PUBSUB NUMSUB channel`: how many connections (nodes) subscribe to it.
+    async fn subscribers(&self, channel: &str) -> i64 {
+        match self.query(&["PUBSUB", "NUMSUB", channel]).await.expect("PUBSUB NUMSUB") {
+            redis::Value::Array(items) => match items.get(1) {
+                Some(redis::Value::Int(n)) => *n,
+                other => panic!("NUMSUB: {other:?}"),
+            },
+            other => panic!("NUMSUB: {other:?}"),
+        }
+    }
+
+    /// Wait (bounded) until `channel` has `n` subscribing nodes.
+    async fn await_subscribers(&self, channel: &str, n: i64) {
+        for _ in 0..400 {
+            if self.subscribers(channel).await == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{channel} never had {n} subscribing nodes (has {})", self.subscribers(channel).await);
+    }
+}
+
+/// A node: a hub with a Redis broker.
+async fn node(redis: &Redis) -> (Hub, RedisBroker) {
+    let broker = RedisBroker::connect(&redis.url()).await.expect("connect to redis");
+    (Hub::builder().broker(broker.clone()).build(), broker)
+}
+
+/// A client whose server side subscribes to `topics` of `hub` and is driven.
+async fn subscriber(hub: &Hub, topics: &[&str]) -> (Ws, JoinHandle<Ws>) {
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let request = http::Request::get("ws://x/").body(()).unwrap();
+    let config = Config::default();
+    let (client, server) = tokio::join!(wsx::handshake(a, &request, &config), wsx::accept(b));
+    let mut server = server.unwrap();
+    for topic in topics {
+        server.subscribe(hub, *topic).unwrap();
+    }
+    let serving = tokio::spawn(async move {
+        while let Ok(Some(_)) = server.recv().await {}
+        server
+    });
+    (client.unwrap().0, serving)
+}
+
+async fn next(client: &mut Ws) -> Option<Message> {
+    tokio::time::timeout(PATIENCE, client.recv()).await.expect("in time").ok().flatten()
+}
+
+/// Read until the connection ends; how it ended.
+async fn closed(client: &mut Ws) -> wsx::CloseReason {
+    for _ in 0..100 {
+        match next(client).await {
+            None => return client.close_reason().expect("a close reason"),
+            Some(Message::Close(_) | Message::Ping(_) | Message::Pong(_)) => {}
+            Some(other) => panic!("expected the close, got {other:?}"),
+        }
+    }
+    panic!("the connection did not end")
+}
+
+async fn next_text(client: &mut Ws) -> String {
+    match next(client).await {
+        Some(Message::Text(text)) => text.to_string(),
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_on_any_node_reaches_every_subscriber_on_every_node_once_in_order() {
+    let redis = Redis::start().await;
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(node(&redis).await);
+    }
+    let mut clients = Vec::new();
+    for (hub, _) in &nodes {
+        for _ in 0..2 {
+            clients.push(subscriber(hub, &["feed"]).await.0);
+        }
+    }
+    redis.await_subscribers("wsx:feed", 3).await;
+
+    // The three nodes publish at once, each its own numbered sequence.
+    let messages = 200;
+    let publishers: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(n, (hub, _))| {
+            let hub = hub.clone();
+            std::thread::spawn(move || {
+                for i in 0..messages {
+                    let report = hub.publish("feed", format!("{n} {i}"));
+                    assert!(report.forwarded, "the broker took it");
+                    assert_eq!(report.delivered, 2, "this node's two subscribers");
+                }
+            })
+        })
+        .collect();
+    for publisher in publishers {
+        publisher.join().unwrap();
+    }
+    for (c, client) in clients.iter_mut().enumerate() {
+        let mut next_from = [0; 3];
+        for _ in 0..3 * messages {
+            let text = next_text(client).await;
+            let (n, i) = text.split_once(' ').unwrap();
+            let (n, i): (usize, usize) = (n.parse().unwrap(), i.parse().unwrap());
+            assert_eq!(i, next_from[n], "client {c}: node {n}'s messages once each, in order");
+            next_from[n] += 1;
+        }
+        assert_eq!(next_from, [messages; 3]);
+    }
+    // Nothing more: the next message each client gets is this one.
+    nodes[0].0.publish("feed", "end");
+    for client in &mut clients {
+        assert_eq!(next_text(client).await, "end", "no duplicate, no echo");
+    }
+    let stats = nodes[1].1.stats();
+    assert_eq!((stats.published, stats.received, stats.malformed), (messages as u64, 2 * messages as u64 + 1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_topics_are_subscribed_in_batches_and_left_when_the_last_subscriber_goes() {
+    let redis = Redis::start().await;
+    let (publisher, _) = node(&redis).await;
+    let (hub, _) = node(&redis).await;
+    let names: Vec<String> = (0..3000).map(|i| format!("room-{i}")).collect();
+    let mut clients = Vec::new();
+    for chunk in names.chunks(1000) {
+        let topics: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        clients.push(subscriber(&hub, &topics).await);
+    }
+    redis.await_subscribers("wsx:room-2999", 1).await;
+    redis.await_subscribers("wsx:room-0", 1).await;
+    let stats = match redis.query(&["INFO", "commandstats"]).await.unwrap() {
+        redis::Value::BulkString(b) => String::from_utf8(b).unwrap(),
+        redis::Value::VerbatimString { text, .. } => text,
+        other => panic!("INFO: {other:?}"),
+    };
+    let line = stats.lines().find(|l| l.starts_with("cmdstat_subscribe:")).expect("SUBSCRIBE ran");
+    let calls: u64 = line.split("calls=").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+    assert!(calls <= 20, "3,000 topics in a few SUBSCRIBE commands, not one each: {line}");
+
+    publisher.publish("room-2999", "hello 2999");
+    assert_eq!(next_text(&mut clients[2].0).await, "hello 2999");
+    // The last subscriber of 1,000 topics leaves: the node unsubscribes from them.
+    let (client, serving) = clients.remove(0);
+    drop(client);
+    let _ = tokio::time::timeout(PATIENCE, serving).await;
+    redis.await_subscribers("wsx:room-0", 0).await;
+    redis.await_subscribers("wsx:room-999", 0).await;
+    assert_eq!(redis.subscribers("wsx:room-1000").await, 1, "the other rooms stay");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_redis_dies_subscribers_are_closed_to_resync_and_the_nodes_come_back() {
+    let mut redis = Redis::start().await;
+    let (a, broker_a) = node(&redis).await;
+    let (b, broker_b) = node(&redis).await;
+    let (mut client, _serving) = subscriber(&b, &["news"]).await;
+    redis.await_subscribers("wsx:news", 1).await;
+    a.publish("news", "before");
+    assert_eq!(next_text(&mut client).await, "before");
+
+    let port = redis.port;
+    redis.kill();
+    // The subscriber on B is told: closed with 1012, never left silently behind.
+    let reason = closed(&mut client).await;
+    assert_eq!(reason.code(), CloseCode::RESTART);
+    assert_eq!(reason.received.unwrap().reason.as_str(), RESYNC_REASON);
+    for _ in 0..200 {
+        if b.subscriber_count("news") == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(b.subscriber_count("news"), 0, "its subscription ended with it");
+    // Publishing meanwhile is refused for the other nodes, and says so.
+    assert!(!a.publish("news", "lost").forwarded || !broker_a.is_connected());
+
+    // Redis is back: both nodes reconnect by themselves; a new subscriber gets messages again.
+    let redis = Redis::on(port).await;
+    for _ in 0..400 {
+        if broker_a.is_connected() && broker_b.is_connected() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(broker_a.is_connected() && broker_b.is_connected(), "reconnected");
+    let (mut again, _serving) = subscriber(&b, &["news"]).await;
+    redis.await_subscribers("wsx:news", 1).await;
+    a.publish("news", "after");
+    assert_eq!(next_text(&mut again).await, "after");
+    assert!(broker_b.stats().reconnects >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_kill_type_pubsub_resyncs_and_resubscribes() {
+    let redis = Redis::start().await;
+    let (a, _) = node(&redis).await;
+    let (b, broker_b) = node(&redis).await;
+    let (mut first, _s1) = subscriber(&b, &["t"]).await;
+    redis.await_subscribers("wsx:t", 1).await;
+    redis.query(&["CLIENT", "KILL", "TYPE", "pubsub"]).await.expect("CLIENT KILL");
+    assert_eq!(closed(&mut first).await.code(), CloseCode::RESTART);
+    // B reconnects and, with a new subscriber, subscribes again.
+    let (mut second, _s2) = subscriber(&b, &["t"]).await;
+    redis.await_subscribers("wsx:t", 1).await;
+    a.publish("t", "again");
+    assert_eq!(next_text(&mut second).await, "again");
+    assert!(broker_b.stats().reconnects >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_not_in_wsx_format_are_dropped_and_counted() {
+    let redis = Redis::start().await;
+    let (a, _) = node(&redis).await;
+    let (b, broker_b) = node(&redis).await;
+    let (mut client, _serving) = subscriber(&b, &["t"]).await;
+    redis.await_subscribers("wsx:t", 1).await;
+    // Anyone with access to Redis can publish anything: a short header, another version, text
+    // that is not UTF-8.
+    redis.query(&["PUBLISH", "wsx:t", "garbage"]).await.unwrap();
+    let mut wrong_version = vec![9u8, 0];
+    wrong_version.extend_from_slice(&[0; 8]);
+    wrong_version.extend_from_slice(b"x");
+    let client_redis = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client_redis.get_multiplexed_async_connection().await.unwrap();
+    let mut bad_text = vec![1u8, 1];
+    bad_text.extend_from_slice(&[0; 8]);
+    bad_text.extend_from_slice(&[0xff, 0xfe]);
+    for bad in [&wrong_version, &bad_text] {
+        let _: i64 = redis::cmd("PUBLISH").arg("wsx:t").arg(&bad[..]).query_async(&mut conn).await.unwrap();
+    }
+    a.publish("t", Prepared::binary([1u8, 2, 3]));
+    assert_eq!(next(&mut client).await, Some(Message::binary(vec![1u8, 2, 3])), "the first message that arrives");
+    for _ in 0..100 {
+        if broker_b.stats().malformed == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(broker_b.stats().malformed, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_names_are_binary_safe_prefixed_and_bounded() {
+    let redis = Redis::start().await;
+    let (a, _) = node(&redis).await;
+    let (b, _) = node(&redis).await;
+    let odd = "two words\r\nand a newline";
+    let (mut client, _serving) = subscriber(&b, &[odd]).await;
+    redis.await_subscribers(&format!("wsx:{odd}"), 1).await;
+    a.publish(odd, "odd");
+    assert_eq!(next_text(&mut client).await, "odd");
+    // A client cannot reach channels outside the prefix: "wsx:" is always in front.
+    assert_eq!(redis.subscribers(odd).await, 0);
+    // A 10 KB name is refused before it reaches Redis.
+    let long = "x".repeat(10_000);
+    assert!(matches!(b.topic(&long), Err(SubscribeError::NameTooLong { .. })));
+    assert!(!a.publish(long.as_str(), "too long").forwarded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_broker_limit_stays_on_its_node() {
+    let redis = Redis::start().await;
+    let broker = RedisBroker::with(RedisConfig::new(redis.url()).max_message_size(1024)).await.unwrap();
+    let a = Hub::builder().broker(broker.clone()).build();
+    let (b, _) = node(&redis).await;
+    let (mut local, _s1) = subscriber(&a, &["t"]).await;
+    let (mut remote, _s2) = subscriber(&b, &["t"]).await;
+    redis.await_subscribers("wsx:t", 2).await;
+    let big = "y".repeat(2000);
+    let report = a.publish("t", big.as_str());
+    assert_eq!((report.delivered, report.forwarded), (1, false));
+    a.publish("t", "small");
+    assert_eq!(next_text(&mut local).await, big);
+    assert_eq!(next_text(&mut local).await, "small");
+    assert_eq!(next_text(&mut remote).await, "small", "the large one did not go to Redis");
+    assert_eq!(broker.stats().refused, 1);
+}
