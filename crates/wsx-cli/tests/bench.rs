@@ -60,3 +60,21 @@ async fn fails_when_it_cannot_connect() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn fanout_against_a_room_counts_every_delivery() {
+    bounded(async {
+        let (_server, port) = serve(&["--rooms", "--quiet", "--greeting", ""]).await;
+        let url = format!("ws://127.0.0.1:{port}/room/bench");
+        let args =
+            ["bench", &url, "--fanout", "20", "-c", "2", "--pipeline", "4", "-d", "1s", "--warmup", "200ms", "--json"];
+        let run = run_wsx(&args, "").await;
+        assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+        let result: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("one JSON object");
+        assert_eq!((result["listeners"].as_u64(), result["publishers"].as_u64()), (Some(20), Some(2)), "{result}");
+        assert_eq!((result["lost"].as_u64(), result["reordered"].as_u64()), (Some(0), Some(0)), "{result}");
+        // Every publish reaches all 22 connections: far more deliveries than one echo each.
+        assert!(result["deliveries"].as_u64().unwrap() > 22 * 50, "{result}");
+    })
+    .await;
+}

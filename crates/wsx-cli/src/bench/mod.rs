@@ -3,7 +3,10 @@
 //! Each connection is one task that keeps `--pipeline` messages in flight: it queues them with
 //! `feed`, writes them with one `flush`, then reads every echo that has already arrived before
 //! topping the pipeline up again, so a burst costs one write and one read. With `--rate` it
-//! sends on a schedule instead (open loop) and never waits for echoes before sending.
+//! sends on a schedule instead (open loop) and never waits for echoes before sending. With
+//! `--fanout N` it measures a topic instead of an echo ([`fanout`]).
+
+mod fanout;
 
 use std::{
     collections::VecDeque,
@@ -37,7 +40,7 @@ use crate::parse;
 /// the write of a message to the arrival of its whole echo.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  wsx bench ws://127.0.0.1:9001 --connections 100 --size 20 --duration 5\n  wsx bench ws://127.0.0.1:9001 --rate 10000 --json\n\nExit codes: 0 on success, 1 if a connection failed or an echo was wrong, 2 on bad arguments."
+    after_help = "Examples:\n  wsx bench ws://127.0.0.1:9001 --connections 100 --size 20 --duration 5\n  wsx bench ws://127.0.0.1:9001 --rate 10000 --json\n  wsx bench ws://127.0.0.1:8080/room/bench --fanout 1000 --connections 1 --pipeline 16   # against wsx serve --rooms\n\nExit codes: 0 on success, 1 if a connection failed or an echo was wrong, 2 on bad arguments."
 )]
 pub(crate) struct Args {
     /// ws:// or wss:// URL of an echo server.
@@ -84,6 +87,12 @@ pub(crate) struct Args {
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Measure fan-out instead of echo: open N more connections that only listen, to a room
+    /// or broadcast server (`wsx serve --rooms`, `--broadcast`); the --connections publish
+    /// (each keeping --pipeline of its own messages in flight, paced by their arrival back at
+    /// it), and every connection counts deliveries, latency, lost and reordered messages.
+    #[arg(long, value_name = "N", conflicts_with = "rate")]
+    fanout: Option<usize>,
 }
 
 /// Connections opened at once while setting up.
@@ -122,6 +131,9 @@ struct Plan {
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(listeners) = args.fanout {
+        return fanout::run(&args, listeners).await;
+    }
     if args.connections == 0 {
         bail!("--connections must be at least 1");
     }
@@ -147,14 +159,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         .max_frame_size(args.size.max(16 << 20))
         // Room for a whole pipeline of echoes, so that one read usually takes them all.
         .read_buffer_size((args.size + 14).saturating_mul(args.pipeline as usize).clamp(8 << 10, 4 << 20));
-    let mut builder = ClientBuilder::new(&args.url).config(config);
-    if let Some(ca) = &args.ca {
-        builder = builder.root_certificates_pem_file(ca);
-    }
-    if args.insecure {
-        builder = builder.danger_accept_invalid_certs(true);
-    }
-
+    let builder = client(&args, config);
     let sockets = connect_all(&builder, &args.url, args.connections).await?;
     let payload = payload(args.size, args.text);
     let start = Instant::now();
@@ -203,6 +208,18 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         bail!("no echo arrived during the measured window");
     }
     Ok(())
+}
+
+/// The client the connections are made with.
+fn client(args: &Args, config: Config) -> ClientBuilder {
+    let mut builder = ClientBuilder::new(&args.url).config(config);
+    if let Some(ca) = &args.ca {
+        builder = builder.root_certificates_pem_file(ca);
+    }
+    if args.insecure {
+        builder = builder.danger_accept_invalid_certs(true);
+    }
+    builder
 }
 
 /// Open `n` connections, a few at a time; fail on the first that cannot connect.
