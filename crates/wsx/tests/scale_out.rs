@@ -338,3 +338,51 @@ async fn a_message_over_the_broker_limit_stays_on_its_node() {
     assert_eq!(next_text(&mut remote).await, "small", "the large one did not go to Redis");
     assert_eq!(broker.stats().refused, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_too_slow_for_redis_is_disconnected_and_resyncs_its_subscribers() {
+    let redis = Redis::start().await;
+    // Redis drops a pub/sub client more than 1 MB behind.
+    redis.query(&["CONFIG", "SET", "client-output-buffer-limit", "pubsub 1mb 512kb 1"]).await.unwrap();
+    let (a, _) = node(&redis).await;
+    // Node B runs on a runtime of its own, on a thread the test can stall.
+    let url = redis.url();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (stall_tx, stall_rx) = tokio::sync::oneshot::channel::<Duration>();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let b_thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let broker = RedisBroker::connect(&url).await.unwrap();
+            // Room for everything Redis sent before it gave up: the local subscriber is not
+            // what this test is about.
+            let b = Hub::builder().max_queued_bytes(64 << 20).broker(broker.clone()).build();
+            let (mut client, _serving) = subscriber(&b, &["firehose"]).await;
+            ready_tx.send(()).unwrap();
+            // Runs (subscribing on Redis) until told, then stalls the whole runtime: nothing
+            // reads from Redis meanwhile.
+            std::thread::sleep(stall_rx.await.unwrap());
+            // What Redis sent before it gave up on B arrives, then the close.
+            let reason = loop {
+                match next(&mut client).await {
+                    Some(Message::Text(_) | Message::Close(_)) => {}
+                    None => break client.close_reason().expect("a close reason"),
+                    Some(other) => panic!("unexpected {other:?}"),
+                }
+            };
+            done_tx.send((reason, broker.stats())).unwrap();
+        });
+    });
+    ready_rx.await.unwrap();
+    redis.await_subscribers("wsx:firehose", 1).await;
+    stall_tx.send(Duration::from_secs(2)).unwrap();
+    // 8 MB while B is stalled: far over its 1 MB output buffer on Redis.
+    let chunk = "z".repeat(64 << 10);
+    for _ in 0..128 {
+        assert!(a.publish("firehose", chunk.as_str()).forwarded);
+    }
+    let (reason, stats) = tokio::time::timeout(PATIENCE, done_rx).await.expect("in time").unwrap();
+    assert_eq!(reason.code(), CloseCode::RESTART, "{reason:?}");
+    assert!(stats.received < 128, "B was cut off: it got {} of 128", stats.received);
+    b_thread.join().unwrap();
+}
