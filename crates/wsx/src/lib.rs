@@ -26,6 +26,8 @@ mod driver;
 mod error;
 mod handshake;
 mod io;
+#[cfg(feature = "client")]
+mod proxy;
 #[cfg(feature = "server")]
 pub mod server;
 mod shutdown;
@@ -38,6 +40,8 @@ pub mod tls;
 pub use client::{ClientBuilder, MaybeTlsStream, connect};
 pub use error::{Error, Result};
 pub use handshake::{Reject, accept, accept_with, handshake};
+#[cfg(feature = "client")]
+pub use proxy::Proxy;
 #[cfg(feature = "server")]
 pub use server::{ConnectionInfo, Server, ShutdownHandle};
 pub use split::{WsReader, WsWriter};
