@@ -2,4 +2,5 @@
 //! reconnecting, against wsx servers on loopback.
 
 mod proxy;
+mod redirect;
 mod support;

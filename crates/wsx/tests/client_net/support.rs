@@ -94,7 +94,8 @@ impl Drop for Echo {
     }
 }
 
-async fn echo<S>(ws: &mut wsx::WebSocket<S>) -> wsx::Result<()>
+/// Echo data messages until the peer closes.
+pub(crate) async fn echo<S>(ws: &mut wsx::WebSocket<S>) -> wsx::Result<()>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
