@@ -43,6 +43,8 @@ pub(crate) enum Kind {
     /// A redirect was not followed: too many, a downgrade from `wss` to `ws`, or no usable
     /// `Location`.
     Redirect(String),
+    /// A message for the next connection did not fit in the reconnect queue.
+    QueueFull { queued: usize, len: usize, max: usize },
 }
 
 impl Error {
@@ -76,6 +78,17 @@ impl Error {
         Self::new(Kind::Redirect(message.into()))
     }
 
+    #[cfg(feature = "client")]
+    pub(crate) fn queue_full(queued: usize, len: usize, max: usize) -> Self {
+        Self::new(Kind::QueueFull { queued, len, max })
+    }
+
+    /// Whether a message for the next connection was refused because the
+    /// [`Outbox`](crate::Outbox) was full.
+    pub fn is_queue_full(&self) -> bool {
+        matches!(self.kind, Kind::QueueFull { .. })
+    }
+
     /// Whether the proxy refused the tunnel or broke off while setting it up (an I/O error on
     /// the way to the proxy is [`is_io`](Self::is_io) instead, and names the proxy).
     pub fn is_proxy(&self) -> bool {
@@ -94,7 +107,7 @@ impl Error {
     ///
     /// Never for a 4xx answer, a TLS certificate failure, a bad URL or setting, a refused
     /// redirect, or a protocol violation: retrying those repeats them. This is
-    /// the default retry rule of the client's reconnecting stream.
+    /// [`Reconnecting`](crate::Reconnecting)'s default rule.
     pub fn is_transient(&self) -> bool {
         const STATUSES: [u16; 4] = [500, 502, 503, 504];
         const CODES: [u16; 5] = [1001, 1006, 1011, 1012, 1013];
@@ -232,6 +245,10 @@ impl fmt::Display for Error {
             Kind::Tls(e) => write!(f, "TLS setup failed: {e}"),
             Kind::Proxy { message, .. } => f.write_str(message),
             Kind::Redirect(e) => write!(f, "redirect not followed: {e}"),
+            Kind::QueueFull { queued, len, max } => write!(
+                f,
+                "the reconnect queue is full: {queued} bytes queued, a {len}-byte message would pass the {max}-byte limit"
+            ),
         }
     }
 }

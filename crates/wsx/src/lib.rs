@@ -28,6 +28,8 @@ mod handshake;
 mod io;
 #[cfg(feature = "client")]
 mod proxy;
+#[cfg(feature = "client")]
+mod reconnect;
 #[cfg(feature = "server")]
 pub mod server;
 mod shutdown;
@@ -42,6 +44,8 @@ pub use error::{Error, Result};
 pub use handshake::{Reject, accept, accept_with, handshake};
 #[cfg(feature = "client")]
 pub use proxy::Proxy;
+#[cfg(feature = "client")]
+pub use reconnect::{Backoff, Jitter, Outbox, Reconnecting, Retry};
 #[cfg(feature = "server")]
 pub use server::{ConnectionInfo, Server, ShutdownHandle};
 pub use split::{WsReader, WsWriter};
