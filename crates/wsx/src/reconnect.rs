@@ -257,7 +257,7 @@ impl fmt::Debug for Outbox {
 ///         println!("{message:?}");
 ///     }
 ///     if let Some(reason) = ws.close_reason() {
-///         connections.ended_with(reason.code); // 1000 or 1008 stop the loop; 1001, 1012 … retry
+///         connections.ended_with(reason.code()); // 1000 or 1008 stop the loop; 1001, 1012 … retry
 ///     }
 /// }
 /// # Ok(()) }

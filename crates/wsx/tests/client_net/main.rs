@@ -2,5 +2,6 @@
 //! reconnecting, against wsx servers on loopback.
 
 mod proxy;
+mod reconnect;
 mod redirect;
 mod support;
