@@ -297,7 +297,6 @@ impl ClientBuilder {
     /// TCP to the first address that answers (the proxy's, and a tunnel through it, when there
     /// is a proxy), then TLS for `wss`.
     async fn open(&self, target: &Target, proxy: Option<&ProxyUrl>) -> Result<MaybeTlsStream<TcpStream>> {
-        let url = target.uri.clone();
         let Some(proxy) = proxy else {
             let tcp = connect_tcp(&target.host, target.port).await?;
             return self.over(target, tcp).await;
@@ -322,7 +321,7 @@ impl ClientBuilder {
                 } else {
                     Inner::ProxyTls(Box::new(tunnel))
                 };
-                Ok(MaybeTlsStream { inner, url })
+                Ok(MaybeTlsStream { inner, url: target.uri.clone() })
             }
             #[cfg(not(feature = "__tls"))]
             Scheme::Https => Err(Error::tls(format!(

@@ -84,11 +84,14 @@ pub(crate) struct Driver<S> {
     close_on: Option<Watch>,
     /// The writer half waiting for the queue to drain, when split.
     writer_waker: Option<Waker>,
+    /// Counters for the `metrics` feature (nothing without it).
+    pub(crate) metrics: crate::metrics::Counters,
 }
 
 impl<S> Driver<S> {
     pub(crate) fn new(io: S, conn: Connection) -> Self {
-        Self { io, conn, sleep: None, end: End::Running, close_on: None, writer_waker: None }
+        let metrics = crate::metrics::Counters::new();
+        Self { io, conn, sleep: None, end: End::Running, close_on: None, writer_waker: None, metrics }
     }
 
     /// Close with 1001 once `watch` fires.
@@ -98,8 +101,8 @@ impl<S> Driver<S> {
 
     /// The same driver over another stream (split halves taken apart or put together).
     pub(crate) fn map_io<T>(self, f: impl FnOnce(S) -> T) -> Driver<T> {
-        let Self { io, conn, sleep, end, close_on, writer_waker } = self;
-        Driver { io: f(io), conn, sleep, end, close_on, writer_waker }
+        let Self { io, conn, sleep, end, close_on, writer_waker, metrics } = self;
+        Driver { io: f(io), conn, sleep, end, close_on, writer_waker, metrics }
     }
 
     /// Whether the stream is over.
@@ -126,6 +129,7 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
             if !self.is_done() && self.conn.is_open() {
                 // Cannot fail: the connection is open and 1001 is a sendable code.
                 let _ = self.conn.close(CloseCode::AWAY, "server shutting down", now());
+                self.metrics.closing();
             }
         }
         fired
@@ -154,6 +158,7 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
                 Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => {
                     self.conn.transmit().advance(n);
+                    self.metrics.wrote(n);
                     wrote = true;
                 }
                 Poll::Ready(Err(e)) => break Poll::Ready(Err(e)),
@@ -202,6 +207,7 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
     fn poll_read_in(&mut self, src: &mut impl Source<S>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let buf = self.conn.read_buffer();
         let n = ready!(src.poll_read(&mut self.io, cx, buf))?;
+        self.metrics.read(n);
         if n == 0 {
             self.conn.receive_eof(now());
         } else {
@@ -236,9 +242,10 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
             }
             let blocked = drain(&mut self.conn) == Drained::WriteBlocked;
             if !blocked && let Some(event) = self.conn.next_event() {
-                match event {
-                    Event::Message(_) => {}
-                    Event::Closed(_) => {
+                match &event {
+                    Event::Message(message) => self.metrics.received(message),
+                    Event::Closed(reason) => {
+                        self.metrics.closed(reason);
                         // Flush the last bytes and shut down; errors no longer matter.
                         let _ = self.poll_write_out(cx);
                         let (error, reported) = match std::mem::replace(&mut self.end, End::Running) {
@@ -343,7 +350,15 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
     where
         F: FnMut(wsx_proto::MessageRef<'_>, &mut wsx_proto::Replies<'_>),
     {
-        self.poll_message_with(src, cx, &mut |conn: &mut Connection| conn.drain_messages(&mut *handle))
+        let mut tally = crate::metrics::Tally::new();
+        let polled = self.poll_message_with(src, cx, &mut |conn: &mut Connection| {
+            conn.drain_messages(|message, replies| {
+                tally.message(message.is_text());
+                handle(message, replies);
+            })
+        });
+        self.metrics.received_tally(tally);
+        polled
     }
 
     fn poll_message_with<D>(
@@ -451,8 +466,10 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
                 Some(f) => (f.code, f.reason.as_str()),
                 None => (CloseCode::NO_STATUS, ""),
             };
+            self.metrics.closing();
             return Ok(self.conn.close(code, reason, now())?);
         }
+        self.metrics.sent(&message);
         Ok(self.conn.send(message)?)
     }
 
@@ -461,6 +478,7 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
         if self.is_done() {
             return Err(SendError::Closed.into());
         }
+        self.metrics.sent(&message);
         Ok(self.conn.send_compressed(message, compress)?)
     }
 
@@ -475,6 +493,7 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
     /// Start the closing handshake with `code` and `reason`, unless it started already.
     pub(crate) fn start_close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
         if !self.is_done() && self.conn.is_open() {
+            self.metrics.closing();
             self.conn.close(code, reason, now())?;
         }
         Ok(())

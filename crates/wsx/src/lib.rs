@@ -26,6 +26,10 @@ mod driver;
 mod error;
 mod handshake;
 mod io;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+#[cfg(not(feature = "metrics"))]
+mod metrics;
 #[cfg(feature = "client")]
 mod proxy;
 #[cfg(feature = "client")]
