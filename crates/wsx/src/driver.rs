@@ -353,8 +353,10 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
         let mut tally = crate::metrics::Tally::new();
         let polled = self.poll_message_with(src, cx, &mut |conn: &mut Connection| {
             conn.drain_messages(|message, replies| {
+                let before = replies.sent();
                 tally.message(message.is_text());
                 handle(message, replies);
+                tally.replies(before, replies.sent());
             })
         });
         self.metrics.received_tally(tally);

@@ -80,7 +80,7 @@ mod imp {
         h!("wsx_handshake_duration_seconds", Unit::Seconds, "From the TCP accept to the 101 response.");
         h!("wsx_connection_duration_seconds", Unit::Seconds, "From the 101 response to the end of the connection.");
         c!("wsx_messages_received_total", Unit::Count, "Data messages received, by kind (text, binary).");
-        c!("wsx_messages_sent_total", Unit::Count, "Data messages sent through send/feed, by kind (text, binary).");
+        c!("wsx_messages_sent_total", Unit::Count, "Data messages sent, by kind (text, binary).");
         c!(
             "wsx_bytes_received_total",
             Unit::Bytes,
@@ -185,6 +185,8 @@ mod imp {
     pub(crate) struct Tally {
         text: u64,
         binary: u64,
+        text_out: u64,
+        binary_out: u64,
     }
 
     impl Tally {
@@ -198,6 +200,12 @@ mod imp {
             } else {
                 self.binary += 1;
             }
+        }
+
+        /// The replies a handler queued: `Replies::sent` before and after it ran.
+        pub(crate) fn replies(&mut self, before: (u32, u32), after: (u32, u32)) {
+            self.text_out += u64::from(after.0 - before.0);
+            self.binary_out += u64::from(after.1 - before.1);
         }
     }
 
@@ -256,6 +264,8 @@ mod imp {
             if let Some(live) = &mut self.live {
                 live.text_in += tally.text;
                 live.binary_in += tally.binary;
+                live.text_out += tally.text_out;
+                live.binary_out += tally.binary_out;
             }
         }
 
@@ -364,6 +374,8 @@ mod imp {
 
         #[inline(always)]
         pub(crate) fn message(&mut self, _: bool) {}
+        #[inline(always)]
+        pub(crate) fn replies(&mut self, _: (u32, u32), _: (u32, u32)) {}
     }
 
     impl Counters {
