@@ -72,7 +72,7 @@ pub(crate) struct Args {
     max_redirects: usize,
     /// When the connection drops (or cannot be made, for a transient reason), connect again
     /// with backoff: a random delay up to 5 s first, then growing to 60 s, each printed.
-    /// Lines typed meanwhile are sent on the next connection (up to 1 MiB).
+    /// Lines typed meanwhile wait (up to 64) and go out on the next connection.
     #[arg(long)]
     reconnect: bool,
 }

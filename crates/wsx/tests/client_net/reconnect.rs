@@ -17,7 +17,7 @@ use wsx::{
     Accept, Backoff, ClientBuilder, CloseCode, Config, Jitter, Message, Proxy, Reconnecting, Reject, Server, WebSocket,
 };
 
-use crate::support::{Echo, echo, round_trip};
+use crate::support::{Echo, echo, round_trip, serve_echo};
 
 /// A short policy for tests on the real clock.
 fn quick() -> Backoff {
@@ -226,18 +226,13 @@ async fn the_hook_runs_before_the_outbox_and_both_before_the_hand_over() {
 
 #[tokio::test]
 async fn a_4xx_refusal_is_not_retried() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let seen = Arc::new(AtomicU32::new(0));
     let count = seen.clone();
-    let server = Server::builder()
-        .on_request(move |_| {
-            count.fetch_add(1, Ordering::Relaxed);
-            Err(Reject::status(StatusCode::FORBIDDEN))
-        })
-        .from_listener(listener);
-    let stop = server.shutdown_handle();
-    tokio::spawn(server.serve(|mut ws, _| async move { echo(&mut ws).await }));
+    let builder = Server::builder().on_request(move |_| {
+        count.fetch_add(1, Ordering::Relaxed);
+        Err(Reject::status(StatusCode::FORBIDDEN))
+    });
+    let (addr, stop) = serve_echo(builder, None).await;
     let mut connections = Reconnecting::new(client(addr)).backoff(quick()).on_retry(|r| panic!("retried: {r:?}"));
     let e = connections.next().await.unwrap().unwrap_err();
     assert_eq!(e.http_status(), Some(StatusCode::FORBIDDEN));
@@ -248,25 +243,20 @@ async fn a_4xx_refusal_is_not_retried() {
 
 #[tokio::test]
 async fn retry_after_is_honoured() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let seen = Arc::new(AtomicU32::new(0));
     let count = seen.clone();
-    let server = Server::builder()
-        .on_request(move |_| {
-            if count.fetch_add(1, Ordering::Relaxed) > 0 {
-                return Ok(Accept::new());
-            }
-            let response = http::Response::builder()
-                .status(StatusCode::SERVICE_UNAVAILABLE)
-                .header(http::header::RETRY_AFTER, "1")
-                .body(bytes::Bytes::new())
-                .unwrap();
-            Err(Reject::response(response))
-        })
-        .from_listener(listener);
-    let stop = server.shutdown_handle();
-    tokio::spawn(server.serve(|mut ws, _| async move { echo(&mut ws).await }));
+    let builder = Server::builder().on_request(move |_| {
+        if count.fetch_add(1, Ordering::Relaxed) > 0 {
+            return Ok(Accept::new());
+        }
+        let response = http::Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .header(http::header::RETRY_AFTER, "1")
+            .body(bytes::Bytes::new())
+            .unwrap();
+        Err(Reject::response(response))
+    });
+    let (addr, stop) = serve_echo(builder, None).await;
     let delays = Arc::new(Mutex::new(Vec::new()));
     let record = delays.clone();
     let mut connections = Reconnecting::new(client(addr)).backoff(quick()).on_retry(move |r| {

@@ -8,10 +8,9 @@ use std::{
 };
 
 use http::{HeaderMap, StatusCode, header};
-use tokio::net::TcpListener;
 use wsx::{Accept, ClientBuilder, Proxy, Reject, Server, ShutdownHandle, tls::ServerTls};
 
-use crate::support::{Pki, echo, round_trip};
+use crate::support::{Pki, round_trip, serve_echo};
 
 /// Where a path leads: `Some(location)` answers it with `status` and that `Location`.
 type Rule = dyn Fn(&str) -> Option<String> + Send + Sync;
@@ -41,22 +40,7 @@ impl Redirector {
                 }
             }
         });
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = match tls {
-            Some(tls) => {
-                let server = builder.tls(tls).from_listener(listener);
-                let stop = server.shutdown_handle();
-                tokio::spawn(server.serve(|mut ws, _| async move { echo(&mut ws).await }));
-                stop
-            }
-            None => {
-                let server = builder.from_listener(listener);
-                let stop = server.shutdown_handle();
-                tokio::spawn(server.serve(|mut ws, _| async move { echo(&mut ws).await }));
-                stop
-            }
-        };
+        let (addr, stop) = serve_echo(builder, tls).await;
         Self { addr, seen, stop }
     }
 

@@ -11,7 +11,7 @@ use std::{
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use tokio::net::{TcpListener, TcpStream};
-use wsx::{Accept, Message, Server, ShutdownHandle, tls::ServerTls};
+use wsx::{Accept, Message, Server, ShutdownHandle, server::Builder, tls::ServerTls};
 
 /// How long a proxy process may take to listen.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,22 +57,7 @@ impl Echo {
             record.lock().unwrap().push(request.headers().clone());
             Ok(Accept::new())
         });
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = match tls {
-            Some(tls) => {
-                let server = builder.tls(tls).from_listener(listener);
-                let stop = server.shutdown_handle();
-                tokio::spawn(server.serve(|mut ws, _| async move { echo(&mut ws).await }));
-                stop
-            }
-            None => {
-                let server = builder.from_listener(listener);
-                let stop = server.shutdown_handle();
-                tokio::spawn(server.serve(|mut ws, _| async move { echo(&mut ws).await }));
-                stop
-            }
-        };
+        let (addr, stop) = serve_echo(builder, tls).await;
         Self { addr, seen, stop }
     }
 
@@ -92,6 +77,27 @@ impl Drop for Echo {
     fn drop(&mut self) {
         self.stop.shutdown();
     }
+}
+
+/// Run an echo server built by `builder` (with `tls` for `wss://`) on a free loopback port.
+pub(crate) async fn serve_echo(builder: Builder, tls: Option<ServerTls>) -> (SocketAddr, ShutdownHandle) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = match tls {
+        Some(tls) => {
+            let server = builder.tls(tls).from_listener(listener);
+            let stop = server.shutdown_handle();
+            tokio::spawn(server.serve(|mut ws, _| async move { echo(&mut ws).await }));
+            stop
+        }
+        None => {
+            let server = builder.from_listener(listener);
+            let stop = server.shutdown_handle();
+            tokio::spawn(server.serve(|mut ws, _| async move { echo(&mut ws).await }));
+            stop
+        }
+    };
+    (addr, stop)
 }
 
 /// Echo data messages until the peer closes.
