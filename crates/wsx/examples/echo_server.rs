@@ -24,6 +24,7 @@ async fn main() -> wsx::Result<()> {
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder();
         // Kept for the process's life: the recorder lives as long as its handle is reachable.
         std::mem::forget(recorder.map_err(std::io::Error::other)?);
+        wsx::metrics::enable();
         println!("Prometheus recorder installed");
     }
     let server = Server::builder().config(shared::server_config()).bind((host.as_str(), port)).await?;

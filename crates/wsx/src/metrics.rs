@@ -8,8 +8,10 @@
 //!
 //! The hot path pays no atomic per message: each connection keeps plain counters and adds them
 //! to the recorder's once per read from the socket (a batch of messages) and when it ends.
-//! Install the recorder before the first connection: the handles are looked up once, on the
-//! first connection, and kept.
+//! Install the recorder, then call [`enable`] before the first connection: until then wsx
+//! records nothing and connections carry no counters (an idle connection stays as small as
+//! without the feature); the handles are looked up once, on the first counted connection,
+//! and kept.
 //!
 //! What the tokio layer records by itself: server connections (whether accepted by [`Server`]
 //! or by [`accept`](crate::accept)), their handshakes, messages, wire bytes and closes. The
@@ -21,14 +23,17 @@
 pub(crate) use imp::{Counters, Tally, handshake_failed, handshake_succeeded};
 #[cfg(feature = "metrics")]
 pub use imp::{
-    describe, record_broker_lag, record_broker_reconnect, record_deliveries, record_dropped,
-    record_slow_consumer_close, set_subscriptions, set_topics,
+    enable, record_broker_lag, record_broker_reconnect, record_deliveries, record_dropped, record_slow_consumer_close,
+    set_subscriptions, set_topics,
 };
 
 #[cfg(feature = "metrics")]
 mod imp {
     use std::{
-        sync::OnceLock,
+        sync::{
+            OnceLock,
+            atomic::{AtomicBool, Ordering},
+        },
         time::{Duration, Instant},
     };
 
@@ -65,10 +70,25 @@ mod imp {
         })
     }
 
-    /// Describe every wsx metric (type, unit, help text) to the installed recorder, so that
-    /// the Prometheus exporter prints `# HELP` and `# TYPE` lines. Optional; call it once after
-    /// installing the recorder.
-    pub fn describe() {
+    /// Whether [`enable`] was called.
+    static ENABLED: AtomicBool = AtomicBool::new(false);
+
+    fn enabled() -> bool {
+        ENABLED.load(Ordering::Relaxed)
+    }
+
+    /// Start recording: call once, after installing the recorder and before the first
+    /// connection. Also describes every wsx metric (type, unit, help text) to the recorder, so
+    /// that the Prometheus exporter prints `# HELP` and `# TYPE` lines.
+    ///
+    /// Until this is called, connections carry no counters and record nothing; once it is,
+    /// each server connection carries about 100 bytes more.
+    pub fn enable() {
+        describe();
+        ENABLED.store(true, Ordering::Relaxed);
+    }
+
+    fn describe() {
         use metrics::{describe_counter as c, describe_gauge as g, describe_histogram as h};
         g!("wsx_connections_active", Unit::Count, "WebSocket connections open now (server side).");
         c!("wsx_connections_accepted_total", Unit::Count, "Opening handshakes accepted (101 sent).");
@@ -135,11 +155,17 @@ mod imp {
 
     /// A server handshake was answered 101, `started` at the TCP accept.
     pub(crate) fn handshake_succeeded(started: Instant) {
+        if !enabled() {
+            return;
+        }
         metrics::histogram!("wsx_handshake_duration_seconds").record(started.elapsed().as_secs_f64());
     }
 
     /// A server handshake failed: `timeout`, or how `error` ended it.
     pub(crate) fn handshake_failed(error: Option<&Error>) {
+        if !enabled() {
+            return;
+        }
         let (reason, status) = match error.and_then(Error::protocol_error) {
             None if error.is_none_or(Error::is_timeout) => ("timeout", ""),
             None => ("io", ""),
@@ -216,6 +242,9 @@ mod imp {
 
         /// Start counting: the server accepted the handshake.
         pub(crate) fn open(&mut self) {
+            if !enabled() {
+                return;
+            }
             let h = handles();
             h.accepted.increment(1);
             h.active.increment(1.0);

@@ -15,7 +15,7 @@ use wsx::{Accept, ClientBuilder, CloseCode, Config, Message, Proxy, Reject, Serv
 #[tokio::test]
 async fn a_scripted_session_gives_exact_values() {
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().unwrap();
-    wsx::metrics::describe();
+    wsx::metrics::enable();
 
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

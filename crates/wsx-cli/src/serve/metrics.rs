@@ -16,7 +16,7 @@ pub(crate) async fn start(addr: &str) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await.with_context(|| format!("--metrics: cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     let handle = PrometheusBuilder::new().install_recorder().context("--metrics: cannot install the recorder")?;
-    wsx::metrics::describe();
+    wsx::metrics::enable();
     let server = Server::builder()
         .on_request(|_| Err(Reject::status(::http::StatusCode::NOT_FOUND)))
         .on_http(move |request, _peer| {
