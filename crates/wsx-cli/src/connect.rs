@@ -62,6 +62,19 @@ pub(crate) struct Args {
     /// Offer permessage-deflate.
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse::on_off, action = ArgAction::Set)]
     deflate: bool,
+    /// Connect through this proxy (http://, https://, socks5://, socks5h://, with user:password@
+    /// for its login), or "none". Default: from the environment (wss_proxy/ws_proxy,
+    /// https_proxy, http_proxy, all_proxy, no_proxy; as curl).
+    #[arg(long, value_name = "URL|none")]
+    proxy: Option<String>,
+    /// Follow up to N redirects of the opening handshake (never from wss:// to ws://; 0: none).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    max_redirects: usize,
+    /// When the connection drops (or cannot be made, for a transient reason), connect again
+    /// with backoff: a random delay up to 5 s first, then growing to 60 s, each printed.
+    /// Lines typed meanwhile wait (up to 64) and go out on the next connection.
+    #[arg(long)]
+    reconnect: bool,
 }
 
 /// Commands, exit codes and examples for `wsx connect --help`.
@@ -80,11 +93,14 @@ Exit codes:
   5  timed out (connect, handshake, ping)
   6  the server closed with another code (code and reason shown), or the connection
      dropped without a close frame (1006)
+  With --reconnect, only a failure that reconnecting cannot fix (a 4xx answer, a TLS
+  failure, a final close code such as 1000 or 1008) ends the run.
 
 Examples:
   wsx connect ws://127.0.0.1:8080/
   echo hello | wsx connect --json wss://localhost:8080 --ca cert.pem
-  printf '68656c6c6f\\n' | wsx connect --binary hex ws://127.0.0.1:9001";
+  printf '68656c6c6f\\n' | wsx connect --binary hex ws://127.0.0.1:9001
+  wsx connect --proxy socks5h://user:pass@127.0.0.1:1080 --reconnect wss://example.com/feed";
 
 /// How binary data is written as text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -130,17 +146,58 @@ type Line = Result<String, String>;
 
 async fn session(args: Args) -> Result<(), Failure> {
     let out = Output { json: args.json, encoding: args.binary, interactive: std::io::stdin().is_terminal() };
-    let (mut ws, response) = client(&args).connect().await.map_err(|e| connect_failure(&e))?;
-    out.opened(&args.url, &ws, &response);
-    let ending = converse(&mut ws, &args, &out).await?;
+    if args.reconnect {
+        return reconnecting(args, out).await;
+    }
+    let (mut ws, response) = client(&args)?.connect().await.map_err(|e| connect_failure(&e))?;
+    out.opened(&ws.get_ref().url().to_string(), &ws, response.status().as_u16());
+    let mut lines = spawn_stdin_reader();
+    let ending = converse(&mut ws, &args, &out, &mut lines).await?;
     if out.interactive && !out.json {
         println!();
     }
     ending.verdict()
 }
 
+/// `--reconnect`: one connection after another, until the input ends and the last connection
+/// closes, or a failure reconnecting cannot fix.
+async fn reconnecting(args: Args, out: Output) -> Result<(), Failure> {
+    let json = args.json;
+    let mut connections = wsx::Reconnecting::new(client(&args)?).on_retry(move |retry| {
+        let delay = retry.delay.as_secs_f64();
+        let why = retry.error.map(|e| e.to_string()).unwrap_or_else(|| "connection ended".to_owned());
+        if json {
+            println!("{}", json!({"type": "reconnect", "attempt": retry.attempt, "delay": delay, "reason": why}));
+        } else {
+            eprintln!("wsx: {why}; reconnecting in {delay:.1}s (attempt {})", retry.attempt + 1);
+        }
+    });
+    let mut lines = spawn_stdin_reader();
+    loop {
+        let Some(connected) = connections.next().await else {
+            return Err(Failure::new(exit::ABNORMAL_CLOSE, "the server closed with a final code: not reconnecting"));
+        };
+        let mut ws = connected.map_err(|e| connect_failure(&e))?;
+        out.opened(&ws.get_ref().url().to_string(), &ws, 101);
+        match converse(&mut ws, &args, &out, &mut lines).await {
+            Ok(ending) if ending.we_closed => return Ok(()),
+            Ok(ending) => {
+                let code = ending.peer_close.map_or(CloseCode::ABNORMAL, |frame| frame.code);
+                connections.ended_with(code);
+            }
+            Err(failure) => {
+                let code = ws.close_reason().map_or(CloseCode::ABNORMAL, |reason| reason.code());
+                connections.ended_with(code);
+                if !out.json {
+                    eprintln!("wsx: {}", failure.message);
+                }
+            }
+        }
+    }
+}
+
 /// The client the arguments ask for.
-fn client(args: &Args) -> ClientBuilder {
+fn client(args: &Args) -> Result<ClientBuilder, Failure> {
     let config = Config::default()
         .deflate(args.deflate.then(DeflateConfig::default))
         .ping_interval(args.ping_interval)
@@ -161,7 +218,12 @@ fn client(args: &Args) -> ClientBuilder {
     if args.insecure {
         builder = builder.danger_accept_invalid_certs(true);
     }
-    builder
+    let proxy = match args.proxy.as_deref() {
+        None => wsx::Proxy::from_env(),
+        Some("none") => wsx::Proxy::none(),
+        Some(url) => wsx::Proxy::url(url).map_err(|e| Failure::new(exit::USAGE, format!("--proxy: {e}")))?,
+    };
+    Ok(builder.proxy(proxy).max_redirects(args.max_redirects))
 }
 
 /// How a session ended, as far as the exit code is concerned.
@@ -200,11 +262,15 @@ impl Ending {
 }
 
 /// Send the lines read from stdin and print what arrives, until the connection ends.
-async fn converse<S>(ws: &mut WebSocket<S>, args: &Args, out: &Output) -> Result<Ending, Failure>
+async fn converse<S>(
+    ws: &mut WebSocket<S>,
+    args: &Args,
+    out: &Output,
+    lines: &mut mpsc::Receiver<Line>,
+) -> Result<Ending, Failure>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut lines = spawn_stdin_reader();
     let mut input_open = true;
     let mut wait_until: Option<Instant> = None;
     let mut ending = Ending::default();
@@ -406,6 +472,9 @@ fn connect_failure(e: &wsx::Error) -> Failure {
     if e.is_io() {
         return Failure::new(exit::CONNECT, format!("cannot connect: {e}"));
     }
+    if e.is_redirect() {
+        return Failure::new(exit::CONNECT, format!("{e} (see --max-redirects)"));
+    }
     Failure::new(exit::CONNECT, e.to_string())
 }
 
@@ -432,11 +501,11 @@ struct Output {
 
 impl Output {
     /// Report the open connection: a JSON event, or on a terminal a line on how to use it.
-    fn opened<S>(&self, url: &str, ws: &WebSocket<S>, response: &wsx::Response)
+    fn opened<S>(&self, url: &str, ws: &WebSocket<S>, status: u16)
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        self.event(json!({"type": "open", "url": url, "status": response.status().as_u16(),
+        self.event(json!({"type": "open", "url": url, "status": status,
             "protocol": ws.protocol(), "compressed": ws.is_compressed()}));
         if self.interactive && !self.json {
             let protocol = ws.protocol().map(|p| format!(", subprotocol {p}")).unwrap_or_default();

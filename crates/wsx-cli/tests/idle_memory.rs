@@ -122,7 +122,20 @@ fn build_tools() -> Tools {
     let output = std::process::Command::new(env!("CARGO"))
         .args(["build", "--message-format=json-render-diagnostics", "--profile", profile, "--manifest-path"])
         .arg(&manifest)
-        .args(["-p", "wsx-bench", "--bin", "loadgen", "-p", "wsx", "--example", "echo_server"])
+        // With the features `wsx` has in `wsx serve` (`metrics`, compiled in but not enabled),
+        // so that the two servers hold the same `WebSocket`.
+        .args([
+            "-p",
+            "wsx-bench",
+            "--bin",
+            "loadgen",
+            "-p",
+            "wsx",
+            "--features",
+            "wsx/metrics",
+            "--example",
+            "echo_server",
+        ])
         .stderr(Stdio::inherit())
         .output()
         .expect("run cargo build");

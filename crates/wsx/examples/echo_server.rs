@@ -2,7 +2,9 @@
 //! 64 MiB message limit: the server the Autobahn conformance suite and the benchmarks run
 //! against. It answers through the borrowed receive path (`WebSocket::recv_each`); with
 //! `WSX_ECHO=messages`, through owned messages (`recv`, `feed`, `flush`) instead; with
-//! `WSX_ECHO=split`, through split halves in two tasks joined by a channel.
+//! `WSX_ECHO=split`, through split halves in two tasks joined by a channel. Built with the
+//! `metrics` feature and run with `WSX_METRICS=1`, it installs a Prometheus recorder first (the
+//! benchmark of the metrics' cost; nothing scrapes it).
 //!
 //! ```sh
 //! cargo run --release -p wsx --example echo_server   # ws://127.0.0.1:9001, or set HOST/PORT
@@ -17,6 +19,14 @@ mod shared;
 async fn main() -> wsx::Result<()> {
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".to_owned());
     let port = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(9001u16);
+    #[cfg(feature = "metrics")]
+    if std::env::var_os("WSX_METRICS").is_some() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder();
+        // Kept for the process's life: the recorder lives as long as its handle is reachable.
+        std::mem::forget(recorder.map_err(std::io::Error::other)?);
+        wsx::metrics::enable();
+        println!("Prometheus recorder installed");
+    }
     let server = Server::builder().config(shared::server_config()).bind((host.as_str(), port)).await?;
     println!("Echoing on ws://{}", server.local_addr()?);
 

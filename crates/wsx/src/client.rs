@@ -15,6 +15,7 @@ use crate::{
     driver::now,
     error::{Error, Result},
     io::{Io, forward_io},
+    proxy::{self, Proxy, ProxyUrl, Scheme},
     stream::WebSocket,
 };
 
@@ -68,6 +69,8 @@ pub struct ClientBuilder {
     tls: Option<TlsConfig>,
     #[cfg(feature = "__tls")]
     accept_invalid_certs: bool,
+    proxy: Proxy,
+    max_redirects: usize,
     /// The first setter failure, reported by `connect`.
     invalid: Option<Invalid>,
 }
@@ -89,6 +92,8 @@ impl ClientBuilder {
             tls: None,
             #[cfg(feature = "__tls")]
             accept_invalid_certs: false,
+            proxy: Proxy::from_env(),
+            max_redirects: 0,
             invalid: None,
         }
     }
@@ -191,6 +196,30 @@ impl ClientBuilder {
         self
     }
 
+    /// Connect through `proxy` (default: [`Proxy::from_env`], curl's environment variables).
+    ///
+    /// The proxy is chosen again for every redirect, since the host may change; the connect
+    /// timeout covers reaching the proxy and setting up the tunnel. Its credentials go to the
+    /// proxy only, never to the server.
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.proxy = proxy;
+        self
+    }
+
+    /// Follow up to `max` redirects (301, 302, 303, 307, 308 with a `Location`) in the opening
+    /// handshake. Default: 0, a redirect is returned as the refusal it is
+    /// ([`Error::http_status`]).
+    ///
+    /// Each hop is a new connection, with the proxy and TLS settings chosen again for its host.
+    /// A redirect from `wss://` to `ws://` is refused (it would drop TLS), and one to another
+    /// origin (scheme, host or port) drops the `Authorization`, `Cookie` and
+    /// `Proxy-Authorization` headers set on this builder. Past `max` the error says so
+    /// ([`Error::is_redirect`]). The URL finally reached is [`MaybeTlsStream::url`].
+    pub fn max_redirects(mut self, max: usize) -> Self {
+        self.max_redirects = max;
+        self
+    }
+
     /// Connect: resolve the host and try each address, run TLS for `wss://`, then the opening
     /// handshake.
     ///
@@ -200,26 +229,63 @@ impl ClientBuilder {
     /// [`Error::is_timeout`] past the connect or handshake timeout; and
     /// [`Error::http_status`] if the server answered the upgrade with another HTTP status.
     pub async fn connect(&self) -> Result<(WebSocket<MaybeTlsStream<TcpStream>>, Response)> {
-        let target = self.target.as_ref().map_err(Invalid::to_error)?;
+        let mut target = self.target.as_ref().map_err(Invalid::to_error)?.clone();
         if let Some(invalid) = &self.invalid {
             return Err(invalid.to_error());
         }
-        let request = self.request(target)?;
+        let mut headers = self.headers.clone();
+        let mut hops = 0;
+        loop {
+            let error = match self.connect_to(&target, &headers).await {
+                Ok(connected) => return Ok(connected),
+                Err(e) => e,
+            };
+            let Some(location) = redirect_location(&error) else { return Err(error) };
+            if hops == self.max_redirects {
+                if self.max_redirects == 0 {
+                    return Err(error);
+                }
+                return Err(Error::redirect(format!(
+                    "more than {} redirects (the last one from {} to {location})",
+                    self.max_redirects, target.uri
+                )));
+            }
+            hops += 1;
+            let next = target.redirect(&location)?;
+            if !next.same_origin(&target) {
+                // RFC 9110 §15.4: credentials for one origin are not for another.
+                for name in [header::AUTHORIZATION, header::COOKIE, header::PROXY_AUTHORIZATION] {
+                    headers.remove(name);
+                }
+            }
+            tracing::debug!(from = %target.uri, to = %next.uri, "following a redirect");
+            target = next;
+        }
+    }
+
+    /// One connection attempt to `target`: the proxy for its host, TCP, TLS, the handshake.
+    async fn connect_to(
+        &self,
+        target: &Target,
+        headers: &HeaderMap,
+    ) -> Result<(WebSocket<MaybeTlsStream<TcpStream>>, Response)> {
+        let request = self.request(target, headers)?;
         // The connection is built (and the request and config checked) before the network is
         // touched, so that a bad header or limit is a config error rather than a connection
         // opened and dropped. Its handshake timeout counts from here.
         let conn = wsx_proto::Connection::client(&self.config, &request, OsSeededRng::new(), now())?;
-        let io = tokio::time::timeout(self.connect_timeout, self.open(target))
+        let proxy = self.proxy.resolve(&target.host, target.tls)?;
+        let io = tokio::time::timeout(self.connect_timeout, self.open(target, proxy.as_deref()))
             .await
             .map_err(|_| Error::connect_timeout())??;
         crate::handshake::open(io, conn).await
     }
 
     /// The opening request: URI, the headers given, and the offered subprotocols.
-    fn request(&self, target: &Target) -> Result<http::Request<()>> {
+    fn request(&self, target: &Target, headers: &HeaderMap) -> Result<http::Request<()>> {
         let mut request = http::Request::new(());
         *request.uri_mut() = target.uri.clone();
-        *request.headers_mut() = self.headers.clone();
+        *request.headers_mut() = headers.clone();
         if !self.protocols.is_empty() {
             let offer = HeaderValue::from_str(&self.protocols.join(", "))
                 .map_err(|_| Error::request(format!("invalid subprotocols {:?}", self.protocols)))?;
@@ -228,21 +294,55 @@ impl ClientBuilder {
         Ok(request)
     }
 
-    /// TCP to the first address that answers, then TLS for `wss`.
-    async fn open(&self, target: &Target) -> Result<MaybeTlsStream<TcpStream>> {
+    /// TCP to the first address that answers (the proxy's, and a tunnel through it, when there
+    /// is a proxy), then TLS for `wss`.
+    async fn open(&self, target: &Target, proxy: Option<&ProxyUrl>) -> Result<MaybeTlsStream<TcpStream>> {
+        let Some(proxy) = proxy else {
+            let tcp = connect_tcp(&target.host, target.port).await?;
+            return self.over(target, tcp).await;
+        };
+        let tcp = connect_tcp(&proxy.host, proxy.port)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("proxy {proxy}: {e}")))?;
+        let (host, port) = (target.host.as_str(), target.port);
+        match proxy.scheme {
+            Scheme::Http => self.over(target, proxy::http_connect(proxy, tcp, host, port).await?).await,
+            Scheme::Socks5 | Scheme::Socks5h => {
+                self.over(target, proxy::socks5_connect(proxy, tcp, host, port).await?).await
+            }
+            #[cfg(feature = "__tls")]
+            Scheme::Https => {
+                // TLS to the proxy, checked against the same roots as the server's; then the
+                // tunnel inside it, and for wss the server's TLS inside that.
+                let to_proxy = self.tls_config()?.connect(&proxy.host, tcp).await?;
+                let tunnel = proxy::http_connect(proxy, to_proxy, host, port).await?;
+                let inner = if target.tls {
+                    Inner::TlsInProxyTls(Box::new(self.tls_config()?.connect(host, tunnel).await?))
+                } else {
+                    Inner::ProxyTls(Box::new(tunnel))
+                };
+                Ok(MaybeTlsStream { inner, url: target.uri.clone() })
+            }
+            #[cfg(not(feature = "__tls"))]
+            Scheme::Https => Err(Error::tls(format!(
+                "the proxy {proxy} needs TLS: enable the `rustls-ring` or `rustls-aws-lc-rs` feature of wsx"
+            ))),
+        }
+    }
+
+    /// The stream over a TCP connection to the server (or a tunnel to it): TLS for `wss`.
+    async fn over(&self, target: &Target, tcp: TcpStream) -> Result<MaybeTlsStream<TcpStream>> {
+        let url = target.uri.clone();
+        if !target.tls {
+            return Ok(MaybeTlsStream { inner: Inner::Plain(tcp), url });
+        }
         #[cfg(feature = "__tls")]
-        let tls = if target.tls { Some(self.tls_config()?) } else { None };
+        {
+            let stream = self.tls_config()?.connect(&target.host, tcp).await?;
+            Ok(MaybeTlsStream { inner: Inner::Tls(Box::new(stream)), url })
+        }
         #[cfg(not(feature = "__tls"))]
-        if target.tls {
-            return Err(Error::tls("wss:// needs TLS: enable the `rustls-ring` or `rustls-aws-lc-rs` feature of wsx"));
-        }
-        let tcp = connect_tcp(&target.host, target.port).await?;
-        #[cfg(feature = "__tls")]
-        if let Some(tls) = tls {
-            let stream = tls.connect(&target.host, tcp).await?;
-            return Ok(MaybeTlsStream { inner: Inner::Tls(Box::new(stream)) });
-        }
-        Ok(MaybeTlsStream { inner: Inner::Plain(tcp) })
+        Err(Error::tls("wss:// needs TLS: enable the `rustls-ring` or `rustls-aws-lc-rs` feature of wsx"))
     }
 
     /// The TLS settings to use: insecure if asked, else those given, else the webpki roots.
@@ -271,7 +371,9 @@ impl fmt::Debug for ClientBuilder {
         d.field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("protocols", &self.protocols)
             .field("config", &self.config)
-            .field("connect_timeout", &self.connect_timeout);
+            .field("connect_timeout", &self.connect_timeout)
+            .field("proxy", &self.proxy)
+            .field("max_redirects", &self.max_redirects);
         #[cfg(feature = "__tls")]
         d.field("tls", &self.tls).field("accept_invalid_certs", &self.accept_invalid_certs);
         d.finish()
@@ -349,6 +451,37 @@ impl Target {
         let uri = url.as_str().parse::<http::Uri>().map_err(|e| invalid(&e.to_string()))?;
         Ok(Self { uri, host, port, tls })
     }
+
+    /// The target a redirect to `location` (absolute, or relative to this URL) leads to.
+    /// Refuses a downgrade from `wss` to `ws`.
+    fn redirect(&self, location: &str) -> Result<Self> {
+        let base = url::Url::parse(&self.uri.to_string()).map_err(|e| Error::redirect(e.to_string()))?;
+        let joined =
+            base.join(location).map_err(|e| Error::redirect(format!("the Location {location:?} is not a URL: {e}")))?;
+        let next = Self::parse(joined.as_str()).map_err(|e| Error::redirect(e.to_error().to_string()))?;
+        if self.tls && !next.tls {
+            return Err(Error::redirect(format!("refusing to downgrade from {} to {}", self.uri, next.uri)));
+        }
+        Ok(next)
+    }
+
+    /// Whether `other` has the same origin: scheme, host and port (RFC 6454).
+    fn same_origin(&self, other: &Self) -> bool {
+        self.tls == other.tls && self.port == other.port && self.host.eq_ignore_ascii_case(&other.host)
+    }
+}
+
+/// The `Location` of a redirect the server answered the handshake with, if it did.
+fn redirect_location(error: &Error) -> Option<String> {
+    let status = error.http_status()?;
+    if !matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308) {
+        return None;
+    }
+    let headers = match error.protocol_error()? {
+        wsx_proto::ProtocolError::Handshake(wsx_proto::HandshakeError::Refused { headers, .. }) => headers,
+        _ => return None,
+    };
+    headers.get(header::LOCATION)?.to_str().ok().map(str::to_owned)
 }
 
 /// Resolve `host` and connect to the first address that accepts, with `TCP_NODELAY` (frames
@@ -375,44 +508,72 @@ async fn connect_tcp(host: &str, port: u16) -> io::Result<TcpStream> {
 /// A client's stream: plain TCP for `ws://`, TLS over it for `wss://`.
 ///
 /// Reads and writes (vectored too) go straight to the inner stream.
+///
+/// Through a proxy, the stream is the tunnel: the TCP connection to the proxy, with TLS to the
+/// proxy underneath for an `https://` proxy.
 pub struct MaybeTlsStream<S> {
     inner: Inner<S>,
+    /// The URL connected to: the one given, or where the redirects led.
+    url: http::Uri,
 }
 
 enum Inner<S> {
     Plain(S),
     #[cfg(feature = "__tls")]
     Tls(Box<tokio_rustls::client::TlsStream<S>>),
+    /// `ws://` through an `https://` proxy: TLS to the proxy only.
+    #[cfg(feature = "__tls")]
+    ProxyTls(Box<tokio_rustls::client::TlsStream<S>>),
+    /// `wss://` through an `https://` proxy: the server's TLS inside the proxy's.
+    #[cfg(feature = "__tls")]
+    TlsInProxyTls(Box<tokio_rustls::client::TlsStream<tokio_rustls::client::TlsStream<S>>>),
 }
 
 impl<S> MaybeTlsStream<S> {
-    /// Whether the connection runs over TLS.
+    /// Whether the WebSocket runs over TLS to the server (`wss://`).
     pub fn is_tls(&self) -> bool {
-        !matches!(self.inner, Inner::Plain(_))
+        match &self.inner {
+            Inner::Plain(_) => false,
+            #[cfg(feature = "__tls")]
+            Inner::ProxyTls(_) => false,
+            #[cfg(feature = "__tls")]
+            Inner::Tls(_) | Inner::TlsInProxyTls(_) => true,
+        }
     }
 
-    /// The underlying stream (the TCP socket under TLS).
+    /// The URL this connection reached: the one given to the builder, or the last redirect's.
+    pub fn url(&self) -> &http::Uri {
+        &self.url
+    }
+
+    /// The underlying stream: the TCP socket (to the server, or to the proxy).
     pub fn get_ref(&self) -> &S {
         match &self.inner {
             Inner::Plain(io) => io,
             #[cfg(feature = "__tls")]
-            Inner::Tls(tls) => tls.get_ref().0,
+            Inner::Tls(tls) | Inner::ProxyTls(tls) => tls.get_ref().0,
+            #[cfg(feature = "__tls")]
+            Inner::TlsInProxyTls(tls) => tls.get_ref().0.get_ref().0,
         }
     }
 
-    /// The ALPN protocol agreed in the TLS handshake, if any.
+    /// The ALPN protocol agreed in the TLS handshake with the server, if any.
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
         match &self.inner {
             Inner::Plain(_) => None,
             #[cfg(feature = "__tls")]
+            Inner::ProxyTls(_) => None,
+            #[cfg(feature = "__tls")]
             Inner::Tls(tls) => tls.get_ref().1.alpn_protocol(),
+            #[cfg(feature = "__tls")]
+            Inner::TlsInProxyTls(tls) => tls.get_ref().1.alpn_protocol(),
         }
     }
 }
 
 impl<S> fmt::Debug for MaybeTlsStream<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MaybeTlsStream").field("tls", &self.is_tls()).finish_non_exhaustive()
+        f.debug_struct("MaybeTlsStream").field("url", &self.url).field("tls", &self.is_tls()).finish_non_exhaustive()
     }
 }
 
@@ -421,7 +582,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MaybeTlsStream<S> {
         match &mut self.inner {
             Inner::Plain(io) => io,
             #[cfg(feature = "__tls")]
-            Inner::Tls(tls) => tls,
+            Inner::Tls(tls) | Inner::ProxyTls(tls) => tls,
+            #[cfg(feature = "__tls")]
+            Inner::TlsInProxyTls(tls) => tls,
         }
     }
 
@@ -429,7 +592,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MaybeTlsStream<S> {
         match &self.inner {
             Inner::Plain(io) => io,
             #[cfg(feature = "__tls")]
-            Inner::Tls(tls) => tls,
+            Inner::Tls(tls) | Inner::ProxyTls(tls) => tls,
+            #[cfg(feature = "__tls")]
+            Inner::TlsInProxyTls(tls) => tls,
         }
     }
 }

@@ -106,11 +106,14 @@ pub(crate) struct Driver<S> {
     close_on: Option<Watch>,
     /// The connection's membership of a hub, once it subscribed to a topic.
     pub(crate) subscriber: Option<Subscriber>,
+    /// Counters for the `metrics` feature (nothing without it).
+    pub(crate) metrics: crate::metrics::Counters,
 }
 
 impl<S> Driver<S> {
     pub(crate) fn new(io: S, conn: Connection) -> Self {
-        Self { io, conn, sleep: None, end: End::Running, close_on: None, subscriber: None }
+        let metrics = crate::metrics::Counters::new();
+        Self { io, conn, sleep: None, end: End::Running, close_on: None, subscriber: None, metrics }
     }
 
     /// Close with 1001 once `watch` fires.
@@ -120,8 +123,8 @@ impl<S> Driver<S> {
 
     /// The same driver over another stream (split halves taken apart or put together).
     pub(crate) fn map_io<T>(self, f: impl FnOnce(S) -> T) -> Driver<T> {
-        let Self { io, conn, sleep, end, close_on, subscriber } = self;
-        Driver { io: f(io), conn, sleep, end, close_on, subscriber }
+        let Self { io, conn, sleep, end, close_on, subscriber, metrics } = self;
+        Driver { io: f(io), conn, sleep, end, close_on, subscriber, metrics }
     }
 
     /// Whether the stream is over.
@@ -148,6 +151,7 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
             if !self.is_done() && self.conn.is_open() {
                 // Cannot fail: the connection is open and 1001 is a sendable code.
                 let _ = self.conn.close(CloseCode::AWAY, "server shutting down", now());
+                self.metrics.closing();
             }
         }
         fired
@@ -177,6 +181,7 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
                 Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => {
                     self.conn.transmit().advance(n);
+                    self.metrics.wrote(n);
                     wrote = true;
                 }
                 Poll::Ready(Err(e)) => break Poll::Ready(Err(e)),
@@ -245,6 +250,7 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
     fn poll_read_in(&mut self, src: &mut impl Source<S>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let buf = self.conn.read_buffer();
         let n = ready!(src.poll_read(&mut self.io, cx, buf))?;
+        self.metrics.read(n);
         if n == 0 {
             self.conn.receive_eof(now());
         } else {
@@ -279,9 +285,10 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
             }
             let blocked = drain(&mut self.conn) == Drained::WriteBlocked;
             if !blocked && let Some(event) = self.conn.next_event() {
-                match event {
-                    Event::Message(_) => {}
-                    Event::Closed(_) => {
+                match &event {
+                    Event::Message(message) => self.metrics.received(message),
+                    Event::Closed(reason) => {
+                        self.metrics.closed(reason);
                         // Flush the last bytes and shut down; errors no longer matter.
                         let _ = self.poll_write_out(cx);
                         let (error, reported) = match std::mem::replace(&mut self.end, End::Running) {
@@ -392,7 +399,17 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
     where
         F: FnMut(wsx_proto::MessageRef<'_>, &mut wsx_proto::Replies<'_>),
     {
-        self.poll_message_with(src, cx, &mut |conn: &mut Connection| conn.drain_messages(&mut *handle))
+        let mut tally = crate::metrics::Tally::new();
+        let polled = self.poll_message_with(src, cx, &mut |conn: &mut Connection| {
+            conn.drain_messages(|message, replies| {
+                let before = replies.sent();
+                tally.message(message.is_text());
+                handle(message, replies);
+                tally.replies(before, replies.sent());
+            })
+        });
+        self.metrics.received_tally(tally);
+        polled
     }
 
     fn poll_message_with<D>(
@@ -499,8 +516,10 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
                 Some(f) => (f.code, f.reason.as_str()),
                 None => (CloseCode::NO_STATUS, ""),
             };
+            self.metrics.closing();
             return Ok(self.conn.close(code, reason, now())?);
         }
+        self.metrics.sent(&message);
         Ok(self.conn.send(message)?)
     }
 
@@ -509,6 +528,7 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
         if self.is_done() {
             return Err(SendError::Closed.into());
         }
+        self.metrics.sent(&message);
         Ok(self.conn.send_compressed(message, compress)?)
     }
 
@@ -523,6 +543,7 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
     /// Start the closing handshake with `code` and `reason`, unless it started already.
     pub(crate) fn start_close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
         if !self.is_done() && self.conn.is_open() {
+            self.metrics.closing();
             self.conn.close(code, reason, now())?;
         }
         Ok(())

@@ -37,6 +37,14 @@ pub(crate) enum Kind {
     ConnectTimeout,
     /// TLS could not be set up (bad certificate file, no usable key, unknown server name).
     Tls(String),
+    /// The proxy refused the tunnel, or broke off while setting it up: what it said (the proxy
+    /// named without its credentials) and its HTTP status, if it gave one.
+    Proxy { message: String, status: Option<u16> },
+    /// A redirect was not followed: too many, a downgrade from `wss` to `ws`, or no usable
+    /// `Location`.
+    Redirect(String),
+    /// A message for the next connection did not fit in the reconnect queue.
+    QueueFull { queued: usize, len: usize, max: usize },
 }
 
 impl Error {
@@ -58,6 +66,74 @@ impl Error {
 
     pub(crate) fn connect_timeout() -> Self {
         Self::new(Kind::ConnectTimeout)
+    }
+
+    #[cfg(feature = "client")]
+    pub(crate) fn proxy(proxy: &crate::proxy::ProxyUrl, what: impl fmt::Display, status: Option<u16>) -> Self {
+        Self::new(Kind::Proxy { message: format!("proxy {proxy} {what}"), status })
+    }
+
+    #[cfg(feature = "client")]
+    pub(crate) fn redirect(message: impl Into<String>) -> Self {
+        Self::new(Kind::Redirect(message.into()))
+    }
+
+    #[cfg(feature = "client")]
+    pub(crate) fn queue_full(queued: usize, len: usize, max: usize) -> Self {
+        Self::new(Kind::QueueFull { queued, len, max })
+    }
+
+    /// Whether a message for the next connection was refused because the
+    /// [`Outbox`](crate::Outbox) was full.
+    pub fn is_queue_full(&self) -> bool {
+        matches!(self.kind, Kind::QueueFull { .. })
+    }
+
+    /// Whether the proxy refused the tunnel or broke off while setting it up (an I/O error on
+    /// the way to the proxy is [`is_io`](Self::is_io) instead, and names the proxy).
+    pub fn is_proxy(&self) -> bool {
+        matches!(self.kind, Kind::Proxy { .. })
+    }
+
+    /// Whether a redirect was refused: more than `max_redirects`, a downgrade from `wss://` to
+    /// `ws://`, or a `Location` that is not a WebSocket URL.
+    pub fn is_redirect(&self) -> bool {
+        matches!(self.kind, Kind::Redirect(_))
+    }
+
+    /// Whether trying again later may succeed: I/O errors, timeouts, HTTP 500, 502, 503 or
+    /// 504 from the server (or a proxy), and connections closed with 1001 (going away), 1006
+    /// (abnormal), 1011 (internal error), 1012 (service restart) or 1013 (try again later).
+    ///
+    /// Never for a 4xx answer, a TLS certificate failure, a bad URL or setting, a refused
+    /// redirect, or a protocol violation: retrying those repeats them. This is
+    /// [`Reconnecting`](crate::Reconnecting)'s default rule.
+    pub fn is_transient(&self) -> bool {
+        const STATUSES: [u16; 4] = [500, 502, 503, 504];
+        const CODES: [u16; 5] = [1001, 1006, 1011, 1012, 1013];
+        match &self.kind {
+            _ if self.is_tls() => false,
+            Kind::Io(_) | Kind::ConnectTimeout => true,
+            Kind::Proxy { status, .. } => status.is_none_or(|s| STATUSES.contains(&s)),
+            Kind::Protocol(ProtocolError::Handshake(HandshakeError::Refused { status, .. })) => {
+                STATUSES.contains(&status.as_u16())
+            }
+            Kind::Protocol(e) if e.is_timeout() => true,
+            // The connection dropped during the handshake; any other bad answer is not transient.
+            Kind::Protocol(ProtocolError::Handshake(h)) => matches!(h, HandshakeError::UnexpectedEof),
+            Kind::Protocol(e) => CODES.contains(&e.close_code().0),
+            _ => false,
+        }
+    }
+
+    /// For a refused handshake, how long the server asked the client to wait before trying
+    /// again (`Retry-After` in seconds; an HTTP date is not understood and gives `None`).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        let Kind::Protocol(ProtocolError::Handshake(HandshakeError::Refused { headers, .. })) = &self.kind else {
+            return None;
+        };
+        let seconds = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok()?;
+        Some(std::time::Duration::from_secs(seconds))
     }
 
     /// Whether the socket failed (connection refused or reset, broken pipe, TLS alert, …).
@@ -167,6 +243,12 @@ impl fmt::Display for Error {
             Kind::Request(e) => write!(f, "invalid request: {e}"),
             Kind::ConnectTimeout => f.write_str("connect timed out"),
             Kind::Tls(e) => write!(f, "TLS setup failed: {e}"),
+            Kind::Proxy { message, .. } => f.write_str(message),
+            Kind::Redirect(e) => write!(f, "redirect not followed: {e}"),
+            Kind::QueueFull { queued, len, max } => write!(
+                f,
+                "the reconnect queue is full: {queued} bytes queued, a {len}-byte message would pass the {max}-byte limit"
+            ),
         }
     }
 }

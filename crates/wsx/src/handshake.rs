@@ -106,6 +106,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Pending<S> {
     pub(crate) async fn accept(mut self, accept: &Accept) -> Result<WebSocket<S>> {
         self.driver.conn.accept(accept)?;
         poll_fn(|cx| self.driver.poll_flush(cx)).await?;
+        self.driver.metrics.open();
         Ok(WebSocket::from_driver(self.driver))
     }
 

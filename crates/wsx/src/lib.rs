@@ -28,6 +28,14 @@ mod handshake;
 mod io;
 #[cfg(feature = "pubsub")]
 pub mod pubsub;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+#[cfg(not(feature = "metrics"))]
+mod metrics;
+#[cfg(feature = "client")]
+mod proxy;
+#[cfg(feature = "client")]
+mod reconnect;
 #[cfg(feature = "server")]
 pub mod server;
 mod shutdown;
@@ -40,6 +48,10 @@ pub mod tls;
 pub use client::{ClientBuilder, MaybeTlsStream, connect};
 pub use error::{Error, Result};
 pub use handshake::{Reject, accept, accept_with, handshake};
+#[cfg(feature = "client")]
+pub use proxy::Proxy;
+#[cfg(feature = "client")]
+pub use reconnect::{Backoff, Jitter, Outbox, Reconnecting, Retry};
 #[cfg(feature = "server")]
 pub use server::{ConnectionInfo, Server, ShutdownHandle};
 pub use split::{WsReader, WsWriter};

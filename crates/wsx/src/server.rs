@@ -567,6 +567,7 @@ where
     T: Transport,
 {
     let local_addr = tcp.local_addr().ok();
+    let started = std::time::Instant::now();
     let options = &shared.options;
     let handshake = async {
         let io = shared.transport.wrap(tcp).await?;
@@ -595,13 +596,16 @@ where
         Ok(Ok(None)) => return None,
         Ok(Err(e)) => {
             debug!(%peer, error = %e, "handshake failed");
+            crate::metrics::handshake_failed(Some(&e));
             return None;
         }
         Err(_) => {
             debug!(%peer, "handshake timed out");
+            crate::metrics::handshake_failed(None);
             return None;
         }
     };
+    crate::metrics::handshake_succeeded(started);
     ws.close_on(shared.away.watch());
     Some((ws, ConnectionInfo { peer_addr: peer, local_addr, request: *request }))
 }
@@ -644,7 +648,10 @@ where
     tokio::select! {
         outcome = answer => match outcome {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => debug!(%peer, error = %e, "refused over the connection cap"),
+            Ok(Err(e)) => {
+                debug!(%peer, error = %e, "refused over the connection cap");
+                crate::metrics::handshake_failed(Some(&e));
+            }
             Err(_) => debug!(%peer, "refusing over the connection cap: handshake timed out"),
         },
         () = shared.away.fired() => {}

@@ -8,6 +8,7 @@
 
 mod cert;
 mod http;
+mod metrics;
 mod session;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
@@ -112,6 +113,10 @@ pub(crate) struct Args {
     /// Do not log each received message.
     #[arg(long, short)]
     quiet: bool,
+    /// Serve Prometheus metrics (connections, handshakes, messages, bytes, closes) at
+    /// http://ADDR/metrics, e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
     /// Log format: human (messages on stdout, the rest on stderr) or json (one object per line on stdout).
     #[arg(long, value_enum, default_value_t = LogFormat::Human)]
     pub(crate) log_format: LogFormat,
@@ -119,6 +124,9 @@ pub(crate) struct Args {
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let config = connection_config(&args)?;
+    if let Some(addr) = &args.metrics {
+        metrics::start(addr).await?;
+    }
     let site = Arc::new(Site::new(args.static_dir.clone())?);
     let (tls, dev_cert) = tls(&args)?;
     let mode = match (args.echo, args.broadcast, args.rooms) {

@@ -39,6 +39,8 @@ pub struct Replies<'a> {
     refused: Option<SendError>,
     /// A close the handler asked for: started once it returns.
     close: Option<Option<CloseFrame>>,
+    /// Text and binary messages queued through these replies, for metrics.
+    sent: [u32; 2],
 }
 
 impl std::fmt::Debug for Replies<'_> {
@@ -94,6 +96,13 @@ impl Replies<'_> {
         self.close_with(frame)
     }
 
+    /// How many text and binary messages these replies have queued so far, as
+    /// `(text, binary)`: for a driver's metrics, which compares them before and after a
+    /// handler runs. One `Replies` may serve several messages of a batch.
+    pub fn sent(&self) -> (u32, u32) {
+        (self.sent[0], self.sent[1])
+    }
+
     /// Bytes queued to write, these replies included.
     pub fn buffered_amount(&self) -> usize {
         self.writer.out.len()
@@ -105,6 +114,7 @@ impl Replies<'_> {
             return Err(e);
         }
         self.writer.message(opcode, payload, None);
+        self.sent[usize::from(opcode == OpCode::Binary)] += 1;
         Ok(())
     }
 
@@ -182,7 +192,7 @@ impl Connection {
                 };
                 // Invariant: `Event::Message` carries only text or binary (see `Message`).
                 let message = MessageRef::from_message(&message).expect("a data message");
-                let mut replies = Replies { writer: self.writer(), refused, close: None };
+                let mut replies = Replies { writer: self.writer(), refused, close: None, sent: [0; 2] };
                 handle(message, &mut replies);
                 if let Some(frame) = replies.close {
                     refused = self.close_from_handler(frame);
@@ -225,7 +235,7 @@ impl Connection {
             deflate: self.deflate.as_deref_mut(),
             rng: self.session.as_mut().and_then(|s| s.rng.as_deref_mut()),
         };
-        let mut replies = Replies { writer, refused: *refused, close: None };
+        let mut replies = Replies { writer, refused: *refused, close: None, sent: [0; 2] };
         let incoming = &mut w.incoming;
         let mut pos = 0;
         let mut last = None;

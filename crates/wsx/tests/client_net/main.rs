@@ -1,0 +1,7 @@
+//! The client on the network: proxies (real tinyproxy and microsocks processes), redirects and
+//! reconnecting, against wsx servers on loopback.
+
+mod proxy;
+mod reconnect;
+mod redirect;
+mod support;
