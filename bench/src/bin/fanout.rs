@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! fanout --port 9001 --subscribers 100 --publishers 1 --size 20 --inflight 16 \
-//!        [--pace one|all] [--warmup 1] [--duration 3] [--topic t] \
+//!        [--pace all|one] [--warmup 1] [--duration 3] [--topic t] \
 //!        [--server-pid PID] [--label NAME]
 //! fanout --idle N --idle-path /sub/t --port 9001 --server-pid PID [--hold 2] [--label NAME]
 //! ```
@@ -21,9 +21,12 @@
 //!   message missing is a message lost.
 //! - Each message is a masked binary frame of `--size` bytes (at least 20): publisher id (u32),
 //!   sequence number (u64) and send time (u64 nanoseconds since the start), little-endian, then
-//!   filler. Each publisher keeps at most `--inflight` K messages in flight: with `--pace one`
-//!   (the default, as in issue 12) a message is done when the last subscriber to connect has
-//!   it; with `--pace all` when every subscriber has it. New messages are written as soon as
+//!   filler. Each publisher keeps at most `--inflight` K messages in flight: with `--pace all`
+//!   (the default) a message is done when every subscriber has it; with `--pace one` (issue
+//!   12's wording, "paced by delivery to one subscriber") when the last subscriber to connect
+//!   has it. `one` bounds the queue of that subscriber only: a server that happens to serve it
+//!   first (wsx's hub does: tokio runs the task woken last first) lets the others fall further
+//!   behind, so `all` is the fair bound for every server. New messages are written as soon as
 //!   earlier ones are done, several in one write.
 //! - Every delivery is checked: the header (final binary frame, `--size` bytes), the
 //!   publisher's sequence number (a gap counts as lost, a step back as reordered), and the
@@ -143,8 +146,8 @@ struct Counts {
 
 fn main() {
     let pace = match arg("pace").as_deref() {
-        None | Some("one") => Pace::One,
-        Some("all") => Pace::All,
+        None | Some("all") => Pace::All,
+        Some("one") => Pace::One,
         Some(other) => {
             eprintln!("fanout: --pace is one or all, not {other:?}");
             std::process::exit(2);
