@@ -67,6 +67,10 @@ pub struct Snapshot {
     pub server_cpu: Option<Duration>,
     /// Machine-wide task time (user + nice + system) and softirq time, all CPUs.
     pub machine: Option<(Duration, Duration)>,
+    /// Time this process's threads, and the server's, spent runnable but waiting for a CPU.
+    pub self_wait: Option<Duration>,
+    /// See `self_wait`.
+    pub server_wait: Option<Duration>,
 }
 
 impl Snapshot {
@@ -77,6 +81,8 @@ impl Snapshot {
             self_cpu: self_cpu(),
             server_cpu: server_pid.and_then(process_cpu),
             machine: machine_cpu(),
+            self_wait: run_queue_wait(std::process::id()),
+            server_wait: server_pid.and_then(run_queue_wait),
         }
     }
 }
@@ -107,6 +113,18 @@ pub fn self_cpu() -> Duration {
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// How long a process's threads have waited on a run queue, runnable but not running, summed
+/// over its threads (the second field of `/proc/PID/task/TID/schedstat`). On a machine shared
+/// with other work this is the wall-clock time a closed loop loses to it.
+pub fn run_queue_wait(pid: u32) -> Option<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().nth(1)?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(total))
 }
 
 /// A process's user + system CPU time over all its threads, from `/proc/PID/stat`.

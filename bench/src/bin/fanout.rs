@@ -33,7 +33,7 @@
 //!   filler of every 64th. Latency is from the publisher's send time to the read that completed
 //!   the delivery (one clock reading per read), recorded for every delivery in the window.
 //! - It warms up for `--warmup` s, measures `--duration` s, stops publishing, waits for what is
-//!   in flight (while deliveries keep coming: until none came for 1 s, at most 15 s), and then
+//!   in flight (while deliveries keep coming: until none came for 3 s, at most 15 s), and then
 //!   counts every message a subscriber never got as lost.
 //!   Then it sends a close frame on every connection and waits (at most 3 s) for the server to
 //!   close them.
@@ -42,7 +42,9 @@
 //! microseconds, lost and reordered counts over the whole run, errors, its own CPU share, and
 //! with `--server-pid` the server's CPU time over the window, per delivery, and the CPU other
 //! processes took meanwhile (`other_cpu_share`, in cores), which tells a clean run from a
-//! disturbed one.
+//! disturbed one, and the share of the window the server's threads and this process spent
+//! runnable but waiting for a CPU (`server_runq_wait_share`, `loadgen_runq_wait_share`, from
+//! `/proc/PID/task/*/schedstat`): wall-clock time lost to other work.
 //!
 //! `--idle N` measures memory instead: the server's `VmRSS` before and after opening N
 //! connections to `--idle-path` (handshake only), after `--hold` seconds; the difference per
@@ -70,7 +72,7 @@ const SYNC: u32 = u32::MAX;
 const FIELDS: usize = 20;
 /// After the window, messages in flight are waited for while they keep arriving: until none
 /// has for `DRAIN_STALL`, and at most `DRAIN` in all.
-const DRAIN_STALL: Duration = Duration::from_secs(1);
+const DRAIN_STALL: Duration = Duration::from_secs(3);
 const DRAIN: Duration = Duration::from_secs(15);
 /// The longest the sync phase and the closing handshakes may each take.
 const SYNC_BUDGET: Duration = Duration::from_secs(5);
@@ -726,6 +728,14 @@ fn report(run: &Run<'_>, start: &Snapshot, end: &Snapshot, connect_s: f64, sync_
         }
         _ => (None, None),
     };
+    // Share of the window each side spent runnable but waiting for a CPU (other work on the
+    // machine): what turns a shared machine's wall-clock figures into noise.
+    let wait_share = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
+        (Some(a), Some(b)) if secs > 0.0 => Some(b.saturating_sub(a).as_secs_f64() / secs),
+        _ => None,
+    };
+    let server_wait = wait_share(start.server_wait, end.server_wait);
+    let self_wait = wait_share(start.self_wait, end.self_wait);
     let opt = |v: Option<f64>| v.map_or("null".to_owned(), |v| format!("{v:.4}"));
     let total_sent: u64 = run.pubs.iter().map(|p| p.next).sum();
     let total_delivered: u64 = run.subs.iter().map(|s| s.deliveries).sum();
@@ -736,7 +746,7 @@ fn report(run: &Run<'_>, start: &Snapshot, end: &Snapshot, connect_s: f64, sync_
          \"latency_us\":{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1},\"mean\":{:.1}}},\
          \"total_sent\":{},\"total_delivered\":{},\"lost\":{},\"reordered\":{},\"errors\":{},\
          \"loadgen_cpu_s\":{:.4},\"loadgen_cpu_share\":{:.4},\"server_cpu_s\":{},\"server_cpu_us_per_delivery\":{},\
-         \"other_cpu_share\":{},\"softirq_share\":{}}}",
+         \"other_cpu_share\":{},\"softirq_share\":{},\"server_runq_wait_share\":{},\"loadgen_runq_wait_share\":{}}}",
         opts.label.replace(['"', '\\'], ""),
         opts.publishers,
         opts.subscribers,
@@ -767,6 +777,8 @@ fn report(run: &Run<'_>, start: &Snapshot, end: &Snapshot, connect_s: f64, sync_
         opt(server_cpu.filter(|_| c.deliveries > 0).map(|s| s * 1e6 / c.deliveries as f64)),
         opt(others),
         opt(softirq),
+        opt(server_wait),
+        opt(self_wait),
     );
 }
 
