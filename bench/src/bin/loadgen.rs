@@ -57,7 +57,7 @@ use std::{
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use hdrhistogram::Histogram;
-use wsx_bench::{arg, arg_or};
+use wsx_bench::{Epoll, Snapshot, arg, arg_or, open_fds, vm_rss};
 
 /// The handshake key from RFC 6455 §1.3, and the accept value it must produce.
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -804,18 +804,6 @@ fn run_idle(opts: &Options) -> io::Result<()> {
     Ok(())
 }
 
-/// A process's resident set size in KiB (`VmRSS` in `/proc/PID/status`).
-fn vm_rss(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// How many file descriptors a process has open.
-fn open_fds(pid: u32) -> Option<usize> {
-    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
-}
-
 /// Read towards the expected echo; `Ok(true)` once all of it has arrived and checked out.
 fn read_echo(c: &mut Conn, frames: &Frames) -> io::Result<bool> {
     let want = c.rbuf.len();
@@ -968,65 +956,6 @@ fn close_all(conns: &mut [Conn], epoll: &Epoll) {
     }
 }
 
-/// CPU clocks at one instant.
-#[derive(Default)]
-struct Snapshot {
-    at: Option<Instant>,
-    self_cpu: Duration,
-    server_cpu: Option<Duration>,
-    /// Machine-wide task time (user + nice + system) and softirq time, all CPUs.
-    machine: Option<(Duration, Duration)>,
-}
-
-impl Snapshot {
-    fn take(at: Instant, server_pid: Option<u32>) -> Self {
-        Self {
-            at: Some(at),
-            self_cpu: self_cpu(),
-            server_cpu: server_pid.and_then(process_cpu),
-            machine: machine_cpu(),
-        }
-    }
-}
-
-/// Clock ticks (USER_HZ) as a duration.
-fn ticks(n: u64) -> Duration {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_nanos(n * 1_000_000_000 / hz.max(1))
-}
-
-/// Task time (user + nice + system) and softirq time summed over all CPUs, from `/proc/stat`.
-/// Task time minus the server's and our own is what other processes used: a measure of how
-/// disturbed the run was.
-fn machine_cpu() -> Option<(Duration, Duration)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let line = stat.lines().next()?.strip_prefix("cpu ")?;
-    let v: Vec<u64> = line.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
-    // Fields: user nice system idle iowait irq softirq steal guest guest_nice (proc(5)).
-    Some((ticks(v.first()? + v.get(1)? + v.get(2)?), ticks(*v.get(6)?)))
-}
-
-/// This process's user + system CPU time (getrusage).
-fn self_cpu() -> Duration {
-    // SAFETY: `rusage` is plain old data, so all-zero bytes are a valid value.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `ru` is a valid, writable `rusage` for the call's duration.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
-/// A process's user + system CPU time over all its threads, from `/proc/PID/stat`.
-fn process_cpu(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may contain spaces:
-    // state is field 3, utime 14 and stime 15 (proc(5)).
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some(ticks(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?))
-}
-
 fn report(
     opts: &Options,
     hist: &Histogram<u64>,
@@ -1112,61 +1041,4 @@ fn report(
         opt(softirq),
         deflate,
     );
-}
-
-/// A minimal epoll wrapper: level-triggered, a `u64` token per file descriptor.
-struct Epoll {
-    fd: i32,
-}
-
-impl Epoll {
-    fn new() -> io::Result<Self> {
-        // SAFETY: epoll_create1 has no memory preconditions.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 { Err(io::Error::last_os_error()) } else { Ok(Self { fd }) }
-    }
-
-    fn ctl(&self, op: i32, fd: i32, token: u64, out: bool) -> io::Result<()> {
-        let mut flags = libc::EPOLLIN | libc::EPOLLRDHUP;
-        if out {
-            flags |= libc::EPOLLOUT;
-        }
-        let mut ev = libc::epoll_event { events: flags as u32, u64: token };
-        // SAFETY: `ev` is a valid event for the call's duration; the kernel validates the fds.
-        if unsafe { libc::epoll_ctl(self.fd, op, fd, &mut ev) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    fn add(&self, fd: i32, token: u64) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd, token, false)
-    }
-
-    fn modify(&self, fd: i32, token: u64, out: bool) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_MOD, fd, token, out)
-    }
-
-    fn delete(&self, fd: i32) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, false)
-    }
-
-    /// Wait up to `timeout_ms` for events; returns how many of `events` were filled.
-    fn wait(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> io::Result<usize> {
-        let max = events.len().min(i32::MAX as usize) as i32;
-        // SAFETY: `events` is valid for writes of `max` entries for the call's duration.
-        let n = unsafe { libc::epoll_wait(self.fd, events.as_mut_ptr(), max, timeout_ms) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted { Ok(0) } else { Err(e) };
-        }
-        Ok(n as usize)
-    }
-}
-
-impl Drop for Epoll {
-    fn drop(&mut self) {
-        // SAFETY: `fd` is an epoll descriptor this value owns and closes once.
-        unsafe { libc::close(self.fd) };
-    }
 }

@@ -53,7 +53,56 @@ struct State {
     closing: Option<Closing>,
     /// The connection ended or is closing: nothing more is queued.
     gone: bool,
-    topics: Vec<Topic>,
+    topics: Topics,
+}
+
+/// A subscriber's topics: the first one inline, the others in a vector. Most connections
+/// subscribe to one topic, and a `Vec` of one would be an allocation of 32 bytes (48 of heap)
+/// per subscriber; inline it costs 8.
+#[derive(Default)]
+struct Topics {
+    first: Option<Topic>,
+    rest: Vec<Topic>,
+}
+
+impl Topics {
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    fn contains(&self, topic: &Topic) -> bool {
+        self.first.as_ref() == Some(topic) || self.rest.contains(topic)
+    }
+
+    fn push(&mut self, topic: Topic) {
+        if self.first.is_none() {
+            self.first = Some(topic);
+        } else {
+            self.rest.push(topic);
+        }
+    }
+
+    /// Take `topic` out, if it is there.
+    fn remove(&mut self, topic: &Topic) -> Option<Topic> {
+        if self.first.as_ref() == Some(topic) {
+            let found = self.first.take();
+            self.first = self.rest.pop();
+            return found;
+        }
+        let i = self.rest.iter().position(|t| t == topic)?;
+        Some(self.rest.swap_remove(i))
+    }
+
+    fn to_vec(&self) -> Vec<Topic> {
+        self.first.iter().chain(&self.rest).cloned().collect()
+    }
+
+    /// Take them all out.
+    fn take(&mut self) -> Vec<Topic> {
+        let mut all = std::mem::take(&mut self.rest);
+        all.extend(self.first.take());
+        all
+    }
 }
 
 /// What a publish did to one inbox.
@@ -78,7 +127,7 @@ impl Inbox {
                 dropped_total: 0,
                 closing: None,
                 gone: false,
-                topics: Vec::new(),
+                topics: Topics::default(),
             }),
             in_engine: AtomicUsize::new(0),
         }
@@ -193,11 +242,7 @@ impl Subscriber {
     /// from it are still sent.
     pub(crate) fn unsubscribe(&self, topic: impl AsTopic) -> bool {
         let Some(topic) = topic.find(&self.0.hub) else { return false };
-        let found = {
-            let mut state = self.0.lock();
-            let i = state.topics.iter().position(|t| *t == topic);
-            i.map(|i| state.topics.swap_remove(i))
-        };
+        let found = self.0.lock().topics.remove(&topic);
         match found {
             Some(topic) => {
                 self.0.hub.remove(&topic, &self.0);
@@ -209,7 +254,7 @@ impl Subscriber {
 
     /// The topics subscribed to.
     pub(crate) fn topics(&self) -> Vec<Topic> {
-        self.0.lock().topics.clone()
+        self.0.lock().topics.to_vec()
     }
 
     /// Messages dropped for this connection in all.
@@ -285,7 +330,7 @@ impl Drop for Subscriber {
             state.frames = VecDeque::new();
             state.bytes = 0;
             state.waker = None;
-            std::mem::take(&mut state.topics)
+            state.topics.take()
         };
         for topic in &topics {
             self.0.hub.remove(topic, &self.0);
