@@ -20,11 +20,15 @@
 #![warn(missing_docs, unreachable_pub)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+#[cfg(feature = "axum")]
+pub mod axum;
 #[cfg(feature = "client")]
 mod client;
 mod driver;
 mod error;
 mod handshake;
+#[cfg(feature = "hyper")]
+pub mod hyper;
 mod io;
 #[cfg(feature = "server")]
 pub mod server;

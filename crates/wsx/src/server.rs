@@ -386,6 +386,10 @@ pub struct ShutdownHandle {
 }
 
 impl ShutdownHandle {
+    pub(crate) fn new(stop: CancellationToken) -> Self {
+        Self { stop }
+    }
+
     /// Start the graceful shutdown: the server stops accepting, closes its connections with
     /// 1001, and its `serve` call returns once they have ended (or the shutdown timeout has
     /// passed).
