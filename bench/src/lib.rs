@@ -36,3 +36,20 @@ pub fn arg_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 pub fn listen_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], arg_or("port", 9001u16)))
 }
+
+/// The fastwebsockets echo of `echo-fastws` and `echo-axum-fastws`: once the upgrade completes,
+/// echo each text or binary frame through a `FragmentCollector` (auto-close and auto-pong on)
+/// until the peer closes.
+pub async fn fastws_echo(fut: fastwebsockets::upgrade::UpgradeFut) -> Result<(), fastwebsockets::WebSocketError> {
+    use fastwebsockets::OpCode;
+    let mut ws = fastwebsockets::FragmentCollector::new(fut.await?);
+    loop {
+        let frame = ws.read_frame().await?;
+        match frame.opcode {
+            OpCode::Close => break,
+            OpCode::Text | OpCode::Binary => ws.write_frame(frame).await?,
+            _ => {}
+        }
+    }
+    Ok(())
+}

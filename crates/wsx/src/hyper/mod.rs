@@ -60,7 +60,7 @@ use wsx_proto::{Accept, Config, Connection, HandshakeError, Request};
 
 pub use self::io::Io;
 use self::serve::Tracked;
-pub use self::serve::{Builder, Server};
+pub use self::serve::{Builder, HttpService, Server};
 use crate::{Error, Reject, Result, WebSocket, driver::now};
 
 /// Upgrade `request` to a WebSocket with `config`, accepting any path, origin and offered

@@ -23,17 +23,40 @@ use tracing::{debug, info, warn};
 
 use crate::{
     Result, ShutdownHandle,
+    server::{BACKOFF_START, accept_failed},
     shutdown::{Signal, Watch},
 };
 
-/// The first pause after a failed `accept`, doubled on each failure in a row.
-const BACKOFF_START: Duration = Duration::from_millis(5);
-
-/// The longest pause after failed `accept`s.
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
-
 /// A boxed error, as hyper takes them from services and bodies.
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A hyper service a [`Server`] can serve: it answers `Request<Incoming>` with a response whose
+/// body hyper can send, from any task. Implemented for every such service; a tower service
+/// (an axum `Router`) goes through [`Server::serve_tower`].
+pub trait HttpService:
+    Service<
+        http::Request<Incoming>,
+        Response = http::Response<Self::ResponseBody>,
+        Future: Send + 'static,
+        Error: Into<BoxError>,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+    /// The body of the service's responses.
+    type ResponseBody: Body<Data: Send, Error: Into<BoxError>> + Send + 'static;
+}
+
+impl<S, B> HttpService for S
+where
+    S: Service<http::Request<Incoming>, Response = http::Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
+{
+    type ResponseBody = B;
+}
 
 /// An HTTP server for a hyper service, speaking HTTP/1.1 and HTTP/2 on one port (cleartext
 /// HTTP/2 with prior knowledge, or by ALPN under TLS), whose WebSockets it keeps track of.
@@ -208,31 +231,14 @@ impl Server {
 
     /// Serve `service` on every connection until a [`ShutdownHandle`] fires, then shut down
     /// gracefully.
-    pub async fn serve<S, B>(self, service: S) -> Result<()>
-    where
-        S: Service<http::Request<Incoming>, Response = http::Response<B>> + Clone + Send + Sync + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<BoxError>,
-    {
+    pub async fn serve<S: HttpService>(self, service: S) -> Result<()> {
         self.serve_with_shutdown(service, std::future::pending::<()>()).await
     }
 
     /// Serve a tower service, such as an axum `Router`, like [`serve`](Self::serve).
-    pub async fn serve_tower<S, B>(self, service: S) -> Result<()>
+    pub async fn serve_tower<S>(self, service: S) -> Result<()>
     where
-        S: tower_service::Service<http::Request<Incoming>, Response = http::Response<B>>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<BoxError>,
+        hyper_util::service::TowerToHyperService<S>: HttpService,
     {
         self.serve(hyper_util::service::TowerToHyperService::new(service)).await
     }
@@ -240,16 +246,7 @@ impl Server {
     /// Like [`serve`](Self::serve), and also shut down when `signal` completes (for example
     /// `tokio::signal::ctrl_c()`). Returns once every connection has ended, or the shutdown
     /// timeout has passed.
-    pub async fn serve_with_shutdown<S, B, F>(self, service: S, signal: F) -> Result<()>
-    where
-        S: Service<http::Request<Incoming>, Response = http::Response<B>> + Clone + Send + Sync + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<BoxError>,
-        F: Future,
-    {
+    pub async fn serve_with_shutdown<S: HttpService, F: Future>(self, service: S, signal: F) -> Result<()> {
         let Self { listener, options, stop } = self;
         // Bounded so that the shutdown can wait for every permit at once.
         let max_connections = options.max_connections.min(Semaphore::MAX_PERMITS).min(u32::MAX as usize);
@@ -287,14 +284,9 @@ impl Server {
                         tasks.spawn(connection(shared.clone(), tcp, peer, permit, graceful.watcher()));
                     }
                     Err(e) => {
-                        // Out of file descriptors, memory, …: back off so as not to spin.
-                        debug!(error = %e, retry_in = ?backoff, "accept failed");
-                        tokio::select! {
-                            biased;
-                            () = &mut stopping => break,
-                            () = tokio::time::sleep(backoff) => {}
+                        if !accept_failed(&e, &mut backoff, stopping.as_mut()).await {
+                            break;
                         }
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
                     }
                 },
             }
@@ -370,20 +362,13 @@ impl Tracked {
 }
 
 /// One TCP connection: TLS if configured, then HTTP until it ends (or upgrades).
-async fn connection<S, B>(
+async fn connection<S: HttpService>(
     shared: Arc<Shared<S>>,
     tcp: TcpStream,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
     graceful: hyper_util::server::graceful::Watcher,
-) where
-    S: Service<http::Request<Incoming>, Response = http::Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
+) {
     if let Err(e) = tcp.set_nodelay(true) {
         debug!(%peer, error = %e, "cannot set TCP_NODELAY");
     }
@@ -403,7 +388,7 @@ async fn connection<S, B>(
 }
 
 /// Serve HTTP on `io` until the connection ends, is upgraded, or shuts down gracefully.
-async fn serve_io<I, S, B>(
+async fn serve_io<I, S>(
     http: &auto::Builder<TokioExecutor>,
     io: I,
     service: WithTracked<S>,
@@ -411,12 +396,7 @@ async fn serve_io<I, S, B>(
     graceful: hyper_util::server::graceful::Watcher,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<http::Request<Incoming>, Response = http::Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: HttpService,
 {
     let connection = http.serve_connection_with_upgrades(TokioIo::new(io), service);
     if let Err(e) = graceful.watch(connection.into_owned()).await {
