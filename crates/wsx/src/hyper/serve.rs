@@ -88,7 +88,7 @@ where
 ///     tokio::spawn(async move {
 ///         let mut ws = upgrade.await?;
 ///         while ws.recv_each(|message, replies| { let _ = replies.send(message); }).await?.is_some() {}
-///         wsx::Result::Ok(())
+///         Ok::<(), wsx::Error>(())
 ///     });
 ///     Ok(response)
 /// });
