@@ -197,3 +197,20 @@ impl Drop for Epoll {
         unsafe { libc::close(self.fd) };
     }
 }
+
+/// The fastwebsockets echo of `echo-fastws` and `echo-axum-fastws`: once the upgrade completes,
+/// echo each text or binary frame through a `FragmentCollector` (auto-close and auto-pong on)
+/// until the peer closes.
+pub async fn fastws_echo(fut: fastwebsockets::upgrade::UpgradeFut) -> Result<(), fastwebsockets::WebSocketError> {
+    use fastwebsockets::OpCode;
+    let mut ws = fastwebsockets::FragmentCollector::new(fut.await?);
+    loop {
+        let frame = ws.read_frame().await?;
+        match frame.opcode {
+            OpCode::Close => break,
+            OpCode::Text | OpCode::Binary => ws.write_frame(frame).await?,
+            _ => {}
+        }
+    }
+    Ok(())
+}

@@ -5,7 +5,7 @@
 //! Unlike the example it runs on the same multi-thread runtime as the other servers, so
 //! that only the WebSocket library differs.
 
-use fastwebsockets::{OpCode, WebSocketError, upgrade};
+use fastwebsockets::{WebSocketError, upgrade};
 use http_body_util::Empty;
 use hyper::{
     Request, Response,
@@ -33,22 +33,9 @@ async fn main() -> std::io::Result<()> {
 async fn server_upgrade(mut req: Request<Incoming>) -> Result<Response<Empty<Bytes>>, WebSocketError> {
     let (response, fut) = upgrade::upgrade(&mut req)?;
     tokio::spawn(async move {
-        if let Err(e) = tokio::task::unconstrained(handle_client(fut)).await {
+        if let Err(e) = tokio::task::unconstrained(wsx_bench::fastws_echo(fut)).await {
             eprintln!("echo-fastws: connection error: {e}");
         }
     });
     Ok(response)
-}
-
-async fn handle_client(fut: upgrade::UpgradeFut) -> Result<(), WebSocketError> {
-    let mut ws = fastwebsockets::FragmentCollector::new(fut.await?);
-    loop {
-        let frame = ws.read_frame().await?;
-        match frame.opcode {
-            OpCode::Close => break,
-            OpCode::Text | OpCode::Binary => ws.write_frame(frame).await?,
-            _ => {}
-        }
-    }
-    Ok(())
 }

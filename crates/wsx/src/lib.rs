@@ -20,20 +20,24 @@
 #![warn(missing_docs, unreachable_pub)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+#[cfg(feature = "axum")]
+pub mod axum;
 #[cfg(feature = "client")]
 mod client;
 mod driver;
 mod error;
 mod handshake;
+#[cfg(feature = "hyper")]
+pub mod hyper;
 mod io;
-#[cfg(feature = "pubsub")]
-pub mod pubsub;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 #[cfg(not(feature = "metrics"))]
 mod metrics;
 #[cfg(feature = "client")]
 mod proxy;
+#[cfg(feature = "pubsub")]
+pub mod pubsub;
 #[cfg(feature = "client")]
 mod reconnect;
 #[cfg(feature = "server")]

@@ -75,7 +75,7 @@ const REFUSE_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRY_AFTER_SECS: &str = "1";
 
 /// The first pause after a failed `accept`, doubled on each failure in a row.
-const BACKOFF_START: Duration = Duration::from_millis(5);
+pub(crate) const BACKOFF_START: Duration = Duration::from_millis(5);
 
 /// The longest pause after failed `accept`s.
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -220,17 +220,10 @@ impl<T: Transport> Server<T> {
                         backoff = BACKOFF_START;
                         dispatch(&shared, &mut tasks, tcp, peer);
                     }
-                    Err(e) if is_per_connection(&e) => debug!(error = %e, "accept failed"),
                     Err(e) => {
-                        // Out of file descriptors, memory, …: back off so as not to spin,
-                        // and keep serving once resources come back.
-                        warn!(error = %e, retry_in = ?backoff, "accept failed");
-                        tokio::select! {
-                            biased;
-                            () = &mut stopping => break,
-                            () = tokio::time::sleep(backoff) => {}
+                        if !accept_failed(&e, &mut backoff, stopping.as_mut()).await {
+                            break;
                         }
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
                     }
                 },
             }
@@ -386,6 +379,10 @@ pub struct ShutdownHandle {
 }
 
 impl ShutdownHandle {
+    pub(crate) fn new(stop: CancellationToken) -> Self {
+        Self { stop }
+    }
+
     /// Start the graceful shutdown: the server stops accepting, closes its connections with
     /// 1001, and its `serve` call returns once they have ended (or the shutdown timeout has
     /// passed).
@@ -666,6 +663,29 @@ fn service_unavailable() -> http::Response<Bytes> {
     headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     response
+}
+
+/// After a failed `accept`: log it and, unless it was about one connection only, pause for
+/// `backoff` (then doubled, up to [`BACKOFF_MAX`]) so as not to spin while out of file
+/// descriptors or memory, and keep serving once they come back. Returns false if `stopping`
+/// completed meanwhile.
+pub(crate) async fn accept_failed(
+    e: &io::Error,
+    backoff: &mut Duration,
+    stopping: Pin<&mut impl Future<Output = ()>>,
+) -> bool {
+    if is_per_connection(e) {
+        debug!(error = %e, "accept failed");
+        return true;
+    }
+    warn!(error = %e, retry_in = ?*backoff, "accept failed");
+    let paused = tokio::select! {
+        biased;
+        () = stopping => false,
+        () = tokio::time::sleep(*backoff) => true,
+    };
+    *backoff = (*backoff * 2).min(BACKOFF_MAX);
+    paused
 }
 
 /// Accept errors about one connection (it went away before we took it): no need to back off.

@@ -318,6 +318,20 @@ impl ServerTls {
         Ok(TlsStream { inner })
     }
 
+    /// This identity announcing HTTP/2 (if `http2`) and HTTP/1.1 by ALPN, for an HTTP server;
+    /// unchanged if its config lists protocols other than `http/1.1`.
+    #[cfg(feature = "hyper")]
+    pub(crate) fn with_http_alpn(&self, http2: bool) -> Self {
+        let config = self.rustls_config();
+        if !config.alpn_protocols.iter().all(|p| p.as_slice() == ALPN_HTTP11) {
+            return self.clone();
+        }
+        let mut config = ServerConfig::clone(config);
+        config.alpn_protocols =
+            if http2 { vec![b"h2".to_vec(), ALPN_HTTP11.to_vec()] } else { vec![ALPN_HTTP11.to_vec()] };
+        Self::from_rustls(Arc::new(config))
+    }
+
     fn from_parts(certs: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Setup<Self> {
         let mut config = ServerConfig::builder_with_provider(provider()?)
             .with_safe_default_protocol_versions()

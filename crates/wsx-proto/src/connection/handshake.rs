@@ -24,15 +24,13 @@ pub(super) struct Handshake {
     pub(super) pending_client: Option<client::Pending>,
     /// Server: the request waiting for `accept` or `reject`.
     pending_request: Option<Box<Request>>,
-    /// Server: the permessage-deflate parameters agreed and the header answering the offer.
-    pending_deflate: Option<(deflate::Params, String)>,
     /// Client: the refused (non-101) response whose body is being read.
     refused: Option<RefusedResponse>,
 }
 
 impl Handshake {
     pub(super) fn new(deadline: Instant) -> Self {
-        Self { deadline, pending_client: None, pending_request: None, pending_deflate: None, refused: None }
+        Self { deadline, pending_client: None, pending_request: None, refused: None }
     }
 }
 
@@ -66,20 +64,57 @@ impl Connection {
         if self.state != State::AwaitAccept {
             return Err(SendError::InvalidState);
         }
-        let handshake = self.handshake.as_deref_mut().ok_or(SendError::InvalidState)?;
+        let handshake = self.handshake.as_deref().ok_or(SendError::InvalidState)?;
         let request = handshake.pending_request.as_deref().ok_or(SendError::InvalidState)?;
-        let extensions = handshake.pending_deflate.as_ref().map(|(_, header)| header.as_str());
+        let deflate = self.negotiate_deflate(request);
         let mut head = BytesMut::new();
-        server::write_accept(request, accept, extensions, &mut head)?;
-        if let (Some((params, _)), Some(cfg)) = (handshake.pending_deflate.take(), &self.config.deflate) {
+        server::write_accept(request, accept, deflate.as_ref().map(|(_, header)| header.as_str()), &mut head)?;
+        self.work().outgoing.extend(&head);
+        self.open_accepted(accept, deflate);
+        Ok(())
+    }
+
+    /// Server: accept a request that another HTTP layer (hyper, …) read and checked with
+    /// [`Request::from_head`], on a connection fresh from [`server`](Self::server) or
+    /// [`server_shared`](Self::server_shared). Returns the response head for that layer to
+    /// send: 101 with `Sec-WebSocket-Accept` for HTTP/1.1, 200 for an HTTP/2 or HTTP/3
+    /// extended CONNECT, with the subprotocol, the permessage-deflate answer and `accept`'s
+    /// headers. The connection is open.
+    ///
+    /// The subprotocol and permessage-deflate are agreed by the same code as in
+    /// [`accept`](Self::accept). Then feed the connection any bytes the HTTP layer read past
+    /// the request head (a client may send its first frame with the request), before what the
+    /// stream brings next. Nothing of the handshake goes through [`transmit`](Self::transmit).
+    ///
+    /// Fails with `InvalidState`, leaving the connection as it was, if the connection is not a
+    /// fresh server one (it was accepted already, or it has parsed a request itself), or if
+    /// `accept` selects a subprotocol the client did not offer or sets a header the handshake
+    /// writes.
+    pub fn accept_upgraded(&mut self, request: &Request, accept: &Accept) -> Result<http::Response<()>, SendError> {
+        if self.role != Role::Server || self.state != State::Handshake {
+            return Err(SendError::InvalidState);
+        }
+        let deflate = self.negotiate_deflate(request);
+        let head = server::accept_head(request, accept, deflate.as_ref().map(|(_, header)| header.as_str()))?;
+        self.open_accepted(accept, deflate);
+        Ok(head)
+    }
+
+    /// Server: the permessage-deflate parameters to agree for `request`, and the header value
+    /// answering its offer; `None` if off or declined.
+    fn negotiate_deflate(&self, request: &Request) -> Option<(deflate::Params, String)> {
+        deflate::server_negotiate(self.config.deflate.as_ref()?, request.headers())
+    }
+
+    /// Server: the request is accepted with `accept` and `deflate`: open.
+    fn open_accepted(&mut self, accept: &Accept, deflate: Option<(deflate::Params, String)>) {
+        if let (Some((params, _)), Some(cfg)) = (deflate, &self.config.deflate) {
             self.deflate = Some(Box::new(Deflate::new(params, Role::Server, cfg)));
         }
-        self.work().outgoing.extend(&head);
         if let Some(protocol) = accept.protocol.as_deref() {
             self.session.get_or_insert_default().protocol = Some(protocol.into());
         }
         self.open();
-        Ok(())
     }
 
     /// Server: refuse the request with `response` (any status but 101; a 401 with
@@ -139,9 +174,6 @@ impl Connection {
                 self.work().incoming.buf.bytes.advance(n);
                 let request = Box::new(request);
                 if let Some(handshake) = self.handshake.as_mut() {
-                    if let Some(cfg) = &self.config.deflate {
-                        handshake.pending_deflate = deflate::server_negotiate(cfg, request.headers());
-                    }
                     handshake.pending_request = Some(request.clone());
                 }
                 self.state = State::AwaitAccept;
@@ -184,9 +216,33 @@ impl Connection {
             self.state = State::Refused;
             return true;
         }
-        // Invariant: `pending_client` is set by `Connection::client`, the only way to get a
-        // client connection, and taken only here; `handshake` is kept until the state leaves
-        // `Handshake`.
+        self.open_response(head);
+        true
+    }
+
+    /// Client: the response head to the request of
+    /// [`client_upgraded`](Self::client_upgraded), as the HTTP layer that sent it received it.
+    ///
+    /// An input: it never fails. A 101 (HTTP/1.1) or a 2xx (HTTP/2 and later, RFC 8441 §5) that
+    /// passes the checks of RFC 6455 §4.1 (the accept digest over HTTP/1.1, a subprotocol and
+    /// permessage-deflate parameters only as offered) opens the connection, reported as
+    /// [`Event::Opened`]; any other response fails it, reported as [`Event::Closed`] with the
+    /// [`HandshakeError`] (`Refused`, without the body, which is the HTTP layer's to read, for
+    /// another status). Ignored unless the connection is a client still waiting for its
+    /// response.
+    pub fn receive_response(&mut self, response: http::Response<()>, now: Instant) {
+        self.observe(now);
+        let waiting = self.handshake.as_ref().is_some_and(|h| h.pending_client.is_some());
+        if self.role == Role::Client && self.state == State::Handshake && waiting {
+            self.open_response(response);
+        }
+    }
+
+    /// Client: check the response head against the request, and open or fail.
+    fn open_response(&mut self, head: http::Response<()>) {
+        // Invariant: `pending_client` is set by `Connection::client` and
+        // `Connection::client_upgraded`, the only ways to get a client connection, and taken
+        // only here; `handshake` is kept until the state leaves `Handshake`.
         let pending = self.handshake.as_mut().and_then(|h| h.pending_client.take()).expect("client handshake pending");
         let extensions = head.headers().clone();
         let result = client::check_response(head, &pending).and_then(|response| {
@@ -214,7 +270,6 @@ impl Connection {
             // yet, so just close.
             Err(error) => self.fail_handshake(error),
         }
-        true
     }
 
     /// Client: collect the body of a non-101 response, bounded by `max_header_bytes`.

@@ -129,22 +129,63 @@ impl Connection {
     pub fn client(
         config: &Config,
         request: &http::Request<()>,
-        mut rng: impl MaskRng,
+        rng: impl MaskRng,
         now: Instant,
     ) -> Result<Self, ClientError> {
+        let (mut conn, key, offer) = Self::new_client(config, rng, now)?;
+        let mut head = BytesMut::new();
+        let pending = client::write_request(request, key, offer.as_deref(), &mut head)?;
+        conn.work().outgoing.extend(&head);
+        conn.expect_response(pending);
+        Ok(conn)
+    }
+
+    /// A client connection whose opening handshake another HTTP layer carries (hyper's client
+    /// over HTTP/1.1 or HTTP/2, …): validates `config` and returns the request head for that
+    /// layer to send. Give the response head to
+    /// [`receive_response`](Self::receive_response), then feed the connection the stream's
+    /// bytes as usual.
+    ///
+    /// `request` is as for [`client`](Self::client); its version picks the handshake. For
+    /// HTTP/1.1 the head is the GET that `client` would write, with `Upgrade`, `Connection`,
+    /// `Sec-WebSocket-Key` and `Sec-WebSocket-Version`. For HTTP/2 and later it is an extended
+    /// CONNECT (RFC 8441 §4, RFC 9220) with an `http` or `https` URI and
+    /// `Sec-WebSocket-Version`: the HTTP layer must add the `:protocol` pseudo-header,
+    /// `websocket`, which `http::Request` has no field for. Both carry the
+    /// permessage-deflate offer when [`Config::deflate`] is set. Nothing goes through
+    /// [`transmit`](Self::transmit) until the connection is open.
+    pub fn client_upgraded(
+        config: &Config,
+        request: &http::Request<()>,
+        rng: impl MaskRng,
+        now: Instant,
+    ) -> Result<(Self, http::Request<()>), ClientError> {
+        let (mut conn, key, offer) = Self::new_client(config, rng, now)?;
+        let (head, pending) = client::upgrade_request(request, key, offer.as_deref())?;
+        conn.expect_response(pending);
+        Ok((conn, head))
+    }
+
+    /// A client connection waiting to send its request: the key for it, drawn from `rng`
+    /// (which then makes the masking keys), and the permessage-deflate offer.
+    fn new_client(
+        config: &Config,
+        mut rng: impl MaskRng,
+        now: Instant,
+    ) -> Result<(Self, [u8; 16], Option<String>), ConfigError> {
         config.validate()?;
         let mut conn = Self::new(Role::Client, Arc::new(config.clone()), now);
         let mut key = [0; 16];
         rng.fill(&mut key);
-        let offer = config.deflate.as_ref().map(deflate::client_offer);
-        let mut head = BytesMut::new();
-        let pending = client::write_request(request, key, offer.as_deref(), &mut head)?;
-        conn.work().outgoing.extend(&head);
-        if let Some(handshake) = conn.handshake.as_mut() {
+        conn.session.get_or_insert_default().rng = Some(Box::new(rng));
+        Ok((conn, key, config.deflate.as_ref().map(deflate::client_offer)))
+    }
+
+    /// Client: the request is sent; the response must match `pending`.
+    fn expect_response(&mut self, pending: client::Pending) {
+        if let Some(handshake) = self.handshake.as_mut() {
             handshake.pending_client = Some(pending);
         }
-        conn.session.get_or_insert_default().rng = Some(Box::new(rng));
-        Ok(conn)
     }
 
     /// A server connection: validates `config` and waits for the client's request, which is

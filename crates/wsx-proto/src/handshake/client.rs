@@ -13,10 +13,12 @@ use crate::{config::Config, error::HandshakeError};
 /// What the client remembers between sending its request and checking the response.
 #[derive(Debug, Clone)]
 pub(crate) struct Pending {
-    /// The `Sec-WebSocket-Key` sent.
+    /// The `Sec-WebSocket-Key` sent (empty over HTTP/2 and later, which have none).
     pub(crate) key: String,
     /// The subprotocols offered, if any.
     pub(crate) protocols: Vec<String>,
+    /// The HTTP version the request went over.
+    pub(crate) version: Version,
 }
 
 /// The server's 101 response, as the client application sees it.
@@ -48,6 +50,75 @@ impl Response {
     }
 }
 
+/// What [`check_request`] found in a request: where it goes and what it offers.
+struct Checked<'r> {
+    host: &'r str,
+    /// The default port of the URI's scheme.
+    default_port: u16,
+    protocols: Vec<String>,
+    /// The permessage-deflate offer to add, unless the request has its own.
+    extensions: Option<&'r str>,
+}
+
+/// Check `request` as a WebSocket opening handshake to send over `version`: a `ws`, `wss`,
+/// `http` or `https` URI with a host; GET (over HTTP/2 and later, CONNECT too); none of the
+/// headers the handshake writes; subprotocols that are tokens; a valid `extensions` offer.
+fn check_request<'r>(
+    request: &'r http::Request<()>,
+    extensions: Option<&'r str>,
+    version: Version,
+) -> Result<Checked<'r>, HandshakeError> {
+    let invalid = HandshakeError::InvalidRequest;
+    let uri = request.uri();
+    // RFC 6455 §3: "ws" and "wss" URIs; http and https are accepted as their aliases, as
+    // browsers do (WHATWG WebSockets, "establish a WebSocket connection").
+    let Some(default_port) = uri.scheme_str().and_then(default_port) else {
+        return Err(invalid("URI scheme must be ws, wss, http or https"));
+    };
+    let Some(host) = uri.host().filter(|host| !host.is_empty()) else {
+        return Err(invalid("URI has no host"));
+    };
+    // §4.1 point 2: "The method of the request MUST be GET"; RFC 8441 §4 makes it CONNECT
+    // over HTTP/2.
+    let connect = version >= Version::HTTP_2 && request.method() == Method::CONNECT;
+    if request.method() != Method::GET && !connect {
+        return Err(invalid("method must be GET"));
+    }
+    let headers = request.headers();
+    let owned = [
+        header::UPGRADE,
+        header::CONNECTION,
+        header::SEC_WEBSOCKET_KEY,
+        header::SEC_WEBSOCKET_VERSION,
+        header::SEC_WEBSOCKET_ACCEPT,
+    ];
+    if owned.iter().any(|name| headers.contains_key(name)) {
+        return Err(invalid("request sets a header the handshake writes"));
+    }
+    let protocols = protocol_list(headers).ok_or(invalid("invalid Sec-WebSocket-Protocol"))?;
+    let extensions = extensions.filter(|_| !headers.contains_key(header::SEC_WEBSOCKET_EXTENSIONS));
+    if extensions.is_some_and(|e| HeaderValue::from_str(e).is_err()) {
+        return Err(invalid("invalid Sec-WebSocket-Extensions"));
+    }
+    Ok(Checked { host, default_port, protocols, extensions })
+}
+
+/// `key` as §4.1 point 7 sends it: "a randomly selected 16-byte value that has been
+/// base64-encoded".
+fn encode_key(key: [u8; 16]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(key)
+}
+
+/// The `Host` value for `host` from `uri`: with the port only when it is not the scheme's
+/// default (§4.1 point 4, "/host/ plus optionally ":" followed by /port/ (when not using the
+/// default port)"). `Uri::host` keeps the brackets of an IPv6 literal.
+fn host_value(uri: &http::Uri, host: &str, default_port: u16) -> String {
+    match uri.port_u16().filter(|&explicit| explicit != default_port) {
+        Some(explicit) => format!("{host}:{explicit}"),
+        None => host.to_owned(),
+    }
+}
+
 /// Write the upgrade request for `request` into `out`.
 ///
 /// `request` must have a `ws`, `wss`, `http` or `https` URI with a host; its headers are sent
@@ -68,38 +139,10 @@ pub(crate) fn write_request(
     extensions: Option<&str>,
     out: &mut BytesMut,
 ) -> Result<Pending, HandshakeError> {
-    let invalid = HandshakeError::InvalidRequest;
+    let Checked { host, default_port, protocols, extensions } = check_request(request, extensions, Version::HTTP_11)?;
     let uri = request.uri();
-    // RFC 6455 §3: "ws" and "wss" URIs; http and https are accepted as their aliases, as
-    // browsers do (WHATWG WebSockets, "establish a WebSocket connection").
-    let Some(port) = uri.scheme_str().and_then(default_port) else {
-        return Err(invalid("URI scheme must be ws, wss, http or https"));
-    };
-    let Some(host) = uri.host().filter(|host| !host.is_empty()) else {
-        return Err(invalid("URI has no host"));
-    };
-    // §4.1 point 2: "The method of the request MUST be GET".
-    if request.method() != Method::GET {
-        return Err(invalid("method must be GET"));
-    }
     let headers = request.headers();
-    let owned = [
-        header::UPGRADE,
-        header::CONNECTION,
-        header::SEC_WEBSOCKET_KEY,
-        header::SEC_WEBSOCKET_VERSION,
-        header::SEC_WEBSOCKET_ACCEPT,
-    ];
-    if owned.iter().any(|name| headers.contains_key(name)) {
-        return Err(invalid("request sets a header the handshake writes"));
-    }
-    let protocols = protocol_list(headers).ok_or(invalid("invalid Sec-WebSocket-Protocol"))?;
-    let extensions = extensions.filter(|_| !headers.contains_key(header::SEC_WEBSOCKET_EXTENSIONS));
-    if extensions.is_some_and(|e| HeaderValue::from_str(e).is_err()) {
-        return Err(invalid("invalid Sec-WebSocket-Extensions"));
-    }
-    // §4.1 point 7: "a randomly selected 16-byte value that has been base64-encoded".
-    let key = base64::engine::general_purpose::STANDARD.encode(key);
+    let key = encode_key(key);
 
     // §4.1 point 3: "The "Request-URI" part of the request MUST match the /resource name/
     // defined in Section 3 (a relative URI) or be an absolute http/https URI".
@@ -113,16 +156,9 @@ pub(crate) fn write_request(
         out.extend_from_slice(query.as_bytes());
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    // §4.1 point 4: "The request MUST contain a |Host| header field whose value contains
-    // /host/ plus optionally ":" followed by /port/ (when not using the default port)."
-    // `Uri::host` keeps the brackets of an IPv6 literal.
+    // §4.1 point 4: "The request MUST contain a |Host| header field".
     if !headers.contains_key(header::HOST) {
-        out.extend_from_slice(b"Host: ");
-        out.extend_from_slice(host.as_bytes());
-        if let Some(explicit) = uri.port_u16().filter(|&explicit| explicit != port) {
-            out.extend_from_slice(format!(":{explicit}").as_bytes());
-        }
-        out.extend_from_slice(b"\r\n");
+        put_header(out, b"Host", host_value(uri, host, default_port).as_bytes());
     }
     put_headers(out, headers, &[]);
     out.extend_from_slice(b"Upgrade: websocket\r\nConnection: Upgrade\r\n");
@@ -132,7 +168,66 @@ pub(crate) fn write_request(
         put_header(out, b"Sec-WebSocket-Extensions", extensions.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
-    Ok(Pending { key, protocols })
+    Ok(Pending { key, protocols, version: Version::HTTP_11 })
+}
+
+/// The upgrade request for `request`, as a head for another HTTP layer to send over
+/// `request.version()`: HTTP/1.1, or HTTP/2 and later (RFC 8441 §4, RFC 9220).
+///
+/// The URI's scheme becomes `http` or `https` (RFC 6455 §3: `ws` and `wss` stand for them) and
+/// its path `/` if it has none. For HTTP/1.1 the method is GET and the headers are those
+/// [`write_request`] writes (`Host` unless set, `Upgrade`, `Connection`, `Sec-WebSocket-Key`,
+/// `Sec-WebSocket-Version`, the offer); over HTTP/2 and later the method is CONNECT, the
+/// `:authority` stands for `Host`, and only `Sec-WebSocket-Version` and the offer are added:
+/// the HTTP layer sets `:protocol` to `websocket`. Fails as [`write_request`] does (GET or
+/// CONNECT are both accepted over HTTP/2), and for a version before HTTP/1.1.
+pub(crate) fn upgrade_request(
+    request: &http::Request<()>,
+    key: [u8; 16],
+    extensions: Option<&str>,
+) -> Result<(http::Request<()>, Pending), HandshakeError> {
+    let invalid = HandshakeError::InvalidRequest;
+    let version = request.version();
+    if version < Version::HTTP_11 {
+        return Err(invalid("HTTP/1.1 or later required"));
+    }
+    let Checked { host, default_port, protocols, extensions } = check_request(request, extensions, version)?;
+    let uri = request.uri();
+    let uri = http::Uri::builder()
+        .scheme(if default_port == 443 { "https" } else { "http" })
+        .authority(uri.authority().map_or(host, |authority| authority.as_str()))
+        .path_and_query(uri.path_and_query().map(|p| p.as_str()).filter(|p| !p.is_empty()).unwrap_or("/"))
+        .build()
+        .map_err(|_| invalid("invalid URI"))?;
+
+    let mut head = http::Request::new(());
+    *head.version_mut() = version;
+    *head.headers_mut() = request.headers().clone();
+    let headers = head.headers_mut();
+    let key = if version >= Version::HTTP_2 {
+        String::new()
+    } else {
+        if !headers.contains_key(header::HOST) {
+            let host = HeaderValue::from_str(&host_value(request.uri(), host, default_port));
+            headers.insert(header::HOST, host.map_err(|_| invalid("invalid URI"))?);
+        }
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        let key = encode_key(key);
+        // Invariant: base64 is visible ASCII, a valid header value.
+        headers.insert(header::SEC_WEBSOCKET_KEY, HeaderValue::from_str(&key).expect("base64 is ASCII"));
+        key
+    };
+    headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+    if let Some(extensions) = extensions {
+        // Invariant: `check_request` made sure it is a valid header value.
+        headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_str(extensions).expect("checked"));
+    }
+    if version >= Version::HTTP_2 {
+        *head.method_mut() = Method::CONNECT;
+    }
+    *head.uri_mut() = uri;
+    Ok((head, Pending { key, protocols, version }))
 }
 
 /// Parse a response head from the front of `buf`.
@@ -178,18 +273,25 @@ pub(crate) fn parse_response(
     Ok(Some((head, len)))
 }
 
-/// Check a 101 response against what was sent (RFC 6455 §4.1, points 1–6 of the client's
-/// validation): `Upgrade: websocket`, `Connection: upgrade` (case-insensitive token lists),
-/// the accept digest, and a subprotocol only from those offered. Extensions are checked by
-/// the caller.
+/// Check a response against what was sent (RFC 6455 §4.1, points 1–6 of the client's
+/// validation): for HTTP/1.1 a 101 with `Upgrade: websocket`, `Connection: upgrade`
+/// (case-insensitive token lists) and the accept digest; for HTTP/2 and later a 2xx (RFC 8441
+/// §5), which carries none of them; and a subprotocol only from those offered. Extensions are
+/// checked by the caller.
 ///
 /// Any other status gives [`HandshakeError::Refused`] with the headers and an empty body:
 /// a caller that wants the body must check the status first and read it itself.
 pub(crate) fn check_response(head: http::Response<()>, pending: &Pending) -> Result<Response, HandshakeError> {
     let invalid = HandshakeError::InvalidResponse;
     // Point 1: "If the status code received from the server is not 101, the client handles
-    // the response per HTTP procedures."
-    if head.status() != StatusCode::SWITCHING_PROTOCOLS {
+    // the response per HTTP procedures." RFC 8441 §5: over HTTP/2, "a 2xx status code [...]
+    // indicates the WebSocket connection has been established".
+    let accepted = if pending.version >= Version::HTTP_2 {
+        head.status().is_success()
+    } else {
+        head.status() == StatusCode::SWITCHING_PROTOCOLS
+    };
+    if !accepted {
         let (parts, ()) = head.into_parts();
         return Err(HandshakeError::Refused {
             status: parts.status,
@@ -198,26 +300,8 @@ pub(crate) fn check_response(head: http::Response<()>, pending: &Pending) -> Res
         });
     }
     let headers = head.headers();
-    // Point 2: "If the response lacks an |Upgrade| header field or the |Upgrade| header
-    // field contains a value that is not an ASCII case-insensitive match for the value
-    // "websocket", the client MUST _Fail the WebSocket Connection_."
-    if !has_token(headers, header::UPGRADE, "websocket") {
-        return Err(invalid("missing Upgrade: websocket"));
-    }
-    // Point 3: the same for |Connection| and the token "Upgrade".
-    if !has_token(headers, header::CONNECTION, "upgrade") {
-        return Err(invalid("missing Connection: upgrade"));
-    }
-    // Point 4: "If the response lacks a |Sec-WebSocket-Accept| header field or the
-    // |Sec-WebSocket-Accept| contains a value other than the base64-encoded SHA-1 of the
-    // concatenation of the |Sec-WebSocket-Key| (as a string, not base64-decoded) with the
-    // string "258EAFA5-E914-47DA-95CA-C5AB0DC85B11" [...] the client MUST _Fail the WebSocket
-    // Connection_." §4.2.2 allows one such field.
-    match occurrences(headers, header::SEC_WEBSOCKET_ACCEPT) {
-        Occurs::Once(accept) if accept.as_bytes() == super::accept_key(pending.key.as_bytes()).as_bytes() => {}
-        Occurs::Once(_) => return Err(invalid("Sec-WebSocket-Accept does not match the key")),
-        Occurs::Absent => return Err(invalid("missing Sec-WebSocket-Accept")),
-        Occurs::Repeated => return Err(invalid("more than one Sec-WebSocket-Accept")),
+    if pending.version < Version::HTTP_2 {
+        check_upgrade_fields(headers, &pending.key)?;
     }
     // Point 6: "If the response includes a |Sec-WebSocket-Protocol| header field and this
     // header field indicates the use of a subprotocol that was not present in the client's
@@ -243,6 +327,34 @@ pub(crate) fn check_response(head: http::Response<()>, pending: &Pending) -> Res
         }
     };
     Ok(Response { head, protocol })
+}
+
+/// RFC 6455 §4.1 points 2–4 of the client's validation of a 101: `Upgrade`, `Connection` and
+/// the accept digest for `key`.
+fn check_upgrade_fields(headers: &HeaderMap, key: &str) -> Result<(), HandshakeError> {
+    let invalid = HandshakeError::InvalidResponse;
+    // Point 2: "If the response lacks an |Upgrade| header field or the |Upgrade| header
+    // field contains a value that is not an ASCII case-insensitive match for the value
+    // "websocket", the client MUST _Fail the WebSocket Connection_."
+    if !has_token(headers, header::UPGRADE, "websocket") {
+        return Err(invalid("missing Upgrade: websocket"));
+    }
+    // Point 3: the same for |Connection| and the token "Upgrade".
+    if !has_token(headers, header::CONNECTION, "upgrade") {
+        return Err(invalid("missing Connection: upgrade"));
+    }
+    // Point 4: "If the response lacks a |Sec-WebSocket-Accept| header field or the
+    // |Sec-WebSocket-Accept| contains a value other than the base64-encoded SHA-1 of the
+    // concatenation of the |Sec-WebSocket-Key| (as a string, not base64-decoded) with the
+    // string "258EAFA5-E914-47DA-95CA-C5AB0DC85B11" [...] the client MUST _Fail the WebSocket
+    // Connection_." §4.2.2 allows one such field.
+    match occurrences(headers, header::SEC_WEBSOCKET_ACCEPT) {
+        Occurs::Once(accept) if accept.as_bytes() == super::accept_key(key.as_bytes()).as_bytes() => {}
+        Occurs::Once(_) => return Err(invalid("Sec-WebSocket-Accept does not match the key")),
+        Occurs::Absent => return Err(invalid("missing Sec-WebSocket-Accept")),
+        Occurs::Repeated => return Err(invalid("more than one Sec-WebSocket-Accept")),
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -286,6 +398,7 @@ mod tests {
         Pending {
             key: "dGhlIHNhbXBsZSBub25jZQ==".to_owned(),
             protocols: protocols.iter().map(|&p| p.to_owned()).collect(),
+            version: http::Version::HTTP_11,
         }
     }
 

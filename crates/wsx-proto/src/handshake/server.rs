@@ -23,6 +23,34 @@ pub struct Request {
 }
 
 impl Request {
+    /// Check an upgrade request that another HTTP layer (hyper, …) has read, with the same
+    /// rules as a request the engine reads itself; accept it with
+    /// [`Connection::accept_upgraded`](crate::Connection::accept_upgraded).
+    ///
+    /// An HTTP/1.1 request must be a RFC 6455 §4.2.1 `GET` with `Host`, `Upgrade: websocket`,
+    /// `Connection: Upgrade`, a valid `Sec-WebSocket-Key` and `Sec-WebSocket-Version: 13`. An
+    /// HTTP/2 or HTTP/3 request must be an extended CONNECT (RFC 8441 §4, RFC 9220) with
+    /// `connect_protocol` — its `:protocol` pseudo-header, which `http::Request` has no field
+    /// for — equal to `websocket`, an authority, `Sec-WebSocket-Version: 13` and no
+    /// `Sec-WebSocket-Key`. Both may offer subprotocols and extensions, and neither may
+    /// announce a body.
+    ///
+    /// Fails with [`HandshakeError::BadRequest`] carrying the status to answer: 400 for a
+    /// missing or invalid field or an HTTP version before 1.1, 405 for another method (`GET`
+    /// for HTTP/1.1, `CONNECT` for later versions), 426 for another `Sec-WebSocket-Version`.
+    pub fn from_head(head: http::Request<()>, connect_protocol: Option<&str>) -> Result<Self, HandshakeError> {
+        let (key, protocols) = if head.version() >= Version::HTTP_2 {
+            (String::new(), check_connect(&head, connect_protocol)?)
+        } else if head.method() != Method::GET {
+            return Err(refuse(StatusCode::METHOD_NOT_ALLOWED, "method must be GET"));
+        } else if head.version() != Version::HTTP_11 {
+            return Err(refuse(StatusCode::BAD_REQUEST, "HTTP/1.1 required"));
+        } else {
+            check_headers(head.headers())?
+        };
+        Ok(Self { head, key, protocols, upgrade: true })
+    }
+
     /// The whole request head: method, URI, version and headers.
     pub fn head(&self) -> &http::Request<()> {
         &self.head
@@ -58,7 +86,8 @@ impl Request {
         &self.protocols
     }
 
-    /// The client's `Sec-WebSocket-Key` (empty in a plain HTTP request).
+    /// The client's `Sec-WebSocket-Key` (empty in a plain HTTP request, and over HTTP/2, which
+    /// has none).
     pub fn key(&self) -> &str {
         &self.key
     }
@@ -248,19 +277,7 @@ fn check_headers(headers: &HeaderMap) -> Result<(String, Vec<String>), Handshake
     if !has_token(headers, header::CONNECTION, "upgrade") {
         return Err(bad("missing Connection: upgrade"));
     }
-    // Point 6, and §4.2.2: if the version is not understood, "the server MUST abort the
-    // WebSocket handshake described in this section and instead send an appropriate HTTP
-    // error code (such as 426 Upgrade Required) and a |Sec-WebSocket-Version| header field".
-    // A missing version gets the same answer: it tells the client which version to speak.
-    match occurrences(headers, header::SEC_WEBSOCKET_VERSION) {
-        Occurs::Once(version) if trim_ows(version.as_bytes()) == b"13" => {}
-        Occurs::Absent => {
-            return Err(refuse(StatusCode::UPGRADE_REQUIRED, "missing Sec-WebSocket-Version"));
-        }
-        Occurs::Once(_) | Occurs::Repeated => {
-            return Err(refuse(StatusCode::UPGRADE_REQUIRED, "unsupported Sec-WebSocket-Version"));
-        }
-    }
+    check_version(headers)?;
     // Point 5: "A |Sec-WebSocket-Key| header field with a base64-encoded value that, when
     // decoded, is 16 bytes in length."
     let key = match occurrences(headers, header::SEC_WEBSOCKET_KEY) {
@@ -275,11 +292,63 @@ fn check_headers(headers: &HeaderMap) -> Result<(String, Vec<String>), Handshake
         Ok(key) if decodes_to_16 => key.to_owned(),
         _ => return Err(bad("invalid Sec-WebSocket-Key")),
     };
-    // Point 8 (optional): "|Sec-WebSocket-Protocol| header field, with a list of values
-    // indicating which protocols the client would like to speak, ordered by preference."
-    let protocols = protocol_list(headers).ok_or_else(|| bad("invalid Sec-WebSocket-Protocol"))?;
+    Ok((key, offered_protocols(headers)?))
+}
+
+/// Check an HTTP/2 or HTTP/3 extended CONNECT (RFC 8441 §4 and §5, RFC 9220 §3) whose
+/// `:protocol` is `connect_protocol`; return the offered subprotocols.
+///
+/// The WebSocket header fields are those of RFC 6455 but for `Sec-WebSocket-Key` (and
+/// `Sec-WebSocket-Accept`), which RFC 8441 §5 replaces with `:protocol`: a request that
+/// carries one is refused (400) rather than half-understood.
+fn check_connect(head: &http::Request<()>, connect_protocol: Option<&str>) -> Result<Vec<String>, HandshakeError> {
+    let bad = |reason| refuse(StatusCode::BAD_REQUEST, reason);
+    if head.method() != Method::CONNECT {
+        return Err(refuse(StatusCode::METHOD_NOT_ALLOWED, "method must be CONNECT"));
+    }
+    // RFC 8441 §4: "On requests that contain the :protocol pseudo-header field, the :scheme
+    // and :path pseudo-header fields of the target URI [...] MUST also be included"; the
+    // `:authority` stands for `Host`.
+    match connect_protocol {
+        None => return Err(bad("CONNECT without :protocol")),
+        Some(protocol) if !protocol.eq_ignore_ascii_case("websocket") => {
+            return Err(bad(":protocol is not websocket"));
+        }
+        Some(_) => {}
+    }
+    if head.uri().authority().is_none_or(|a| a.as_str().is_empty()) {
+        return Err(bad("missing :authority"));
+    }
+    if head.headers().contains_key(header::SEC_WEBSOCKET_KEY) {
+        return Err(bad("Sec-WebSocket-Key in an extended CONNECT"));
+    }
+    check_version(head.headers())?;
+    offered_protocols(head.headers())
+}
+
+/// RFC 6455 §4.2.1 point 6 (`Sec-WebSocket-Version: 13`), and §4.2.2: if the version is not
+/// understood, "the server MUST abort the WebSocket handshake described in this section and
+/// instead send an appropriate HTTP error code (such as 426 Upgrade Required) and a
+/// |Sec-WebSocket-Version| header field". A missing version gets the same answer: it tells the
+/// client which version to speak.
+fn check_version(headers: &HeaderMap) -> Result<(), HandshakeError> {
+    match occurrences(headers, header::SEC_WEBSOCKET_VERSION) {
+        Occurs::Once(version) if trim_ows(version.as_bytes()) == b"13" => Ok(()),
+        Occurs::Absent => Err(refuse(StatusCode::UPGRADE_REQUIRED, "missing Sec-WebSocket-Version")),
+        Occurs::Once(_) | Occurs::Repeated => {
+            Err(refuse(StatusCode::UPGRADE_REQUIRED, "unsupported Sec-WebSocket-Version"))
+        }
+    }
+}
+
+/// RFC 6455 §4.2.1 point 8 (optional): "|Sec-WebSocket-Protocol| header field, with a list of
+/// values indicating which protocols the client would like to speak, ordered by preference";
+/// and no body (see [`refuse_body`]).
+fn offered_protocols(headers: &HeaderMap) -> Result<Vec<String>, HandshakeError> {
+    let protocols =
+        protocol_list(headers).ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "invalid Sec-WebSocket-Protocol"))?;
     refuse_body(headers)?;
-    Ok((key, protocols))
+    Ok(protocols)
 }
 
 /// Parse the request target: origin-form (`/path?query`) or absolute-form
@@ -296,20 +365,20 @@ fn parse_target(target: &str) -> Result<Uri, &'static str> {
     }
 }
 
-/// Write the 101 response accepting `request` into `out`.
+/// Check that `request` may be accepted with `accept` and `extensions` (the negotiated
+/// `Sec-WebSocket-Extensions` value, if any; an empty one means none), and return the
+/// extensions to answer with.
 ///
-/// `extensions` is the negotiated `Sec-WebSocket-Extensions` value, if any (an empty string
-/// writes no header). Fails with [`SendError::InvalidState`](crate::SendError::InvalidState),
-/// writing nothing, if `request` is a plain HTTP request, if `accept` selects a subprotocol
-/// the client did not offer, if `extensions` is not a valid header value, or if `accept`'s
-/// headers set one of the headers this function writes (`Upgrade`, `Connection`,
-/// `Sec-WebSocket-Accept`, `Sec-WebSocket-Protocol`, `Sec-WebSocket-Extensions`).
-pub(crate) fn write_accept(
+/// Fails with [`SendError::InvalidState`](crate::SendError::InvalidState) if `request` is a
+/// plain HTTP request, if `accept` selects a subprotocol the client did not offer, if
+/// `extensions` is not a valid header value, or if `accept`'s headers set one of the headers
+/// the handshake writes (`Upgrade`, `Connection`, `Sec-WebSocket-Accept`,
+/// `Sec-WebSocket-Protocol`, `Sec-WebSocket-Extensions`).
+fn check_accept<'e>(
     request: &Request,
     accept: &Accept,
-    extensions: Option<&str>,
-    out: &mut BytesMut,
-) -> Result<(), crate::SendError> {
+    extensions: Option<&'e str>,
+) -> Result<Option<&'e str>, crate::SendError> {
     let owned = [
         header::UPGRADE,
         header::CONNECTION,
@@ -330,7 +399,20 @@ pub(crate) fn write_accept(
     {
         return Err(crate::SendError::InvalidState);
     }
+    Ok(extensions)
+}
 
+/// Write the 101 response accepting `request` into `out`.
+///
+/// `extensions` is the negotiated `Sec-WebSocket-Extensions` value, if any. Fails as
+/// [`check_accept`] does, writing nothing.
+pub(crate) fn write_accept(
+    request: &Request,
+    accept: &Accept,
+    extensions: Option<&str>,
+    out: &mut BytesMut,
+) -> Result<(), crate::SendError> {
+    let extensions = check_accept(request, accept, extensions)?;
     out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n");
     put_header(out, b"Sec-WebSocket-Accept", super::accept_key(request.key.as_bytes()).as_bytes());
     if let Some(protocol) = &accept.protocol {
@@ -342,6 +424,45 @@ pub(crate) fn write_accept(
     put_headers(out, &accept.headers, &[]);
     out.extend_from_slice(b"\r\n");
     Ok(())
+}
+
+/// The response head accepting `request`, for an HTTP layer to send: for HTTP/1.1 the same
+/// 101 as [`write_accept`] writes; for an HTTP/2 or HTTP/3 extended CONNECT a 200 (RFC 8441
+/// §5: "a 2xx status code [...] indicates the WebSocket connection has been established"),
+/// with no `Sec-WebSocket-Accept`. Fails as [`check_accept`] does.
+pub(crate) fn accept_head(
+    request: &Request,
+    accept: &Accept,
+    extensions: Option<&str>,
+) -> Result<http::Response<()>, crate::SendError> {
+    let extensions = check_accept(request, accept, extensions)?;
+    let mut head = http::Response::new(());
+    *head.version_mut() = request.head.version();
+    let h1 = request.head.version() <= Version::HTTP_11;
+    if h1 {
+        *head.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    }
+    let headers = head.headers_mut();
+    if h1 {
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        let digest = super::accept_key(request.key.as_bytes());
+        // Invariant: base64 is visible ASCII, a valid header value.
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&digest).expect("base64 is ASCII"));
+    }
+    if let Some(protocol) = &accept.protocol {
+        // Invariant: `check_accept` made sure it is one of the offered subprotocols, which
+        // `protocol_list` checked are tokens.
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_str(protocol).expect("a token"));
+    }
+    if let Some(extensions) = extensions {
+        // Invariant: `check_accept` made sure it is a valid header value.
+        headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_str(extensions).expect("checked"));
+    }
+    for (name, value) in &accept.headers {
+        headers.append(name, value.clone());
+    }
+    Ok(head)
 }
 
 /// Write a complete non-101 response (with `Connection: close` and `Content-Length`) into

@@ -1,5 +1,7 @@
-//! The wsx echo server ([`wsx::Server`]) that each peer's client runs its scenario against,
-//! logging what it saw of every connection.
+//! The wsx echo server that each peer's client runs its scenario against, logging what it saw
+//! of every connection: on [`wsx::Server`], or ([`Host::Axum`]) on an axum 0.8 route with
+//! `wsx::axum::WebSocketUpgrade`, under `axum::serve` (plain) or `wsx::hyper::Server` (TLS with
+//! HTTP/2 by ALPN), which also serves the browser page at `/`.
 
 use std::{
     future::Future,
@@ -15,7 +17,7 @@ use tokio::{
 };
 use wsx::{CloseFrame, Config, DeflateConfig, Message, WebSocket};
 
-use crate::{certs::TestCert, within};
+use crate::{axum_host, certs::TestCert, within};
 
 /// Server configs: permessage-deflate on (as offered by the peer) or off.
 pub(crate) fn server_config(deflate: bool) -> Config {
@@ -23,9 +25,22 @@ pub(crate) fn server_config(deflate: bool) -> Config {
     if deflate { config.deflate(Some(DeflateConfig::default())) } else { config }
 }
 
+/// Where the echo runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Host {
+    /// `wsx::Server`.
+    Native,
+    /// An axum route with `wsx::axum::WebSocketUpgrade`.
+    Axum,
+}
+
 /// What the echo server saw on one connection.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ConnLog {
+    /// The HTTP version of the upgrade (axum host only).
+    pub(crate) http_version: Option<http::Version>,
+    /// The WebSocket runs on the TCP socket itself (axum host only).
+    pub(crate) fast_path: bool,
     /// permessage-deflate was negotiated.
     pub(crate) compressed: bool,
     /// Data messages echoed.
@@ -45,26 +60,35 @@ pub(crate) struct ConnLog {
 pub(crate) struct EchoServer {
     pub(crate) addr: SocketAddr,
     pub(crate) log: Arc<Mutex<Vec<ConnLog>>>,
-    shutdown: wsx::ShutdownHandle,
+    shutdown: Box<dyn Fn() + Send + Sync>,
     task: JoinHandle<wsx::Result<()>>,
 }
 
 impl EchoServer {
-    /// Start it, over TLS with `cert`'s server certificate when given.
+    /// Start it on [`wsx::Server`], over TLS with `cert`'s server certificate when given.
     pub(crate) async fn start(config: Config, cert: Option<&TestCert>) -> Self {
+        Self::start_on(Host::Native, config, cert).await
+    }
+
+    /// Start it on `host`, over TLS with `cert`'s server certificate when given.
+    pub(crate) async fn start_on(host: Host, config: Config, cert: Option<&TestCert>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().unwrap();
         let log: Arc<Mutex<Vec<ConnLog>>> = Arc::default();
+        if host == Host::Axum {
+            let (shutdown, task) = axum_host::start(listener, config, cert, log.clone());
+            return Self { addr, log, shutdown, task };
+        }
         let builder = wsx::Server::builder().config(config);
         let (shutdown, task) = match cert {
             None => {
                 let server = builder.from_listener(listener);
-                (server.shutdown_handle(), tokio::spawn(server.serve(echo_handler(log.clone()))))
+                (shutdown_fn(server.shutdown_handle()), tokio::spawn(server.serve(echo_handler(log.clone()))))
             }
             Some(cert) => {
                 let tls = wsx::tls::ServerTls::from_pem(&cert.cert_pem, &cert.key_pem).expect("ServerTls::from_pem");
                 let server = builder.tls(tls).from_listener(listener);
-                (server.shutdown_handle(), tokio::spawn(server.serve(echo_handler(log.clone()))))
+                (shutdown_fn(server.shutdown_handle()), tokio::spawn(server.serve(echo_handler(log.clone()))))
             }
         };
         Self { addr, log, shutdown, task }
@@ -99,9 +123,14 @@ impl EchoServer {
     }
 }
 
+/// A server's shutdown as a closure.
+fn shutdown_fn(handle: wsx::ShutdownHandle) -> Box<dyn Fn() + Send + Sync> {
+    Box::new(move || handle.shutdown())
+}
+
 impl Drop for EchoServer {
     fn drop(&mut self) {
-        self.shutdown.shutdown();
+        (self.shutdown)();
         self.task.abort();
     }
 }
@@ -119,16 +148,24 @@ where
     move |ws, _info| {
         let log = log.clone();
         Box::pin(async move {
-            let index = {
-                let mut log = log.lock().unwrap();
-                log.push(ConnLog::default());
-                log.len() - 1
-            };
-            echo_connection(ws, &log, index).await;
-            log.lock().unwrap()[index].finished = true;
+            log_connection(ws, &log, ConnLog::default()).await;
             Ok(())
         })
     }
+}
+
+/// Echo and log one connection, its log entry made here.
+pub(crate) async fn log_connection<S>(ws: WebSocket<S>, log: &Mutex<Vec<ConnLog>>, first: ConnLog)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let index = {
+        let mut log = log.lock().unwrap();
+        log.push(first);
+        log.len() - 1
+    };
+    echo_connection(ws, log, index).await;
+    log.lock().unwrap()[index].finished = true;
 }
 
 async fn echo_connection<S>(mut ws: WebSocket<S>, log: &Mutex<Vec<ConnLog>>, index: usize)

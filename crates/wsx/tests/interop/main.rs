@@ -13,6 +13,8 @@
 //! - [`script_peers`]: Node and Python, each driven in both directions.
 //! - [`node`], [`python`], [`tungstenite`], [`browser`]: the tests, one module per peer.
 //! - [`topics`]: Node and Python subscribers of one topic, many connections per process.
+//! - [`axum_host`], [`http`]: the echo on an axum route (`wsx::axum`), and every peer against
+//!   it, HTTP/2 included (Chromium over TLS + h2, Python `h2` over cleartext h2).
 //!
 //! Every test is bounded: each await that depends on a peer runs under [`within`], every
 //! spawned process is killed by PID when its handle drops (and also exits by itself when its
@@ -21,9 +23,11 @@
 //! A missing peer fails the test with a message naming `bash scripts/setup-peers`: CI installs
 //! the peers, so a skip would hide a broken setup.
 
+mod axum_host;
 mod browser;
 mod certs;
 mod echo_server;
+mod http;
 mod node;
 mod peers;
 mod python;

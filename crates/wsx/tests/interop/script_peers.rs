@@ -7,7 +7,7 @@ use wsx::CloseCode;
 
 use crate::{
     certs::TestCert,
-    echo_server::{EchoServer, server_config},
+    echo_server::{EchoServer, Host, server_config},
     peers::{ClientRun, PeerEnv, PeerServer, run_client},
     scenario::{LONG_REASON, PEER_CLIENT_STEPS, SCENARIO_STEPS, assert_server_saw_scenario, client_scenario},
 };
@@ -86,8 +86,13 @@ impl ScriptPeer {
     /// (a) Our echo server (deflate on or off) against the peer's client scenario (which
     /// offers deflate unless `client_deflate` is false), over TLS when `tls`.
     pub(crate) async fn client_against_wsx(&self, server_deflate: bool, client_deflate: bool, tls: bool) {
+        self.client_against(Host::Native, server_deflate, client_deflate, tls).await;
+    }
+
+    /// [`client_against_wsx`](Self::client_against_wsx) with the echo on `host`.
+    pub(crate) async fn client_against(&self, host: Host, server_deflate: bool, client_deflate: bool, tls: bool) {
         let cert = tls.then(TestCert::generate);
-        let server = EchoServer::start(server_config(server_deflate), cert.as_ref()).await;
+        let server = EchoServer::start_on(host, server_config(server_deflate), cert.as_ref()).await;
         let mut extra = ca_args(cert.as_ref());
         if !client_deflate {
             extra.push("--no-deflate".into());
@@ -113,6 +118,11 @@ impl ScriptPeer {
         assert_server_saw_scenario(&logs, self.name, negotiated);
         // 12 data steps, two of them fragmented: 12 echoes.
         assert_eq!(logs[0].echoed, 12, "{}: messages our server echoed", self.name);
+        if host == Host::Axum {
+            // Plain TCP under axum::serve: the WebSocket runs on the socket; under TLS it
+            // runs over hyper's upgraded stream.
+            assert_eq!(logs[0].fast_path, !tls, "{}: {:?}", self.name, logs[0]);
+        }
     }
 
     /// (a) The peer's close-test mode against our server: it sends `code` (`"none"` for a

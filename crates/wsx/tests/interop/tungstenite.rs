@@ -26,7 +26,7 @@ use tokio_tungstenite::{
 use crate::{
     STEP_TIMEOUT, TEST_TIMEOUT,
     certs::TestCert,
-    echo_server::{EchoServer, server_config},
+    echo_server::{EchoServer, Host, server_config},
     scenario::{
         LONG_REASON, PEER_CLIENT_STEPS, PING_PAYLOAD, Results, SCENARIO_STEPS, UTF8_TEXT, assert_server_saw_scenario,
         client_scenario, compare, random_bytes, tcp,
@@ -153,8 +153,13 @@ async fn tungstenite_scenario<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSock
 
 /// (a) The tungstenite client scenario against our echo server.
 async fn tungstenite_client_to_wsx(server_deflate: bool, tls: bool) {
+    tungstenite_client_to(Host::Native, server_deflate, tls).await;
+}
+
+/// (a) The tungstenite client scenario against our echo server on `host`.
+pub(crate) async fn tungstenite_client_to(host: Host, server_deflate: bool, tls: bool) {
     let cert = tls.then(TestCert::generate);
-    let server = EchoServer::start(server_config(server_deflate), cert.as_ref()).await;
+    let server = EchoServer::start_on(host, server_config(server_deflate), cert.as_ref()).await;
     let url = server.url(tls);
     let results = match &cert {
         None => {

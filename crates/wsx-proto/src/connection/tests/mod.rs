@@ -8,13 +8,14 @@ use proptest::prelude::*;
 
 use self::util::*;
 use crate::{
-    Accept, CloseCode, CloseFrame, Config, Connection, Event, Frame, HandshakeError, Message, OpCode, ProtocolError,
-    SendError, frame::Header,
+    Accept, ClientError, CloseCode, CloseFrame, Config, Connection, Event, Frame, HandshakeError, Message, OpCode,
+    ProtocolError, SendError, frame::Header,
 };
 
 mod contract;
 mod drain;
 mod prepared;
+mod upgraded;
 mod util;
 
 /// §5.2 Base Framing Protocol.
