@@ -91,10 +91,8 @@ fn run(input: &Stepped<'_>, stepped: bool) -> Outcome {
             }
             Action::Eof => conn.receive_eof(clock.now),
         }
-        let written = drain(&mut conn);
-        if outcome == Outcome::Waiting {
-            out.extend_from_slice(&written);
-        }
+        // The documented loop: events first (taking them is what parses, and queues a
+        // refusal), then what to transmit.
         events.drain(&mut conn, |conn, event| {
             let Event::Request(request) = event else { return };
             assert_eq!(outcome, Outcome::Waiting, "a second request");
@@ -146,6 +144,10 @@ fn run(input: &Stepped<'_>, stepped: bool) -> Outcome {
                 Err(e) => panic!("accept of an offered protocol failed: {e:?}"),
             }
         });
+        let written = drain(&mut conn);
+        if outcome == Outcome::Waiting {
+            out.extend_from_slice(&written);
+        }
         if outcome == Outcome::Waiting {
             if !out.is_empty() {
                 check_refusal(&out);
