@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 target=${1:?usage: run.sh <target|all> [seconds]}
 secs=${2:-300}
-targets=(frame_header handshake_request client_response server_conn ops)
+targets=(frame_header handshake_request client_response server_conn ops deflate_negotiate inflate)
 [[ $target == all ]] || targets=("$target")
 
 max_len() {
@@ -20,6 +20,8 @@ max_len() {
         handshake_request | client_response) echo 16384 ;;
         server_conn) echo 65536 ;;
         ops) echo 8192 ;;
+        deflate_negotiate) echo 4096 ;;
+        inflate) echo 16384 ;;
     esac
 }
 

@@ -76,6 +76,12 @@ fn handshake_request() {
     let no_key = String::from_utf8(request("")).unwrap().replace("Sec-WebSocket-Key", "Sec-WebSocket-Kez");
     write(t, "no-key", &Stepped::encode(0, &[], no_key.as_bytes()));
     write(t, "chunked-body", &Stepped::encode(0, &[], &request("Transfer-Encoding: chunked\r\n")));
+    // Plain HTTP (flag bit 4), as `wsx serve` gets for its demo page and static files.
+    write(t, "plain-get", &Stepped::encode(0x10, &[], b"GET /index.html?x=1 HTTP/1.1\r\nHost: example.com\r\n\r\n"));
+    write(t, "plain-head", &Stepped::encode(0x10, &[0x05, 0x3F], b"HEAD /a%2e%2e/b HTTP/1.1\r\nHost: h\r\n\r\n"));
+    write(t, "plain-http10", &Stepped::encode(0x10, &[], b"GET / HTTP/1.0\r\n\r\n"));
+    write(t, "plain-post", &Stepped::encode(0x10, &[], b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nx"));
+    write(t, "plain-upgrade", &Stepped::encode(0x10, &[], &request("")));
 }
 
 /// Frames a client would send: messages, a fragmented text with a ping inside, a close.
@@ -209,11 +215,75 @@ fn ops() {
     }
 }
 
+fn deflate_negotiate() {
+    let t = "deflate_negotiate";
+    // Config flags: 0xFC is the default (15-bit windows both ways, context takeover).
+    let answers = [
+        "permessage-deflate",
+        "permessage-deflate; server_max_window_bits=10; client_max_window_bits=9",
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+        "x-webkit-deflate-frame",
+        "permessage-deflate; server_max_window_bits=16",
+    ];
+    for (i, offer) in DEFLATE_OFFERS.iter().enumerate() {
+        for (j, answer) in answers.iter().enumerate() {
+            let flags = [(0xFC, 0xFC), (0x00, 0xFC), (0xFC, 0x00), (0x03, 0x6D)][(i + j) % 4];
+            let data = [&[flags.0, flags.1][..], offer.as_bytes(), &[0xFF], answer.as_bytes()].concat();
+            write(t, &format!("offer{i}-answer{j}"), &data);
+        }
+    }
+    write(t, "two-lines", b"\xFC\xFCx-foo; a=1\npermessage-deflate; client_max_window_bits=8\xFFpermessage-deflate\n");
+    write(t, "quoted", b"\xFC\x24permessage-deflate; client_max_window_bits=\"10\"\xFF");
+}
+
+/// A raw deflate stream of `data` as permessage-deflate sends it (sync flush, trailer cut).
+fn deflated(data: &[u8]) -> Vec<u8> {
+    let mut compress = flate2::Compress::new(flate2::Compression::default(), false);
+    let mut out = Vec::with_capacity(data.len() + 64);
+    compress.compress_vec(data, &mut out, flate2::FlushCompress::Sync).expect("deflate");
+    assert!(out.ends_with(&[0x00, 0x00, 0xff, 0xff]));
+    out.truncate(out.len() - 4);
+    out
+}
+
+/// `inflate` records for one message: `control` bits 2-3 (text, uncompressed), split into
+/// frames of at most `piece` bytes.
+fn records(payload: &[u8], control: u8, piece: usize) -> Vec<u8> {
+    let pieces: Vec<&[u8]> = if payload.is_empty() { vec![&[]] } else { payload.chunks(piece).collect() };
+    let mut out = Vec::new();
+    for (i, p) in pieces.iter().enumerate() {
+        let fin = u8::from(i + 1 == pieces.len());
+        let start = if i == 0 { 2 | control } else { 0 };
+        out.extend_from_slice(&[fin | start, p.len() as u8]);
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+fn inflate() {
+    let t = "inflate";
+    let json = br#"{"id":1,"name":"wsx","tags":["a","b","c"],"text":"hello hello hello hello"}"#.repeat(8);
+    let hello = deflated(b"Hello");
+    write(t, "hello", &[&[0x00][..], &records(&hello, 0, 255)].concat());
+    write(t, "hello-text", &[&[0x01][..], &records(&hello, 4, 255)].concat());
+    write(t, "json-fragments", &[&[0x02][..], &records(&deflated(&json), 0, 40)].concat());
+    write(t, "json-split-frames", &[&[0x03][..], &records(&deflated(&json), 0x10, 255)].concat());
+    write(t, "uncompressed", &[&[0x00][..], &records(b"plain", 8, 255)].concat());
+    write(t, "empty", &[&[0x00][..], &records(&[], 0, 255)].concat());
+    let two = [records(&deflated(b"one"), 0, 255), records(&deflated(b"two"), 4, 255)].concat();
+    write(t, "two-messages", &[&[0x00][..], &two].concat());
+    // 64 KiB of zeros against a 1 KiB limit: refused with 1009.
+    write(t, "bomb", &[&[0x00][..], &records(&deflated(&vec![0; 64 << 10]), 0, 255)].concat());
+    write(t, "many-fragments", &[&[0x20][..], &records(&deflated(&json), 0, 16)].concat());
+}
+
 fn main() {
     frame_header();
     handshake_request();
     server_conn();
     client_response();
     ops();
+    deflate_negotiate();
+    inflate();
     println!("seeds written under {}/corpus", env!("CARGO_MANIFEST_DIR"));
 }

@@ -9,7 +9,9 @@
 //! exactly one `Event::Closed` whose failure, if any, has a documented close code.
 //!
 //! Flags: bit 0 deflate on the server, bit 1 small limits (256 header bytes, 8 headers),
-//! bit 2 reject the request, bit 3 accept the first offered subprotocol.
+//! bit 2 reject the request, bit 3 accept the first offered subprotocol, bit 4 plain HTTP
+//! requests reported too (`Config::plain_http`, what `wsx::Server::on_http` and so `wsx serve`
+//! use): one is answered with a 200 whose body is left out for `HEAD`, and cannot be accepted.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -38,6 +40,9 @@ fn config(input: &Stepped<'_>) -> Config {
     if input.flag(1) {
         config = config.max_header_bytes(256).max_headers(8);
     }
+    if input.flag(4) {
+        config = config.plain_http(true);
+    }
     config
 }
 
@@ -53,6 +58,16 @@ fn check_refusal(out: &[u8]) {
         .parse()
         .expect("a number");
     assert_eq!(out.len() - end, length, "body length");
+}
+
+/// Check the answer to a plain request: `HTTP/1.1 200`, `Content-Length: 2`, and the body
+/// `ok` unless the request was `HEAD`.
+fn check_plain(out: &[u8], head_request: bool) {
+    assert!(out.starts_with(b"HTTP/1.1 200 "), "{:?}", String::from_utf8_lossy(out));
+    let end = out.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete head") + 4;
+    let head = std::str::from_utf8(&out[..end]).expect("an ASCII head");
+    assert!(head.contains("\r\nContent-Length: 2\r\n"), "{head}");
+    assert_eq!(&out[end..], if head_request { &b""[..] } else { &b"ok"[..] });
 }
 
 fn run(input: &Stepped<'_>, stepped: bool) -> Outcome {
@@ -76,10 +91,8 @@ fn run(input: &Stepped<'_>, stepped: bool) -> Outcome {
             }
             Action::Eof => conn.receive_eof(clock.now),
         }
-        let written = drain(&mut conn);
-        if outcome == Outcome::Waiting {
-            out.extend_from_slice(&written);
-        }
+        // The documented loop: events first (taking them is what parses, and queues a
+        // refusal), then what to transmit.
         events.drain(&mut conn, |conn, event| {
             let Event::Request(request) = event else { return };
             assert_eq!(outcome, Outcome::Waiting, "a second request");
@@ -96,6 +109,16 @@ fn run(input: &Stepped<'_>, stepped: bool) -> Outcome {
             if conn.is_finished() {
                 // A tick in the same step ran out the handshake timeout: too late to answer.
                 assert!(conn.accept(&Accept::new()).is_err(), "accept after the handshake timeout");
+                return;
+            }
+            if !request.is_upgrade() {
+                assert!(input.flag(4), "a plain request without plain_http");
+                let method = request.head().method().clone();
+                assert!(method == http::Method::GET || method == http::Method::HEAD, "{method}");
+                assert!(conn.accept(&Accept::new()).is_err(), "a plain request accepted");
+                let response = http::Response::builder().status(200).body(bytes::Bytes::from_static(b"ok")).unwrap();
+                conn.reject(response).expect("answer a plain request");
+                check_plain(&drain(conn), method == http::Method::HEAD);
                 return;
             }
             if input.flag(2) {
@@ -121,6 +144,10 @@ fn run(input: &Stepped<'_>, stepped: bool) -> Outcome {
                 Err(e) => panic!("accept of an offered protocol failed: {e:?}"),
             }
         });
+        let written = drain(&mut conn);
+        if outcome == Outcome::Waiting {
+            out.extend_from_slice(&written);
+        }
         if outcome == Outcome::Waiting {
             if !out.is_empty() {
                 check_refusal(&out);

@@ -140,6 +140,10 @@ fn percent_decode(input: &str) -> Option<String> {
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = bytes.get(i + 1..i + 3)?;
+            // Two hex digits: `from_str_radix` alone would also take a sign (`%+1`).
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
             let hex = std::str::from_utf8(hex).ok()?;
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
@@ -203,6 +207,26 @@ mod tests {
         assert_eq!(resolve(&dir, "/%zz"), Resolved::BadRequest);
         assert_eq!(resolve(&dir, "/missing"), Resolved::NotFound);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Every `%` escape: decoded exactly when both characters are hex digits (`from_str_radix`
+    /// alone also takes a sign, so `%+1` was byte 1).
+    #[test]
+    fn percent_escapes_need_two_hex_digits() {
+        for a in 0u8..128 {
+            for b in 0u8..128 {
+                let input = format!("/x%{}{}", a as char, b as char);
+                let valid = a.is_ascii_hexdigit() && b.is_ascii_hexdigit();
+                let decoded = percent_decode(&input);
+                if valid {
+                    let byte = u8::from_str_radix(&input[3..], 16).unwrap();
+                    let expected = String::from_utf8(vec![b'/', b'x', byte]).ok();
+                    assert_eq!(decoded, expected, "{input:?}");
+                } else {
+                    assert_eq!(decoded, None, "{input:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -387,6 +387,7 @@ impl Incoming {
                 return Err(ProtocolError::InvalidUtf8);
             }
         } else {
+            reserve_within(&mut message.data, payload.len(), limit);
             message.data.extend_from_slice(payload);
         }
         self.buf.bytes.advance(frame.end());
@@ -550,6 +551,32 @@ impl Connection {
         }
         Ok(())
     }
+}
+
+/// Make room in `data`, a message being assembled, for `additional` more bytes, growing it by
+/// doubling but never its capacity past `limit` (`check_rules` held the message to it, so
+/// `data.len() + additional <= limit`).
+///
+/// `BytesMut` doubles from whatever the first fragment's size was, so a message at the limit
+/// could hold up to twice the limit (1.78 times the default 64 MiB with a 12 MiB first
+/// fragment; `tests/memory_bound.rs`). The last step goes through `Vec::reserve_exact`, as the
+/// inflater's `reserve_bounded` does; the buffer is never shared while it is assembled, so the
+/// conversions keep its allocation.
+fn reserve_within(data: &mut BytesMut, additional: usize, limit: usize) {
+    let len = data.len();
+    if data.capacity() - len >= additional {
+        return;
+    }
+    let needed = len.saturating_add(additional);
+    let target = len.saturating_mul(2).max(needed).min(limit.max(needed));
+    if target >= data.capacity().saturating_mul(2) {
+        // What doubling gives anyway, and within the limit.
+        data.reserve(target - len);
+        return;
+    }
+    let mut exact = Vec::from(std::mem::take(data));
+    exact.reserve_exact(target - len);
+    *data = BytesMut::from(Bytes::from(exact));
 }
 
 /// Read a close frame's payload (§5.5.1): empty, or a code that may be sent and a UTF-8 reason.
