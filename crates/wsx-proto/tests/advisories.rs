@@ -644,13 +644,20 @@ fn python_websockets_cve_2021_33880_no_basic_auth_to_time() {
         server.accept(&Accept::new()).expect("accept");
         assert_eq!(output(&mut server), plain, "the answer depends on {credentials:?}");
     }
-    // No source of the engine, the tokio layer or the command reads credentials.
+    // No source of the engine, the tokio layer or the command reads credentials (the client
+    // removes them from a redirect to another origin, which is not a comparison).
     let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut checked = 0;
     for krate in ["wsx-proto", "wsx", "wsx-cli"] {
         for file in rust_files(&crates.join(krate).join("src")) {
             let text = std::fs::read_to_string(&file).expect("read a source file");
-            for needle in ["header::AUTHORIZATION", "header::PROXY_AUTHORIZATION", "get(\"authorization\")"] {
+            for needle in [
+                "get(header::AUTHORIZATION",
+                "get(header::PROXY_AUTHORIZATION",
+                "get_all(header::AUTHORIZATION",
+                "get(\"authorization\")",
+                "[\"authorization\"]",
+            ] {
                 assert!(!text.contains(needle), "{} mentions {needle}: check the comparison", file.display());
             }
             checked += 1;

@@ -8,8 +8,8 @@
 //! cargo run -p wsx --example axum_chat   # http://127.0.0.1:3000, or set HOST/PORT
 //! ```
 //!
-//! The room is a `tokio::sync::broadcast` channel: each message is copied to each member's
-//! queue, and a member more than 256 messages behind skips what it missed.
+//! The room is a topic of a `wsx::pubsub::Hub`: a message is framed (and compressed) once for
+//! everyone, and a member that falls 1 MiB behind is closed with 1008.
 
 use std::sync::Arc;
 
@@ -19,8 +19,12 @@ use axum::{
     response::{Html, Response},
     routing::{any, get},
 };
-use tokio::sync::broadcast;
-use wsx::{Config, DeflateConfig, Message, Utf8Bytes, WebSocket, axum::WebSocketUpgrade, hyper::Io};
+use wsx::{
+    Config, DeflateConfig, WebSocket,
+    axum::WebSocketUpgrade,
+    hyper::Io,
+    pubsub::{Hub, Prepared},
+};
 
 const PAGE: &str = r#"<!doctype html>
 <meta charset="utf-8"><title>wsx chat</title>
@@ -45,42 +49,30 @@ document.getElementById('f').onsubmit = (e) => {
 #[derive(Clone)]
 struct Room {
     config: Arc<Config>,
-    tx: broadcast::Sender<Utf8Bytes>,
+    hub: Hub,
 }
 
 async fn chat(State(room): State<Room>, upgrade: WebSocketUpgrade) -> Response {
-    upgrade.config(room.config.clone()).same_origin().on_upgrade(move |ws| member(ws, room.tx))
+    upgrade.config(room.config.clone()).same_origin().on_upgrade(move |ws| member(ws, room.hub))
 }
 
-/// One member: what it says goes to the room, what the room says goes to it.
-async fn member(mut ws: WebSocket<Io>, tx: broadcast::Sender<Utf8Bytes>) {
+/// One member: what it says goes to the room; what the room says goes out to it while
+/// `recv_each` drives the connection.
+async fn member(mut ws: WebSocket<Io>, hub: Hub) {
     let version = ws.get_ref().http_version();
-    let mut rx = tx.subscribe();
-    let _ = tx.send(Utf8Bytes::from(format!("* someone joined (over {version:?})")));
-    loop {
-        tokio::select! {
-            // `recv` is cancel-safe: a message is taken whole or not at all.
-            message = ws.recv() => match message {
-                Ok(Some(Message::Text(text))) => {
-                    let _ = tx.send(text);
-                }
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break,
-            },
-            said = rx.recv() => match said {
-                Ok(text) => {
-                    if ws.send(Message::Text(text)).await.is_err() {
-                        break;
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    let _ = ws.send(format!("* you missed {missed} messages")).await;
-                }
-                Err(broadcast::error::RecvError::Closed) => break,
-            },
-        }
+    if ws.subscribe(&hub, "room").is_err() {
+        return;
     }
-    let _ = tx.send(Utf8Bytes::from_static("* someone left"));
+    hub.publish("room", format!("* someone joined (over {version:?})"));
+    while let Ok(Some(_)) = ws
+        .recv_each(|message, _| {
+            if message.as_text().is_some() {
+                hub.publish("room", Prepared::from_ref(message));
+            }
+        })
+        .await
+    {}
+    hub.publish("room", "* someone left");
 }
 
 #[tokio::main]
@@ -88,7 +80,7 @@ async fn main() -> wsx::Result<()> {
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".to_owned());
     let port = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000u16);
     let config = Arc::new(Config::default().deflate(Some(DeflateConfig::default())));
-    let room = Room { config, tx: broadcast::channel(256).0 };
+    let room = Room { config, hub: Hub::new() };
     // `any`, not `get`: over HTTP/2 the WebSocket is a CONNECT request.
     let app = Router::new().route("/", get(|| async { Html(PAGE) })).route("/chat", any(chat)).with_state(room);
 
