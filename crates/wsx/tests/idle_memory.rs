@@ -26,15 +26,10 @@ mod shared;
 /// events (its busy state) back to per-thread caches when idle, drops the handshake's state once
 /// it is over, and allocates keep-alive, idle-timer and subprotocol state only when used. The
 /// budget fails when the task grows by a 128-byte step.
-#[cfg(not(feature = "metrics"))]
+///
+/// The same with the `metrics` feature compiled in (its counters' pointer in the driver): the
+/// split writer's waker left the driver for the halves' shared state, which paid for it.
 const BUDGET_PER_CONNECTION: usize = 768;
-
-/// With the `metrics` feature compiled in (as in the workspace's test build, where `wsx-cli`
-/// enables it) the driver holds one more pointer (its counters, allocated only once
-/// `wsx::metrics::enable` was called), and that 8-byte step takes the task across tokio's
-/// 128-byte rounding: measured 839.
-#[cfg(feature = "metrics")]
-const BUDGET_PER_CONNECTION: usize = 896;
 
 /// Most bytes of a `Connection`: it is part of every connection's task, for its whole life.
 /// With `WEBSOCKET_BUDGET`, it keeps the echo handler's task within 384 bytes.
