@@ -190,3 +190,78 @@ async fn two_hundred_node_and_python_subscribers_get_every_message_and_a_stalled
     })
     .await;
 }
+
+/// Topics across servers with real peers: Node `ws` subscribers on one node, Python
+/// `websockets` subscribers on another, the feed published on a third; all three share one
+/// real `redis-server`.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_and_python_subscribers_on_two_nodes_get_a_feed_published_on_a_third() {
+    use wsx::pubsub::redis::RedisBroker;
+    within("subscribers on two nodes", TEST_TIMEOUT, async {
+        let env = PeerEnv::load();
+        let node_script = env.require_node("node/subscribers.js");
+        let python_script = env.require_python("python/subscribers.py");
+        let redis = tokio::task::spawn_blocking(wsx_testkit::redis::RedisServer::start).await.unwrap();
+        let mut hubs = Vec::new();
+        for _ in 0..3 {
+            let broker = RedisBroker::connect(&redis.url()).await.expect("redis");
+            hubs.push((Hub::builder().max_queued_bytes(LIMIT).broker(broker.clone()).build(), broker));
+        }
+        let (addr_a, _stop_a) = start(&hubs[0].0).await;
+        let (addr_b, _stop_b) = start(&hubs[1].0).await;
+        let (count, expect) = ("50".to_owned(), MESSAGES.to_string());
+        let mut node_run = RunningClient::start(
+            &env,
+            "node subscribers (node A)",
+            &env.node,
+            &[
+                node_script.display().to_string(),
+                format!("ws://{addr_a}/"),
+                "--count".into(),
+                count.clone(),
+                "--expect".into(),
+                expect.clone(),
+            ],
+        );
+        let mut python_run = RunningClient::start(
+            &env,
+            "python subscribers (node B)",
+            &env.python,
+            &[
+                python_script.display().to_string(),
+                format!("ws://{addr_b}/"),
+                "--count".into(),
+                count,
+                "--expect".into(),
+                expect,
+            ],
+        );
+        assert_eq!(node_run.line("READY").await, "READY 50");
+        assert_eq!(python_run.line("READY").await, "READY 50");
+        // Both nodes have subscribed to the topic's channel on Redis.
+        let client = redis::Client::open(redis.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        for _ in 0..400 {
+            let numsub: (String, i64) =
+                redis::cmd("PUBSUB").arg("NUMSUB").arg("wsx:feed").query_async(&mut conn).await.unwrap();
+            if numsub.1 == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let publisher = &hubs[2].0;
+        for i in 0..MESSAGES {
+            let report = publisher.publish("feed", Prepared::from(message(i)));
+            assert!(report.forwarded, "message {i} went to Redis");
+            if i % BURST == BURST - 1 {
+                tokio::time::sleep(PAUSE).await;
+            }
+        }
+        for run in [node_run.finish().await, python_run.finish().await] {
+            assert!(run.status.success() && run.bool_at("/ok") == Some(true), "{}", run.describe());
+        }
+        assert_eq!(hubs[0].1.stats().malformed + hubs[1].1.stats().malformed, 0);
+    })
+    .await;
+}
