@@ -7,6 +7,7 @@
 //
 // usage: node browser_demo.js PAGE_URL --expect GREETING --send TEXT [--screenshot PATH]
 //                             [--ignore-https-errors] [--timeout SECS] [--pages N]
+//                             [--second-page URL]   (pages after the first open URL instead)
 //
 // Prints one JSON line {"ok":bool,"received":[..],"sent":[..],"error"?:str,"console":[..]}
 // and exits 0 only if the greeting arrived and the message was sent. The browser is
@@ -26,7 +27,7 @@ function resolveModule(name) {
   return name;
 }
 
-const opts = { page: null, expect: 'ho!', send: 'hey', screenshot: null, ignoreHttps: false, timeout: 60, pages: 1 };
+const opts = { page: null, expect: 'ho!', send: 'hey', screenshot: null, ignoreHttps: false, timeout: 60, pages: 1, second: null };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i++) {
   const a = argv[i];
@@ -36,6 +37,7 @@ for (let i = 0; i < argv.length; i++) {
   else if (a === '--ignore-https-errors') opts.ignoreHttps = true;
   else if (a === '--timeout') opts.timeout = Number(argv[++i]);
   else if (a === '--pages') opts.pages = Number(argv[++i]);
+  else if (a === '--second-page') opts.second = argv[++i];
   else if (!opts.page && !a.startsWith('--')) opts.page = a;
   else { process.stderr.write(`browser_demo.js: bad argument ${a}\n`); process.exit(2); }
 }
@@ -74,7 +76,7 @@ async function main() {
     const page = await context.newPage();
     page.on('console', (m) => { if (out.console.length < 50) out.console.push(`${i} ${m.type()}: ${m.text()}`); });
     page.on('pageerror', (e) => { if (out.console.length < 50) out.console.push(`${i} pageerror: ${e.message}`); });
-    await page.goto(opts.page, { timeout: 30000 });
+    await page.goto(i > 0 && opts.second ? opts.second : opts.page, { timeout: 30000 });
     pages.push(page);
   }
   const wait = { timeout: 20000, polling: 50 };

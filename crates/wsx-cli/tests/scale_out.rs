@@ -77,3 +77,46 @@ async fn two_servers_share_a_room_and_close_its_clients_when_redis_dies() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn two_browser_tabs_on_two_servers_chat_through_redis() {
+    bounded(async {
+        let peers = common::Peers::require("playwright-core");
+        let redis = tokio::task::spawn_blocking(RedisServer::start).await.unwrap();
+        let url = redis.url();
+        let args = ["--rooms", "--redis", url.as_str()];
+        let (_one, port_one) = serve(&args).await;
+        let (_two, port_two) = serve(&args).await;
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser_demo.js");
+        let first = format!("http://127.0.0.1:{port_one}/?room=hall");
+        let second = format!("http://127.0.0.1:{port_two}/?room=hall");
+        let mut browser = peers.node(
+            &script,
+            &[
+                &first,
+                "--second-page",
+                &second,
+                "--pages",
+                "2",
+                "--expect",
+                "ho!",
+                "--send",
+                "hello",
+                "--timeout",
+                "50",
+            ],
+        );
+        let line = browser
+            .stdout_line_within(std::time::Duration::from_secs(55), "the browser's JSON result", |l| l.starts_with('{'))
+            .await;
+        let _ = within("the browser to exit", browser.child.wait()).await;
+        let result: serde_json::Value = serde_json::from_str(&line).expect("JSON result");
+        for (i, page) in result["pages"].as_array().expect("pages").iter().enumerate() {
+            let mut received: Vec<&str> =
+                page["received"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+            received[1..].sort_unstable();
+            assert_eq!(received, ["ho!", "hello 0", "hello 1"], "page {i} heard both servers: {result}");
+        }
+    })
+    .await;
+}
