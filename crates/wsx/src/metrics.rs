@@ -20,6 +20,10 @@
 //!
 //! [`Server`]: crate::Server
 
+#[cfg(feature = "redis")]
+pub(crate) use imp::broker_reconnected;
+#[cfg(feature = "pubsub")]
+pub(crate) use imp::published;
 pub(crate) use imp::{Counters, Tally, handshake_failed, handshake_succeeded};
 #[cfg(feature = "metrics")]
 pub use imp::{
@@ -151,6 +155,33 @@ mod imp {
     /// The time between a message's publish on the broker and its delivery here.
     pub fn record_broker_lag(lag: Duration) {
         metrics::histogram!("wsx_broker_lag_seconds").record(lag.as_secs_f64());
+    }
+
+    /// The hub published once: queued for `delivered` subscribers, dropped for `dropped`, and
+    /// put `closed` over their limit (they are being closed). Three counter updates per publish,
+    /// none per delivery; nothing until [`enable`].
+    #[cfg(feature = "pubsub")]
+    pub(crate) fn published(delivered: usize, dropped: usize, closed: usize) {
+        if !enabled() {
+            return;
+        }
+        if delivered > 0 {
+            record_deliveries(delivered as u64);
+        }
+        if dropped > 0 {
+            record_dropped(dropped as u64);
+        }
+        if closed > 0 {
+            metrics::counter!("wsx_slow_consumer_closes_total").increment(closed as u64);
+        }
+    }
+
+    /// The broker's connection came back.
+    #[cfg(feature = "redis")]
+    pub(crate) fn broker_reconnected() {
+        if enabled() {
+            record_broker_reconnect();
+        }
     }
 
     /// A server handshake was answered 101, `started` at the TCP accept.
@@ -389,6 +420,10 @@ mod imp {
 
     pub(crate) fn handshake_succeeded(_: Instant) {}
     pub(crate) fn handshake_failed(_: Option<&Error>) {}
+    #[cfg(feature = "pubsub")]
+    pub(crate) fn published(_: usize, _: usize, _: usize) {}
+    #[cfg(feature = "redis")]
+    pub(crate) fn broker_reconnected() {}
 
     #[derive(Debug, Default)]
     pub(crate) struct Counters;

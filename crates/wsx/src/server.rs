@@ -379,6 +379,8 @@ pub struct ShutdownHandle {
 }
 
 impl ShutdownHandle {
+    /// A handle on `stop` (`wsx::hyper::Server`'s shutdown).
+    #[cfg(feature = "hyper")]
     pub(crate) fn new(stop: CancellationToken) -> Self {
         Self { stop }
     }

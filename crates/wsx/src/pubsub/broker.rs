@@ -61,7 +61,9 @@ impl Remote {
         let Some(topic) = read(&hub.topics).get(topic).and_then(Weak::upgrade) else {
             return Some(PublishReport::default());
         };
-        Some(super::deliver(&hub, &topic, message, None))
+        let report = super::deliver(&hub, &topic, message, None);
+        crate::metrics::published(report.delivered, report.dropped, report.closed);
+        Some(report)
     }
 
     /// Whether `topic` has subscribers on this node.

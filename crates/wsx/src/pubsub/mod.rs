@@ -383,6 +383,7 @@ impl Hub {
         {
             report.forwarded = broker.publish(name, message);
         }
+        crate::metrics::published(report.delivered, report.dropped, report.closed);
         report
     }
 

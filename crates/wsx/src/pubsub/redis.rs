@@ -298,6 +298,7 @@ impl Task {
                 None => match Connection::open(&self.client).await {
                     Ok(conn) => {
                         self.count(|c| &c.reconnects);
+                        crate::metrics::broker_reconnected();
                         delay = Duration::from_millis(100);
                         conn
                     }
