@@ -2,27 +2,15 @@
 
 mod common;
 
-use common::{bounded, serve, within};
+use common::{Ws, bounded, next_text, serve, within};
 use wsx::{ClientBuilder, CloseCode, Message};
 use wsx_testkit::redis::RedisServer;
-
-type Ws = wsx::WebSocket<wsx::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn join(port: u16, room: &str) -> Ws {
     let url = format!("ws://127.0.0.1:{port}/room/{room}");
     let mut ws = within("connect", ClientBuilder::new(&url).connect()).await.expect("connect").0;
     assert_eq!(next_text(&mut ws).await, "hi", "greeted once in the room");
     ws
-}
-
-async fn next_text(ws: &mut Ws) -> String {
-    loop {
-        match within("a message", ws.recv()).await.expect("recv") {
-            Some(Message::Text(t)) => return t.as_str().to_owned(),
-            Some(Message::Ping(_) | Message::Pong(_)) => {}
-            other => panic!("expected text, got {other:?}"),
-        }
-    }
 }
 
 #[tokio::test]

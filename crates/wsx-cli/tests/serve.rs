@@ -2,10 +2,8 @@
 
 mod common;
 
-use common::{bounded, http, run_wsx, serve, temp_dir, within, wsx_bin};
+use common::{Ws, bounded, http, next_text, run_wsx, serve, temp_dir, within, wsx_bin};
 use wsx::{ClientBuilder, CloseCode, Message};
-
-type Ws = wsx::WebSocket<wsx::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(port: u16) -> Ws {
     let url = format!("ws://127.0.0.1:{port}/");
@@ -17,17 +15,6 @@ fn has_header(response: &str, line: &str) -> bool {
     let (name, value) = line.split_once(": ").expect("a header line");
     let head = response.split("\r\n\r\n").next().unwrap_or("");
     head.lines().filter_map(|l| l.split_once(": ")).any(|(n, v)| n.eq_ignore_ascii_case(name) && v.starts_with(value))
-}
-
-/// The next text message.
-async fn next_text(ws: &mut Ws) -> String {
-    loop {
-        match within("a message", ws.recv()).await.expect("recv") {
-            Some(Message::Text(t)) => return t.as_str().to_owned(),
-            Some(Message::Ping(_) | Message::Pong(_)) => {}
-            other => panic!("expected text, got {other:?}"),
-        }
-    }
 }
 
 #[tokio::test]

@@ -280,3 +280,17 @@ pub fn raise_fd_limit(want: u64) {
         assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0, "setrlimit");
     }
 }
+
+/// A client connection of the tests.
+pub type Ws = wsx::WebSocket<wsx::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next text message (pings and pongs skipped), within [`WAIT`].
+pub async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        match within("a message", ws.recv()).await.expect("recv") {
+            Some(wsx::Message::Text(t)) => return t.as_str().to_owned(),
+            Some(wsx::Message::Ping(_) | wsx::Message::Pong(_)) => {}
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}

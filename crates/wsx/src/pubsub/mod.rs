@@ -570,47 +570,26 @@ impl AsTopic for Topic {
     }
 }
 
-impl AsTopic for &str {
-    fn find(&self, hub: &Hub) -> Option<Topic> {
-        hub.get(self)
-    }
+/// A topic given by name: looked up (or created, to subscribe) in the hub's map.
+macro_rules! as_topic_by_name {
+    ($($name:ty),*) => {$(
+        impl AsTopic for $name {
+            fn find(&self, hub: &Hub) -> Option<Topic> {
+                hub.get(self)
+            }
 
-    fn name(&self, _: &Hub) -> Option<&str> {
-        Some(self)
-    }
+            fn name(&self, _: &Hub) -> Option<&str> {
+                Some(self)
+            }
 
-    fn resolve(&self, hub: &Hub) -> Result<Topic, SubscribeError> {
-        hub.topic(self)
-    }
+            fn resolve(&self, hub: &Hub) -> Result<Topic, SubscribeError> {
+                hub.topic(self)
+            }
+        }
+    )*};
 }
 
-impl AsTopic for String {
-    fn find(&self, hub: &Hub) -> Option<Topic> {
-        hub.get(self)
-    }
-
-    fn name(&self, _: &Hub) -> Option<&str> {
-        Some(self)
-    }
-
-    fn resolve(&self, hub: &Hub) -> Result<Topic, SubscribeError> {
-        hub.topic(self)
-    }
-}
-
-impl AsTopic for &String {
-    fn find(&self, hub: &Hub) -> Option<Topic> {
-        hub.get(self)
-    }
-
-    fn name(&self, _: &Hub) -> Option<&str> {
-        Some(self)
-    }
-
-    fn resolve(&self, hub: &Hub) -> Result<Topic, SubscribeError> {
-        hub.topic(self)
-    }
-}
+as_topic_by_name!(&str, String, &String);
 
 /// Read-lock, ignoring poison: every writer leaves the data consistent before it could panic.
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {

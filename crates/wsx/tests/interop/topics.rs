@@ -63,6 +63,23 @@ async fn start(hub: &Hub) -> (SocketAddr, wsx::ShutdownHandle) {
     (addr, shutdown)
 }
 
+/// Start `count` subscribers in one peer process (`subscribers.js` or `subscribers.py`) on
+/// `url`, each expecting `MESSAGES` messages; `extra` arguments go at the end.
+fn subscribers(
+    env: &PeerEnv,
+    name: &str,
+    program: &std::path::Path,
+    script: &std::path::Path,
+    url: String,
+    count: usize,
+    extra: &[&str],
+) -> RunningClient {
+    let mut args = vec![script.display().to_string(), url, "--count".into(), count.to_string(), "--expect".into()];
+    args.push(MESSAGES.to_string());
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    RunningClient::start(env, name, program, &args)
+}
+
 /// A client with a 4 KiB receive buffer that completes its handshake, reads the greeting and
 /// then reads nothing until told to.
 async fn stalled_client(addr: SocketAddr) -> TcpStream {
@@ -118,35 +135,9 @@ async fn two_hundred_node_and_python_subscribers_get_every_message_and_a_stalled
         let url = format!("ws://{addr}/");
         let mut stalled = stalled_client(addr).await;
 
-        let count = PER_PEER.to_string();
-        let expect = MESSAGES.to_string();
-        let mut node_run = RunningClient::start(
-            &env,
-            "node subscribers",
-            &env.node,
-            &[
-                node.display().to_string(),
-                url.clone(),
-                "--count".into(),
-                count.clone(),
-                "--expect".into(),
-                expect.clone(),
-            ],
-        );
-        let mut python_run = RunningClient::start(
-            &env,
-            "python subscribers",
-            &env.python,
-            &[
-                python_script.display().to_string(),
-                url,
-                "--count".into(),
-                count,
-                "--expect".into(),
-                expect,
-                "--no-deflate".into(),
-            ],
-        );
+        let mut node_run = subscribers(&env, "node subscribers", &env.node, &node, url.clone(), PER_PEER, &[]);
+        let mut python_run =
+            subscribers(&env, "python subscribers", &env.python, &python_script, url, PER_PEER, &["--no-deflate"]);
         assert_eq!(node_run.line("READY").await, format!("READY {PER_PEER}"));
         assert_eq!(python_run.line("READY").await, format!("READY {PER_PEER}"));
         assert_eq!(hub.subscriber_count("feed"), 2 * PER_PEER + 1);
@@ -210,33 +201,10 @@ async fn node_and_python_subscribers_on_two_nodes_get_a_feed_published_on_a_thir
         }
         let (addr_a, _stop_a) = start(&hubs[0].0).await;
         let (addr_b, _stop_b) = start(&hubs[1].0).await;
-        let (count, expect) = ("50".to_owned(), MESSAGES.to_string());
-        let mut node_run = RunningClient::start(
-            &env,
-            "node subscribers (node A)",
-            &env.node,
-            &[
-                node_script.display().to_string(),
-                format!("ws://{addr_a}/"),
-                "--count".into(),
-                count.clone(),
-                "--expect".into(),
-                expect.clone(),
-            ],
-        );
-        let mut python_run = RunningClient::start(
-            &env,
-            "python subscribers (node B)",
-            &env.python,
-            &[
-                python_script.display().to_string(),
-                format!("ws://{addr_b}/"),
-                "--count".into(),
-                count,
-                "--expect".into(),
-                expect,
-            ],
-        );
+        let (url_a, url_b) = (format!("ws://{addr_a}/"), format!("ws://{addr_b}/"));
+        let mut node_run = subscribers(&env, "node subscribers (node A)", &env.node, &node_script, url_a, 50, &[]);
+        let mut python_run =
+            subscribers(&env, "python subscribers (node B)", &env.python, &python_script, url_b, 50, &[]);
         assert_eq!(node_run.line("READY").await, "READY 50");
         assert_eq!(python_run.line("READY").await, "READY 50");
         // Both nodes have subscribed to the topic's channel on Redis.
