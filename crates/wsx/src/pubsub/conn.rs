@@ -2,7 +2,7 @@
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{AsTopic, Hub, SubscribeError, SubscriberId, Topic};
+use super::{AsTopic, Hub, Position, Resuming, SubscribeError, SubscriberId, Topic};
 use crate::{
     driver::Driver,
     split::{WsReader, WsWriter},
@@ -17,6 +17,14 @@ impl<S> Driver<S> {
         let subscriber = self.subscriber.get_or_insert_with(|| hub.new_subscriber());
         subscriber.subscribe(hub, topic)?;
         Ok(subscriber.id())
+    }
+
+    fn resume(&mut self, hub: &Hub, topic: impl AsTopic, since: Position) -> Result<Resuming, SubscribeError> {
+        if self.is_done() || !self.conn.is_open() {
+            return Err(SubscribeError::Closed);
+        }
+        let subscriber = self.subscriber.get_or_insert_with(|| hub.new_subscriber());
+        subscriber.resume(hub, topic, since)
     }
 
     fn unsubscribe(&self, topic: impl AsTopic) -> bool {
@@ -49,6 +57,22 @@ macro_rules! subscription_methods {
         /// already, or the topic name is too long or one too many for the hub.
         pub fn subscribe(&mut self, hub: &Hub, topic: impl AsTopic) -> Result<SubscriberId, SubscribeError> {
             self.driver_mut(|d| d.subscribe(hub, topic))
+        }
+
+        /// Subscribe this connection to `topic` of `hub` from `since`, the position of the last
+        /// message the client saw (on this server or another): with a broker that keeps
+        /// history ([`RedisBroker`](crate::pubsub::redis::RedisBroker) in resumable mode), the
+        /// messages after it are queued first, in order and without duplicates, then the live
+        /// ones. The returned [`Resuming`] says whether that worked; the subscription is made
+        /// either way (from now on if the history could not be recovered). Without such a
+        /// broker it is [`subscribe`](Self::subscribe) with `recovered: false`.
+        pub fn resume(
+            &mut self,
+            hub: &Hub,
+            topic: impl AsTopic,
+            since: Position,
+        ) -> Result<Resuming, SubscribeError> {
+            self.driver_mut(|d| d.resume(hub, topic, since))
         }
 
         /// End the subscription to `topic`; `false` if there was none. Messages already queued

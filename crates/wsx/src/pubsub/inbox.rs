@@ -15,8 +15,11 @@ use std::{
 
 use wsx_proto::{CloseCode, Connection};
 
+use tokio::sync::oneshot;
+
 use super::{
-    AsTopic, Dropped, Hub, Limits, Prepared, RESYNC_REASON, SlowConsumer, SubscribeError, SubscriberId, Topic,
+    AsTopic, Dropped, Hub, Limits, Position, Prepared, RESYNC_REASON, Recovery, Resume, Resuming, SlowConsumer,
+    SubscribeError, SubscriberId, Topic,
 };
 
 /// Why the driver is to close a subscriber's connection.
@@ -185,6 +188,33 @@ impl Inbox {
 }
 
 impl Inbox {
+    /// Whether the connection is open and subscribed to `topic`.
+    pub(super) fn wants(&self, topic: &Topic) -> bool {
+        let state = self.lock();
+        !state.gone && state.closing.is_none() && state.topics.contains(topic)
+    }
+
+    /// Whether `bytes` more fit under the subscriber's limit.
+    pub(super) fn fits(&self, bytes: usize) -> bool {
+        let state = self.lock();
+        state.bytes + self.in_engine.load(Ordering::Relaxed) + bytes <= self.hub.limits().max_queued_bytes
+    }
+
+    /// Queue a message from a topic's history for this subscriber only.
+    pub(super) fn replay(&self, message: &Prepared) {
+        self.push(message, self.hub.limits());
+    }
+
+    /// Add this subscriber to `topic`'s live messages (the end of a resume), unless it left the
+    /// topic or ended meanwhile. The check comes after the add so that a concurrent
+    /// unsubscribe or drop, which removes it from its topics after marking it, cannot miss it.
+    pub(super) fn join(this: &Arc<Self>, topic: &Topic) {
+        this.hub.add(topic, this);
+        if !this.wants(topic) {
+            this.hub.remove(topic, this);
+        }
+    }
+
     /// Messages of one of this subscriber's topics may have been lost: have its driver close it
     /// with 1012. Returns whether it was open.
     pub(super) fn resync(&self) -> bool {
@@ -236,6 +266,44 @@ impl Subscriber {
         }
         hub.add(&topic, &self.0);
         Ok(true)
+    }
+
+    /// Subscribe to `topic` of `hub` from `since`, a position seen earlier: the hub's broker
+    /// delivers what was missed, then joins the subscriber to the topic. The receiver gets how
+    /// that went.
+    pub(crate) fn resume(
+        &self,
+        hub: &Hub,
+        topic: impl AsTopic,
+        since: Position,
+    ) -> Result<Resuming, SubscribeError> {
+        if !self.0.hub.same(hub) {
+            return Err(SubscribeError::OtherHub);
+        }
+        let topic = topic.resolve(hub)?;
+        let (reply, receiver) = oneshot::channel();
+        {
+            let mut state = self.0.lock();
+            if state.gone || state.closing.is_some() {
+                return Err(SubscribeError::Closed);
+            }
+            if state.topics.contains(&topic) {
+                // Already subscribed: its messages are flowing; nothing to recover.
+                let _ = reply.send(Recovery { recovered: false, position: None });
+                return Ok(Resuming(receiver));
+            }
+            let max = hub.limits().max_subscriptions;
+            if state.topics.len() >= max {
+                return Err(SubscribeError::TooManySubscriptions(max));
+            }
+            state.topics.push(topic.clone());
+        }
+        let request = Resume { topic, since, inbox: Arc::downgrade(&self.0), reply: Some(reply) };
+        match hub.broker() {
+            Some(broker) => broker.resume(request),
+            None => request.join(None, false),
+        }
+        Ok(Resuming(receiver))
     }
 
     /// End the subscription to `topic`; `false` if there was none. Messages already queued

@@ -59,7 +59,7 @@ use std::{
     sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak, atomic::AtomicU64, atomic::Ordering},
 };
 
-pub use self::broker::{Broker, RESYNC_REASON, Remote};
+pub use self::broker::{Broker, Position, RESYNC_REASON, Recovery, Remote, Resume, Resuming};
 pub(crate) use self::inbox::Subscriber;
 use self::inbox::{Inbox, Push};
 pub use wsx_proto::Prepared;
@@ -373,15 +373,16 @@ impl Hub {
     }
 
     fn publish_inner(&self, topic: impl AsTopic, message: &Prepared, except: Option<SubscriberId>) -> PublishReport {
+        let ordered = self.inner.broker.as_ref().is_some_and(|b| b.orders_delivery());
         let mut report = match topic.find(self) {
-            Some(found) => deliver(&self.inner, &found.0, message, except),
-            None => PublishReport::default(),
+            Some(found) if !ordered => deliver(&self.inner, &found.0, message, except),
+            _ => PublishReport::default(),
         };
         if let Some(broker) = &self.inner.broker
             && let Some(name) = topic.name(self)
             && name.len() <= self.inner.limits.max_topic_len
         {
-            report.forwarded = broker.publish(name, message);
+            report.forwarded = broker.publish_except(name, message, except);
         }
         crate::metrics::published(report.delivered, report.dropped, report.closed);
         report
@@ -430,6 +431,10 @@ impl Hub {
         if last && let Some(broker) = &self.inner.broker {
             broker.interest(topic.name());
         }
+    }
+
+    fn broker(&self) -> Option<&dyn Broker> {
+        self.inner.broker.as_deref()
     }
 
     fn on_drop(&self, dropped: Dropped) {

@@ -19,9 +19,22 @@
 //! publishing node's id (8 bytes, big-endian) — followed by the payload as it is: no
 //! serialization of application data. A message with another version, a short header or text
 //! that is not UTF-8 is dropped and counted ([`RedisStats::malformed`]).
+//!
+//! **Resumable mode** ([`RedisConfig::history`]): each publish runs one Lua script that gives
+//! the message the next offset of its topic, appends it to the topic's history (a Redis stream
+//! trimmed to about `size` entries and expiring `ttl` after the last publish) and publishes
+//! it, offset and epoch included. Every node, the publishing one too, delivers it when it
+//! comes back from Redis, in offset order: a node that sees a gap (its connection dropped,
+//! Redis disconnected it for falling behind) reads the missing offsets from the history
+//! before going on, and after a reconnect reads what it missed while it was away; only when
+//! the history no longer reaches back, or its epoch changed, are the topic's subscribers told
+//! (1012 or `on_gap`, as above). A connection that [resumes](crate::WebSocket::resume) from a
+//! [`Position`] gets the messages after it from the history, then the live ones, without a
+//! gap or a duplicate. Clients learn the positions through the
+//! [envelope](RedisConfig::envelope) each message is delivered in.
 
 use std::{
-    collections::{HashSet, hash_map::RandomState},
+    collections::{HashMap, HashSet, hash_map::RandomState},
     fmt,
     hash::{BuildHasher, Hasher},
     pin::Pin,
@@ -37,7 +50,11 @@ use futures_core::Stream;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::{Broker, Prepared, Remote};
+use self::history::Track;
+use super::{Broker, Prepared, Remote, Resume, SubscriberId};
+
+mod history;
+mod resume;
 
 /// The version byte of the header this broker writes and reads.
 const VERSION: u8 = 1;
@@ -76,6 +93,58 @@ struct Shared {
     connected: AtomicBool,
     commands: mpsc::UnboundedSender<Command>,
     stats: Counters,
+    /// Resumable mode's settings.
+    history: Option<History>,
+    envelope: Envelope,
+}
+
+/// Resumable mode's settings: see [`RedisConfig::history`].
+#[derive(Debug, Clone, Copy)]
+struct History {
+    size: usize,
+    ttl: Duration,
+}
+
+/// Makes the frame a subscriber receives from a numbered message: see [`RedisConfig::envelope`].
+type Envelope = Arc<dyn Fn(&Publication<'_>) -> Prepared + Send + Sync>;
+
+/// A message of a topic in resumable mode, as the [envelope](RedisConfig::envelope) sees it.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Publication<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// The message's offset in the topic.
+    pub offset: u64,
+    /// The epoch of the topic's history.
+    pub epoch: &'a str,
+    /// Whether it was published as text.
+    pub text: bool,
+    /// What was published.
+    pub payload: &'a [u8],
+}
+
+/// The envelope that adds nothing: subscribers receive what was published, as it was.
+pub fn plain(publication: &Publication<'_>) -> Prepared {
+    framed(publication.text, publication.payload.to_vec())
+}
+
+/// An envelope that puts the message's position in front of it: `OFFSET:EPOCH:` then the
+/// payload, in a frame of the kind it was published as (`wsx serve --resumable` uses it). A
+/// client keeps the last position it saw and resumes from it.
+pub fn position_prefix(publication: &Publication<'_>) -> Prepared {
+    let mut bytes = format!("{}:{}:", publication.offset, publication.epoch).into_bytes();
+    bytes.extend_from_slice(publication.payload);
+    framed(publication.text, bytes)
+}
+
+/// A frame of `bytes`, text if `text` (the caller checked the bytes are UTF-8).
+fn framed(text: bool, bytes: Vec<u8>) -> Prepared {
+    match String::from_utf8(bytes) {
+        Ok(text_bytes) if text => Prepared::text(text_bytes),
+        Ok(other) => Prepared::binary(other.into_bytes()),
+        Err(e) => Prepared::binary(e.into_bytes()),
+    }
 }
 
 #[derive(Default)]
@@ -85,6 +154,8 @@ struct Counters {
     malformed: AtomicU64,
     refused: AtomicU64,
     reconnects: AtomicU64,
+    recovered: AtomicU64,
+    gaps: AtomicU64,
 }
 
 /// What a broker has done since it was made: see [`RedisBroker::stats`].
@@ -101,29 +172,75 @@ pub struct RedisStats {
     pub refused: u64,
     /// Times the connection to Redis was lost and made again.
     pub reconnects: u64,
+    /// Resumable mode: messages read from the history to fill a node's gap.
+    pub recovered: u64,
+    /// Resumable mode: gaps the history could not fill (its subscribers were told).
+    pub gaps: u64,
 }
 
 enum Command {
     Attach(Remote),
     Interest(Box<str>),
     Publish { channel: Box<[u8]>, message: Bytes },
+    /// Resumable mode: the head of a message to number and publish, and its payload.
+    Numbered { topic: Box<str>, head: Bytes, payload: Bytes },
+    Resume(Resume),
 }
 
 /// Settings for [`RedisBroker::with`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use]
 pub struct RedisConfig {
     url: String,
     prefix: String,
     max_message_size: usize,
     max_backlog: usize,
+    history: Option<History>,
+    envelope: Envelope,
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("prefix", &self.prefix)
+            .field("max_message_size", &self.max_message_size)
+            .field("max_backlog", &self.max_backlog)
+            .field("history", &self.history)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RedisConfig {
     /// Settings for the Redis at `url` (`redis://[user:password@]host[:port][/db]`; `rediss://`
     /// needs a TLS-enabled build of the `redis` crate, not enabled here).
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), prefix: "wsx:".into(), max_message_size: 1 << 20, max_backlog: 64 << 20 }
+        Self {
+            url: url.into(),
+            prefix: "wsx:".into(),
+            max_message_size: 1 << 20,
+            max_backlog: 64 << 20,
+            history: None,
+            envelope: Arc::new(plain),
+        }
+    }
+
+    /// Resumable mode: keep each topic's last `size` messages (at least; Redis trims streams
+    /// in blocks) for `ttl` after its last publish, number every message, and deliver them in
+    /// that order on every node, filling gaps from the history (see the
+    /// [module documentation](self)). Costs one Lua script per publish and delivers this
+    /// node's own publishes when Redis returns them, not at once.
+    pub fn history(mut self, size: usize, ttl: Duration) -> Self {
+        self.history = Some(History { size: size.max(1), ttl: ttl.max(Duration::from_secs(1)) });
+        self
+    }
+
+    /// Resumable mode: the frame subscribers receive for each message, made once per message
+    /// per node. Default: [`plain`], the message as published. [`position_prefix`] puts its
+    /// position in front, so that a client can resume; an application with its own format
+    /// (JSON, say) writes the position into it here.
+    pub fn envelope(mut self, envelope: impl Fn(&Publication<'_>) -> Prepared + Send + Sync + 'static) -> Self {
+        self.envelope = Arc::new(envelope);
+        self
     }
 
     /// The prefix of every channel name, so that clients can never address other channels.
@@ -180,8 +297,18 @@ impl RedisBroker {
             connected: AtomicBool::new(true),
             commands,
             stats: Counters::default(),
+            history: config.history,
+            envelope: config.envelope,
         });
-        let task = Task { shared: Arc::downgrade(&shared), client, rx, remote: None, subscribed: HashSet::new() };
+        let task = Task {
+            shared: Arc::downgrade(&shared),
+            client,
+            rx,
+            remote: None,
+            subscribed: HashSet::new(),
+            tracks: HashMap::new(),
+            held: None,
+        };
         tokio::spawn(task.run(first));
         Ok(Self { shared })
     }
@@ -195,6 +322,8 @@ impl RedisBroker {
             malformed: c.malformed.load(Ordering::Relaxed),
             refused: c.refused.load(Ordering::Relaxed),
             reconnects: c.reconnects.load(Ordering::Relaxed),
+            recovered: c.recovered.load(Ordering::Relaxed),
+            gaps: c.gaps.load(Ordering::Relaxed),
         }
     }
 
@@ -219,6 +348,25 @@ impl Broker for RedisBroker {
     }
 
     fn publish(&self, topic: &str, message: &Prepared) -> bool {
+        self.publish_except(topic, message, None)
+    }
+
+    fn orders_delivery(&self) -> bool {
+        self.shared.history.is_some()
+    }
+
+    fn resume(&self, request: Resume) {
+        if self.shared.history.is_none() {
+            return request.join(None, false);
+        }
+        if let Err(mpsc::error::SendError(Command::Resume(request))) =
+            self.shared.commands.send(Command::Resume(request))
+        {
+            request.join(None, false);
+        }
+    }
+
+    fn publish_except(&self, topic: &str, message: &Prepared, except: Option<SubscriberId>) -> bool {
         let shared = &self.shared;
         let len = message.len();
         if len > shared.max_message_size
@@ -227,6 +375,12 @@ impl Broker for RedisBroker {
         {
             shared.stats.refused.fetch_add(1, Ordering::Relaxed);
             return false;
+        }
+        if shared.history.is_some() {
+            shared.backlog.fetch_add(len, Ordering::Relaxed);
+            let head = history::head(shared.node, message, except);
+            let payload = message.payload_bytes();
+            return shared.commands.send(Command::Numbered { topic: topic.into(), head, payload }).is_ok();
         }
         let mut encoded = BytesMut::with_capacity(HEADER + len);
         encoded.put_u8(VERSION);
@@ -254,18 +408,21 @@ fn redis_error(e: redis::RedisError) -> crate::Error {
     std::io::Error::other(format!("redis: {e}")).into()
 }
 
-/// One connection to Redis: the subscriber and a multiplexed connection for `PUBLISH`.
+/// One connection to Redis: the subscriber and a multiplexed connection for `PUBLISH` (and,
+/// in resumable mode, the script and history reads).
 struct Connection {
     sink: redis::aio::PubSubSink,
     stream: Pin<Box<redis::aio::PubSubStream>>,
     publisher: redis::aio::MultiplexedConnection,
+    /// The publish script's SHA1, once loaded on this connection.
+    script: Option<String>,
 }
 
 impl Connection {
     async fn open(client: &redis::Client) -> redis::RedisResult<Self> {
         let (sink, stream) = client.get_async_pubsub().await?.split();
         let publisher = client.get_multiplexed_async_connection().await?;
-        Ok(Self { sink, stream: Box::pin(stream), publisher })
+        Ok(Self { sink, stream: Box::pin(stream), publisher, script: None })
     }
 }
 
@@ -278,6 +435,11 @@ struct Task {
     remote: Option<Remote>,
     /// Topics subscribed on the current connection.
     subscribed: HashSet<String>,
+    /// Resumable mode: where this node is in each topic it receives. Kept across a reconnect,
+    /// to read what was missed.
+    tracks: HashMap<String, Track>,
+    /// A command taken from the queue to be carried out after those before it.
+    held: Option<Command>,
 }
 
 /// Why a connection's loop ended.
@@ -317,7 +479,7 @@ impl Task {
             match self.serve(conn).await {
                 End::Finished => return,
                 End::Lost(why) => {
-                    warn!(why, "redis: connection lost; closing the subscribers of its topics to resync");
+                    warn!(why, "redis: connection lost");
                     self.lost();
                 }
             }
@@ -333,10 +495,16 @@ impl Task {
     /// The connection is gone: mark it, and tell the hub that every topic it received may have
     /// missed messages.
     fn lost(&mut self) {
-        if let Some(shared) = self.shared.upgrade() {
+        let resumable = self.shared.upgrade().is_some_and(|shared| {
             shared.connected.store(false, Ordering::Relaxed);
-        }
+            shared.history.is_some()
+        });
         let topics = std::mem::take(&mut self.subscribed);
+        if resumable {
+            // What was missed is read from the history after the reconnect; only topics whose
+            // history does not reach back are reported then.
+            return;
+        }
         if let Some(remote) = &self.remote {
             for topic in topics {
                 remote.lost(&topic);
@@ -363,8 +531,18 @@ impl Task {
     fn offline(&mut self, command: Command) {
         match command {
             Command::Attach(remote) => self.remote = Some(remote),
-            Command::Interest(_) => {}
+            Command::Interest(topic) => {
+                // A topic nobody wants any more need not be caught up on.
+                if !self.remote.as_ref().is_some_and(|r| r.has_subscribers(&topic)) {
+                    self.tracks.remove(&*topic);
+                }
+            }
             Command::Publish { message, .. } => self.sent(message.len(), false),
+            Command::Numbered { payload, .. } => self.sent(payload.len(), false),
+            Command::Resume(request) => {
+                let position = self.tracks.get(request.topic()).and_then(Track::position);
+                request.join(position, false);
+            }
         }
     }
 
@@ -388,9 +566,18 @@ impl Task {
             return End::Lost(e.to_string());
         }
         loop {
+            if let Some(command) = self.held.take()
+                && let Err(e) = self.commands(&mut conn, command).await
+            {
+                return End::Lost(e.to_string());
+            }
             tokio::select! {
                 message = std::future::poll_fn(|cx| conn.stream.as_mut().poll_next(cx)) => match message {
-                    Some(message) => self.received(&message),
+                    Some(message) => {
+                        if let Err(e) = self.received(&mut conn, &message).await {
+                            return End::Lost(e.to_string());
+                        }
+                    }
                     None => return End::Lost("the subscriber connection closed".into()),
                 },
                 command = self.rx.recv() => {
@@ -410,20 +597,39 @@ impl Task {
         let mut publishes = 0;
         let mut bytes = 0;
         let mut interest = HashSet::new();
+        let mut resumes = Vec::new();
         let mut next = Some(first);
+        // Publishes before an interest change or a resume go first, the ones after it later, so
+        // that a subscriber gets every message published after it subscribed.
+        let mut ordered = false;
         while let Some(command) = next.take() {
             match command {
                 Command::Attach(remote) => self.remote = Some(remote),
                 Command::Interest(topic) => {
                     interest.insert(topic);
+                    ordered = publishes > 0;
+                }
+                // A publish after an interest change waits for it (the next batch).
+                command @ (Command::Publish { .. } | Command::Numbered { .. }) if !interest.is_empty() => {
+                    self.held = Some(command);
+                    break;
                 }
                 Command::Publish { channel, message } => {
                     bytes += message.len();
                     publishes += 1;
                     pipe.cmd("PUBLISH").arg(&*channel).arg(&message[..]).ignore();
                 }
+                Command::Numbered { topic, head, payload } => {
+                    bytes += payload.len();
+                    publishes += 1;
+                    self.numbered(conn, &mut pipe, &topic, &head, &payload).await?;
+                }
+                Command::Resume(request) => {
+                    resumes.push(request);
+                    ordered = true;
+                }
             }
-            if publishes < 1024 {
+            if publishes < 1024 && !ordered {
                 next = self.rx.try_recv().ok();
             }
         }
@@ -435,6 +641,9 @@ impl Task {
                 counter.fetch_add(publishes, Ordering::Relaxed);
             }
             result?;
+        }
+        for request in resumes {
+            self.resume(conn, request).await?;
         }
         if interest.is_empty() {
             return Ok(());
@@ -457,6 +666,7 @@ impl Task {
             conn.sink.unsubscribe(chunk.iter().map(|t| channel(&prefix, t)).collect::<Vec<_>>()).await?;
             for topic in chunk {
                 self.subscribed.remove(topic);
+                self.tracks.remove(topic);
             }
         }
         Ok(())
@@ -464,23 +674,46 @@ impl Task {
 
     async fn subscribe(&mut self, conn: &mut Connection, topics: Vec<String>) -> redis::RedisResult<()> {
         let prefix = self.prefix();
+        let resumable = self.history().is_some();
         for chunk in topics.chunks(BATCH) {
+            if resumable {
+                // Where each new topic stands before subscribing: what is published from here
+                // on reaches the subscribers, from PUB/SUB or, until the subscription is made,
+                // from the history (`sync`).
+                self.baseline(conn, chunk).await?;
+            }
             conn.sink.subscribe(chunk.iter().map(|t| channel(&prefix, t)).collect::<Vec<_>>()).await?;
             self.subscribed.extend(chunk.iter().cloned());
+            if resumable {
+                self.sync(conn, chunk).await?;
+            }
         }
         Ok(())
+    }
+
+    fn history(&self) -> Option<History> {
+        self.shared.upgrade().and_then(|s| s.history)
     }
 
     fn prefix(&self) -> String {
         self.shared.upgrade().map(|s| s.prefix.clone()).unwrap_or_default()
     }
 
-    /// A message from Redis: decode it and deliver it to the hub, unless this node sent it.
-    fn received(&self, message: &redis::Msg) {
-        let Some(shared) = self.shared.upgrade() else { return };
+    /// A message from Redis: decode it and deliver it to the hub, unless this node sent it (in
+    /// resumable mode: in offset order, filling gaps from the history).
+    async fn received(&mut self, conn: &mut Connection, message: &redis::Msg) -> redis::RedisResult<()> {
+        let Some(shared) = self.shared.upgrade() else { return Ok(()) };
+        let Some(topic) = message.get_channel_name().strip_prefix(shared.prefix.as_str()) else { return Ok(()) };
+        if shared.history.is_some() {
+            let topic = topic.to_owned();
+            return self.received_numbered(conn, &shared, &topic, message.get_payload_bytes()).await;
+        }
+        self.received_plain(&shared, topic, message.get_payload_bytes());
+        Ok(())
+    }
+
+    fn received_plain(&self, shared: &Shared, topic: &str, data: &[u8]) {
         let Some(remote) = &self.remote else { return };
-        let Some(topic) = message.get_channel_name().strip_prefix(shared.prefix.as_str()) else { return };
-        let data = message.get_payload_bytes();
         let Some(decoded) = decode(data) else {
             shared.stats.malformed.fetch_add(1, Ordering::Relaxed);
             debug!(topic, len = data.len(), "redis: dropped a message not in wsx's format");
