@@ -121,48 +121,58 @@ async fn every_subscriber_on_every_node_gets_the_same_numbered_order() {
     assert_eq!(broker.stats().gaps, 0);
 }
 
+/// Kill the Redis connections that subscribe to channels (B's, not a publisher's with none).
+async fn kill_subscribing_connections(conn: &mut redis::aio::MultiplexedConnection) {
+    let list: String = redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("pubsub").query_async(conn).await.unwrap();
+    for line in list.lines().filter(|l| !l.contains(" sub=0 ")) {
+        let id = line.split(' ').find_map(|f| f.strip_prefix("id=")).expect("an id");
+        let _: redis::Value = redis::cmd("CLIENT").arg("KILL").arg("ID").arg(id).query_async(conn).await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_connection_is_caught_up_from_the_history_and_nobody_is_closed() {
     let redis = Redis::start().await;
-    let (a, _) = resumable(&redis, 1000).await;
-    let (b, broker_b) = resumable(&redis, 1000).await;
+    let (a, _) = resumable(&redis, 100_000).await;
+    let (b, broker_b) = resumable(&redis, 100_000).await;
     let (mut client, _serving) = subscriber(&b, &["news"]).await;
     redis.await_subscribers("wsx:news", 1).await;
-    // A publishes steadily while B's subscriber connection is killed twice; what A published
-    // meanwhile reaches B's subscriber from the history, in order, and nobody is closed.
+    // A publishes steadily while B's subscriber connection is killed until B has had to read
+    // messages from the history (published while it was reconnecting); they reach B's
+    // subscriber in order, and nobody is closed.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let publisher = {
-        let a = a.clone();
+        let (a, stop) = (a.clone(), stop.clone());
         tokio::spawn(async move {
-            for i in 0..300 {
-                publish_until_taken(&a, "news", format!("m{i}")).await;
-                if i % 5 == 0 {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+            let mut sent = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && sent < 20_000 {
+                publish_until_taken(&a, "news", format!("m{sent}")).await;
+                sent += 1;
+                if sent % 5 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
+            sent
         })
     };
-    let killer = {
-        let url = redis.url();
-        tokio::spawn(async move {
-            let client = redis::Client::open(url).unwrap();
-            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-            for _ in 0..2 {
-                tokio::time::sleep(Duration::from_millis(40)).await;
-                let _: redis::Value =
-                    redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query_async(&mut conn).await.unwrap();
-            }
-        })
-    };
-    for i in 0..300u64 {
-        let (position, payload) = next_numbered(&mut client).await;
-        assert_eq!((position.offset, payload), (i + 1, format!("m{i}")));
+    let client_redis = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client_redis.get_multiplexed_async_connection().await.unwrap();
+    let mut kills = 0;
+    while broker_b.stats().recovered == 0 && kills < 50 {
+        kill_subscribing_connections(&mut conn).await;
+        kills += 1;
+        tokio::time::sleep(Duration::from_millis(30)).await;
     }
-    publisher.await.unwrap();
-    killer.await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = publisher.await.unwrap();
+    for i in 0..sent {
+        let (position, payload) = next_numbered(&mut client).await;
+        assert_eq!((position.offset, payload), (i as u64 + 1, format!("m{i}")));
+    }
     let stats = broker_b.stats();
-    assert!(stats.reconnects >= 1, "the connection was dropped: {stats:?}");
+    assert!(stats.reconnects >= 1 && stats.recovered > 0, "{kills} kills: {stats:?}");
     assert_eq!(stats.gaps, 0, "{stats:?}");
-    assert!(b.subscriber_count("news") == 1, "still subscribed");
+    assert_eq!(b.subscriber_count("news"), 1, "still subscribed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
