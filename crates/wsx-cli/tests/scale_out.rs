@@ -7,8 +7,11 @@ use wsx::{ClientBuilder, CloseCode, Message};
 use wsx_testkit::redis::RedisServer;
 
 async fn join(port: u16, room: &str) -> Ws {
-    let url = format!("ws://127.0.0.1:{port}/room/{room}");
-    let mut ws = within("connect", ClientBuilder::new(&url).connect()).await.expect("connect").0;
+    join_at(&format!("ws://127.0.0.1:{port}/room/{room}")).await
+}
+
+async fn join_at(url: &str) -> Ws {
+    let mut ws = within("connect", ClientBuilder::new(url).connect()).await.expect("connect").0;
     assert_eq!(next_text(&mut ws).await, "hi", "greeted once in the room");
     ws
 }
@@ -105,6 +108,74 @@ async fn two_browser_tabs_on_two_servers_chat_through_redis() {
             received[1..].sort_unstable();
             assert_eq!(received, ["ho!", "hello 0", "hello 1"], "page {i} heard both servers: {result}");
         }
+    })
+    .await;
+}
+
+/// `OFFSET:EPOCH:text`, as `--resumable` sends room messages: (position, text).
+fn numbered(message: &str) -> (String, String) {
+    let mut parts = message.splitn(3, ':');
+    let (offset, epoch, text) = (parts.next().unwrap(), parts.next().expect("an epoch"), parts.next().expect("a text"));
+    assert!(offset.parse::<u64>().is_ok(), "{message}");
+    (format!("{offset}:{epoch}"), text.to_owned())
+}
+
+#[tokio::test]
+async fn a_client_resumes_on_another_server_with_what_it_missed() {
+    bounded(async {
+        let redis = tokio::task::spawn_blocking(RedisServer::start).await.unwrap();
+        let url = redis.url();
+        let args = ["--rooms", "--greeting", "hi", "--redis", url.as_str(), "--resumable", "--quiet"];
+        let (_one, port_one) = serve(&args).await;
+        let (_two, port_two) = serve(&args).await;
+
+        let mut alice = join(port_one, "den").await;
+        let mut bob = join(port_two, "den").await;
+        // Messages go through Redis to both servers (the sender's too) once each is subscribed.
+        alice.send("one").await.unwrap();
+        let (_, text) = numbered(&next_text(&mut alice).await);
+        assert_eq!(text, "one");
+        let mut last = String::new();
+        for i in 0..50 {
+            bob.send(format!("probe {i}")).await.unwrap();
+            // Bob may hear "one" first, if server two was subscribed in time.
+            let (position, text) = loop {
+                let (position, text) = numbered(&next_text(&mut bob).await);
+                if text != "one" {
+                    break (position, text);
+                }
+            };
+            assert_eq!(text, format!("probe {i}"));
+            let got = tokio::time::timeout(std::time::Duration::from_secs(2), alice.recv()).await;
+            if let Ok(Ok(Some(Message::Text(t)))) = got {
+                let (alice_position, alice_text) = numbered(t.as_str());
+                assert_eq!((alice_position.as_str(), alice_text.as_str()), (position.as_str(), text.as_str()));
+                last = position;
+                break;
+            }
+        }
+        assert!(!last.is_empty(), "server two's messages reached server one");
+
+        // Alice leaves; Bob goes on; Alice comes back on server two and gets what she missed,
+        // then the live messages.
+        drop(alice);
+        for i in 0..3 {
+            bob.send(format!("missed {i}")).await.unwrap();
+            assert_eq!(numbered(&next_text(&mut bob).await).1, format!("missed {i}"));
+        }
+        let mut alice = join_at(&format!("ws://127.0.0.1:{port_two}/room/den?since={last}")).await;
+        bob.send("live").await.unwrap();
+        for expected in ["missed 0", "missed 1", "missed 2", "live"] {
+            assert_eq!(numbered(&next_text(&mut alice).await).1, expected);
+        }
+
+        // A position from a history that does not exist: told, then live.
+        let mut stranger = join_at(&format!("ws://127.0.0.1:{port_one}/room/den?since=1:0000")).await;
+        let lost = next_text(&mut stranger).await;
+        assert!(lost.starts_with("resume:lost:"), "{lost}");
+        // And a malformed one is refused before the upgrade.
+        let bad = ClientBuilder::new(format!("ws://127.0.0.1:{port_one}/room/den?since=soon")).connect().await;
+        assert!(format!("{:?}", bad.expect_err("refused")).contains("400"), "answered 400");
     })
     .await;
 }

@@ -20,7 +20,10 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 use wsx::{
     Accept, Config, DeflateConfig, Reject, Request, Server,
-    pubsub::{Hub, redis::RedisBroker},
+    pubsub::{
+        Hub,
+        redis::{RedisBroker, RedisConfig, position_prefix},
+    },
     server::Transport,
 };
 
@@ -64,6 +67,16 @@ pub(crate) struct Args {
     /// they reconnect, and the server reconnects by itself.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
+    /// With --redis: resumable rooms. Every message gets a position in its room and is sent as
+    /// `OFFSET:EPOCH:message`; each room keeps its last --history messages in Redis for 10
+    /// minutes. A client that reconnects (to any server) with `?since=OFFSET:EPOCH` gets what it
+    /// missed first, or the text `resume:lost:OFFSET:EPOCH` when that is no longer possible.
+    /// A dropped connection to Redis is caught up from the history instead of closing clients.
+    #[arg(long, requires = "redis")]
+    resumable: bool,
+    /// With --resumable: how many messages each room keeps for clients that resume.
+    #[arg(long, value_name = "N", default_value_t = 1000, requires = "resumable")]
+    history: usize,
     /// With --rooms or --broadcast: the most bytes of others' messages waiting for one client
     /// that does not read fast enough; past it, that client is closed with 1008.
     #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse::size)]
@@ -141,12 +154,21 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let mut hub = Hub::builder().max_queued_bytes(args.max_backlog).max_topic_len(MAX_ROOM_NAME);
     if let Some(url) = &args.redis {
         anyhow::ensure!(matches!(mode, Mode::Rooms | Mode::Broadcast), "--redis needs --rooms or --broadcast");
-        let broker = RedisBroker::connect(url).await.with_context(|| format!("cannot use Redis at {url}"))?;
-        info!(redis = %url, node = %format_args!("{:016x}", broker.node_id()), "sharing rooms through Redis");
+        let mut redis = RedisConfig::new(url.as_str());
+        if args.resumable {
+            redis = redis.history(args.history, HISTORY_TTL).envelope(position_prefix);
+        }
+        let broker = RedisBroker::with(redis).await.with_context(|| format!("cannot use Redis at {url}"))?;
+        info!(
+            redis = %url,
+            node = %format_args!("{:016x}", broker.node_id()),
+            resumable = args.resumable,
+            "sharing rooms through Redis"
+        );
         hub = hub.broker(broker);
     }
     let hub = hub.build();
-    let state = State { mode, greeting, quiet: args.quiet, hub };
+    let state = State { mode, greeting, quiet: args.quiet, hub, resumable: args.resumable };
     let listener = TcpListener::bind((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
@@ -225,6 +247,9 @@ fn announce<T: Transport>(
     Ok(())
 }
 
+/// How long a room's history is kept after its last message, with --resumable.
+const HISTORY_TTL: Duration = Duration::from_secs(600);
+
 /// The upgrade requests `wsx serve` accepts: from an allowed origin (or none, as non-browser
 /// clients send), to a room's path in `--rooms` mode, with the first offered subprotocol that
 /// is listed.
@@ -243,6 +268,10 @@ fn handshake_policy(args: &Args, mode: Mode) -> impl Fn(&Request) -> Result<Acce
             warn!(path = request.path(), "not a room: answered 404");
             let help = format!("rooms are at /room/NAME (NAME: 1 to {MAX_ROOM_NAME} bytes, no '/')\n");
             return Err(Reject::response(plain(::http::StatusCode::NOT_FOUND, &help)));
+        }
+        if let Some(Err(e)) = session::since(request.query()) {
+            warn!(path = request.path(), "bad since: answered 400");
+            return Err(Reject::response(plain(::http::StatusCode::BAD_REQUEST, &format!("since: {e}\n"))));
         }
         let chosen = request.protocols().iter().find(|offered| subprotocols.contains(offered));
         Ok(match chosen {

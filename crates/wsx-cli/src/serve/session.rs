@@ -33,7 +33,7 @@ use tokio::{
 use tracing::info;
 use wsx::{
     CloseCode, ConnectionInfo, Message, MessageRef, Server, WebSocket,
-    pubsub::{Hub, Prepared},
+    pubsub::{Hub, InvalidPosition, Position, Prepared},
     server::Transport,
 };
 
@@ -76,6 +76,14 @@ pub(super) struct State {
     pub(super) quiet: bool,
     /// The rooms, in rooms and broadcast mode.
     pub(super) hub: Hub,
+    /// `--resumable`: clients may resume with `?since=OFFSET:EPOCH`.
+    pub(super) resumable: bool,
+}
+
+/// The position a resuming client gives in its request's query: `since=OFFSET:EPOCH`.
+pub(super) fn since(query: Option<&str>) -> Option<Result<Position, InvalidPosition>> {
+    let value = query?.split('&').find_map(|pair| pair.strip_prefix("since="))?;
+    Some(value.parse())
 }
 
 /// The state of the one server this process runs.
@@ -174,9 +182,14 @@ fn chat<S: Stream, L: Logger>(
         _ => Some("everyone"),
     };
     // Checked by the handshake policy: a room's path has a name the hub takes.
+    let mut resuming = None;
     let joined = name.ok_or("not a room's path").and_then(|name| {
         let topic = hub.topic(name).map_err(|_| "no room for another room")?;
-        ws.subscribe(hub, &topic).map_err(|_| "cannot join the room")?;
+        // Checked by the handshake policy too: a `since` that is there parses.
+        match since(info.query()).and_then(Result::ok).filter(|_| state().resumable) {
+            Some(position) => resuming = Some(ws.resume(hub, &topic, position).map_err(|_| "cannot join the room")?),
+            None => drop(ws.subscribe(hub, &topic).map_err(|_| "cannot join the room")?),
+        }
         Ok(topic)
     });
     if joined.is_ok() {
@@ -191,6 +204,15 @@ fn chat<S: Stream, L: Logger>(
                 return Ok(());
             }
         };
+        // What it missed is queued before the live messages; if it could not be, say so, with
+        // where the room is now.
+        if let Some(resuming) = resuming {
+            let recovery = resuming.await;
+            if !recovery.recovered {
+                let now = recovery.position.map(|p| p.to_string()).unwrap_or_default();
+                ws.send(Message::text(format!("resume:lost:{now}"))).await?;
+            }
+        }
         loop {
             let log = L::of(&ws);
             let room = &room;

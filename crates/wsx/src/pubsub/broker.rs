@@ -7,10 +7,7 @@
 //! needs from [`Broker::interest`] and asks the hub for the current state, so that calls from
 //! different threads may arrive in any order.
 
-use std::{
-    fmt,
-    sync::Weak,
-};
+use std::{fmt, sync::Weak};
 
 use tokio::sync::oneshot;
 
@@ -77,6 +74,33 @@ impl Position {
     }
 }
 
+/// Reads what [`Display`](fmt::Display) writes: `OFFSET:EPOCH` (e.g. a client's `?since=`).
+impl std::str::FromStr for Position {
+    type Err = InvalidPosition;
+
+    fn from_str(s: &str) -> Result<Self, InvalidPosition> {
+        let (offset, epoch) = s.split_once(':').ok_or(InvalidPosition)?;
+        let valid_epoch = !epoch.is_empty() && epoch.len() <= 64 && epoch.bytes().all(|b| b.is_ascii_alphanumeric());
+        match offset.parse() {
+            Ok(offset) if valid_epoch => Ok(Self::new(offset, epoch)),
+            _ => Err(InvalidPosition),
+        }
+    }
+}
+
+/// A position that is not `OFFSET:EPOCH` (a decimal offset, an epoch of 1 to 64 letters and
+/// digits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidPosition;
+
+impl fmt::Display for InvalidPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a position is OFFSET:EPOCH (a decimal offset, an epoch of 1 to 64 letters and digits)")
+    }
+}
+
+impl std::error::Error for InvalidPosition {}
+
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.offset, self.epoch)
@@ -108,9 +132,7 @@ impl std::future::Future for Resuming {
     type Output = Recovery;
 
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Recovery> {
-        std::pin::Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Recovery { recovered: false, position: None }))
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|r| r.unwrap_or(Recovery { recovered: false, position: None }))
     }
 }
 

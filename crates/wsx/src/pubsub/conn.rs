@@ -66,12 +66,7 @@ macro_rules! subscription_methods {
         /// ones. The returned [`Resuming`] says whether that worked; the subscription is made
         /// either way (from now on if the history could not be recovered). Without such a
         /// broker it is [`subscribe`](Self::subscribe) with `recovered: false`.
-        pub fn resume(
-            &mut self,
-            hub: &Hub,
-            topic: impl AsTopic,
-            since: Position,
-        ) -> Result<Resuming, SubscribeError> {
+        pub fn resume(&mut self, hub: &Hub, topic: impl AsTopic, since: Position) -> Result<Resuming, SubscribeError> {
             self.driver_mut(|d| d.resume(hub, topic, since))
         }
 

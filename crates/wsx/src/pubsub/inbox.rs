@@ -271,12 +271,7 @@ impl Subscriber {
     /// Subscribe to `topic` of `hub` from `since`, a position seen earlier: the hub's broker
     /// delivers what was missed, then joins the subscriber to the topic. The receiver gets how
     /// that went.
-    pub(crate) fn resume(
-        &self,
-        hub: &Hub,
-        topic: impl AsTopic,
-        since: Position,
-    ) -> Result<Resuming, SubscribeError> {
+    pub(crate) fn resume(&self, hub: &Hub, topic: impl AsTopic, since: Position) -> Result<Resuming, SubscribeError> {
         if !self.0.hub.same(hub) {
             return Err(SubscribeError::OtherHub);
         }

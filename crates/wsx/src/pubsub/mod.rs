@@ -59,7 +59,7 @@ use std::{
     sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak, atomic::AtomicU64, atomic::Ordering},
 };
 
-pub use self::broker::{Broker, Position, RESYNC_REASON, Recovery, Remote, Resume, Resuming};
+pub use self::broker::{Broker, InvalidPosition, Position, RESYNC_REASON, Recovery, Remote, Resume, Resuming};
 pub(crate) use self::inbox::Subscriber;
 use self::inbox::{Inbox, Push};
 pub use wsx_proto::Prepared;

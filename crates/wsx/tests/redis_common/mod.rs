@@ -119,4 +119,3 @@ pub(crate) async fn next_text(client: &mut Ws) -> String {
         other => panic!("expected text, got {other:?}"),
     }
 }
-

@@ -169,7 +169,10 @@ mod tests {
     fn decode_reads_what_the_script_writes_and_refuses_the_rest() {
         let m = message(300, "ab12", "héllo".as_bytes(), true);
         let n = decode(&m).expect("a message");
-        assert_eq!((n.node, n.except, n.offset, n.epoch, n.text, n.payload), (7, 0, 300, "ab12", true, "héllo".as_bytes()));
+        assert_eq!(
+            (n.node, n.except, n.offset, n.epoch, n.text, n.payload),
+            (7, 0, 300, "ab12", true, "héllo".as_bytes())
+        );
         assert!(decode(&m[..HEAD + 8]).is_none(), "short");
         let mut v1 = m.clone();
         v1[0] = 1;

@@ -181,9 +181,16 @@ pub struct RedisStats {
 enum Command {
     Attach(Remote),
     Interest(Box<str>),
-    Publish { channel: Box<[u8]>, message: Bytes },
+    Publish {
+        channel: Box<[u8]>,
+        message: Bytes,
+    },
     /// Resumable mode: the head of a message to number and publish, and its payload.
-    Numbered { topic: Box<str>, head: Bytes, payload: Bytes },
+    Numbered {
+        topic: Box<str>,
+        head: Bytes,
+        payload: Bytes,
+    },
     Resume(Resume),
 }
 

@@ -27,8 +27,11 @@ impl Task {
         let sha = match &conn.script {
             Some(sha) => sha.clone(),
             None => {
-                let sha: String =
-                    redis::cmd("SCRIPT").arg("LOAD").arg(history::PUBLISH_SCRIPT).query_async(&mut conn.publisher).await?;
+                let sha: String = redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(history::PUBLISH_SCRIPT)
+                    .query_async(&mut conn.publisher)
+                    .await?;
                 conn.script = Some(sha.clone());
                 sha
             }
