@@ -263,7 +263,8 @@ fn main() {
         if o.mode == "local" {
             local_p99 = Some(p99);
         }
-        let added = local_p99.filter(|_| o.mode != "local").map_or("".into(), |l| format!("{} µs", p99 as i64 - l as i64));
+        let added =
+            local_p99.filter(|_| o.mode != "local").map_or("".into(), |l| format!("{} µs", p99 as i64 - l as i64));
         println!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             o.mode,

@@ -25,9 +25,21 @@ impl RedisServer {
 
     /// Start one on `port` (to restart a killed one where its clients expect it).
     pub fn on(port: u16) -> Self {
+        Self::with_args(port, &[])
+    }
+
+    /// Start one on a free port with more command-line options (e.g. `--tls-port`); it still
+    /// answers `PING` in plain text on [`port`](Self::port).
+    pub fn start_with(args: &[&str]) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        Self::with_args(port, args)
+    }
+
+    fn with_args(port: u16, extra: &[&str]) -> Self {
         let program = std::env::var("WSX_REDIS_SERVER").unwrap_or_else(|_| "/usr/bin/redis-server".into());
         let child = Command::new(&program)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

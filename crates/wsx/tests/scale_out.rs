@@ -277,3 +277,55 @@ async fn a_node_too_slow_for_redis_is_disconnected_and_resyncs_its_subscribers()
     assert!(stats.received < 128, "B was cut off: it got {} of 128", stats.received);
     b_thread.join().unwrap();
 }
+
+/// `rediss://`: nodes share topics over TLS to a `redis-server` that speaks only TLS on its
+/// `--tls-port`, trusting a CA of the test's own; without that CA the connection is refused.
+#[cfg(feature = "redis-tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_carries_topics_over_tls_with_a_ca_of_ones_own() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&leaf_key, &issuer).unwrap();
+    let dir = std::env::temp_dir().join(format!("wsx-rediss-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let (cert, key, ca) =
+        (file("cert.pem", leaf.pem()), file("key.pem", leaf_key.serialize_pem()), file("ca.pem", ca_cert.pem()));
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let args: Vec<String> = ["--tls-port", &tls_port, "--tls-cert-file", &cert, "--tls-key-file", &key]
+        .into_iter()
+        .chain(["--tls-ca-cert-file", &ca, "--tls-auth-clients", "no"])
+        .map(String::from)
+        .collect();
+    let server = tokio::task::spawn_blocking(move || {
+        wsx_testkit::redis::RedisServer::start_with(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap();
+    let url = format!("rediss://127.0.0.1:{tls_port}/");
+
+    // The system's roots do not know this CA: refused, with a message that says TLS.
+    let untrusted = RedisBroker::connect(&url).await.expect_err("an unknown CA is refused");
+    assert!(untrusted.to_string().to_lowercase().contains("redis"), "{untrusted}");
+
+    let trusted = || RedisConfig::new(url.clone()).tls_roots(ca_cert.pem());
+    let a = RedisBroker::with(trusted()).await.expect("rediss with our CA");
+    let b = RedisBroker::with(trusted()).await.expect("rediss with our CA");
+    let (hub_a, hub_b) = (Hub::builder().broker(a).build(), Hub::builder().broker(b).build());
+    let (mut client, _serving) = subscriber(&hub_b, &["secure"]).await;
+    let plain = Redis { port: server.port(), server };
+    plain.await_subscribers("wsx:secure", 1).await;
+    assert!(hub_a.publish("secure", "over tls").forwarded);
+    assert_eq!(next_text(&mut client).await, "over tls");
+    let _ = std::fs::remove_dir_all(&dir);
+}

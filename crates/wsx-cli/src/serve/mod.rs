@@ -62,7 +62,8 @@ pub(crate) struct Args {
     #[arg(long)]
     rooms: bool,
     /// With --rooms or --broadcast: share the rooms with every other `wsx serve` using this Redis
-    /// (redis://[user:password@]host:port/). Delivery between servers is at most once: when the
+    /// (redis://[user:password@]host:port/, or rediss:// for TLS with the system's roots). Delivery
+    /// between servers is at most once unless --resumable: when the
     /// connection to Redis drops, the clients of the affected rooms are closed with 1012 so that
     /// they reconnect, and the server reconnects by itself.
     #[arg(long, value_name = "URL")]

@@ -204,6 +204,9 @@ pub struct RedisConfig {
     max_backlog: usize,
     history: Option<History>,
     envelope: Envelope,
+    /// PEM certificates of the CAs to trust for `rediss://` instead of the system's.
+    #[cfg(feature = "redis-tls")]
+    tls_roots: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for RedisConfig {
@@ -218,8 +221,9 @@ impl fmt::Debug for RedisConfig {
 }
 
 impl RedisConfig {
-    /// Settings for the Redis at `url` (`redis://[user:password@]host[:port][/db]`; `rediss://`
-    /// needs a TLS-enabled build of the `redis` crate, not enabled here).
+    /// Settings for the Redis at `url`: `redis://[user:password@]host[:port][/db]`, or
+    /// `rediss://…` for TLS (feature `redis-tls`; the system's roots, or
+    /// [`tls_roots`](Self::tls_roots)).
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -228,7 +232,30 @@ impl RedisConfig {
             max_backlog: 64 << 20,
             history: None,
             envelope: Arc::new(plain),
+            #[cfg(feature = "redis-tls")]
+            tls_roots: None,
         }
+    }
+
+    /// For `rediss://`: trust the CA certificates in `pem` (PEM) instead of the system's roots.
+    #[cfg(feature = "redis-tls")]
+    pub fn tls_roots(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_roots = Some(pem.into());
+        self
+    }
+
+    /// The client for the URL, with TLS settings for `rediss://`.
+    fn client(&self) -> crate::Result<redis::Client> {
+        let tls = self.url.starts_with("rediss://");
+        #[cfg(feature = "redis-tls")]
+        if tls && let Some(root) = &self.tls_roots {
+            let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(root.clone()) };
+            return redis::Client::build_with_tls(self.url.as_str(), certificates).map_err(redis_error);
+        }
+        if tls && !cfg!(feature = "redis-tls") {
+            return Err(std::io::Error::other("redis: rediss:// needs wsx's `redis-tls` feature").into());
+        }
+        redis::Client::open(self.url.as_str()).map_err(redis_error)
     }
 
     /// Resumable mode: keep each topic's last `size` messages (at least; Redis trims streams
@@ -292,7 +319,7 @@ impl RedisBroker {
     /// later outages are handled by reconnecting. Spawns the broker's task on the current
     /// tokio runtime; it ends when the hub and every clone of the broker are dropped.
     pub async fn with(config: RedisConfig) -> crate::Result<Self> {
-        let client = redis::Client::open(config.url.as_str()).map_err(redis_error)?;
+        let client = config.client()?;
         let first = Connection::open(&client).await.map_err(redis_error)?;
         let (commands, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
