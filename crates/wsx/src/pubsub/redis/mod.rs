@@ -739,8 +739,7 @@ impl Task {
         let Some(shared) = self.shared.upgrade() else { return Ok(()) };
         let Some(topic) = message.get_channel_name().strip_prefix(shared.prefix.as_str()) else { return Ok(()) };
         if shared.history.is_some() {
-            let topic = topic.to_owned();
-            return self.received_numbered(conn, &shared, &topic, message.get_payload_bytes()).await;
+            return self.received_numbered(conn, &shared, topic, message.get_payload_bytes()).await;
         }
         self.received_plain(&shared, topic, message.get_payload_bytes());
         Ok(())

@@ -174,10 +174,15 @@ impl Task {
             return Ok(());
         };
         // Not tracked: a topic this node has just left.
-        let Some(track) = self.tracks.get(topic).cloned() else { return Ok(()) };
+        let Some(track) = self.tracks.get_mut(topic) else { return Ok(()) };
         match track.next(message.offset, message.epoch) {
             Next::Duplicate => return Ok(()),
-            Next::Deliver => {}
+            Next::Deliver => {
+                // The common case: no allocation.
+                track.last = message.offset;
+                self.deliver(shared, topic, &message);
+                return Ok(());
+            }
             Next::Gap { from } => {
                 if !self.catch_up(conn, shared, topic, from, message.offset - 1).await? {
                     self.gap(shared, topic, message.offset - 1, Some(message.epoch.to_owned()));
