@@ -87,9 +87,11 @@ impl Redis {
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {path}: {e}"));
+        // Owned at once, so that it is killed and waited for on every path (`Drop`).
+        let redis = Self { child, port };
         for _ in 0..500 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Self { child, port };
+                return redis;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
