@@ -260,6 +260,13 @@ impl Connection {
         self.deflate.is_some()
     }
 
+    /// The bytes permessage-deflate compressed and decompressed since this was last called
+    /// (counted as messages are sent and as compressed frames are parsed), and zero them; `None`
+    /// without permessage-deflate. For metrics: the compression ratio per direction.
+    pub fn take_deflate_stats(&mut self) -> Option<crate::DeflateStats> {
+        self.deflate.as_deref_mut().map(|d| std::mem::take(&mut d.stats))
+    }
+
     // Inputs.
 
     /// Feed bytes read from the peer. They are parsed as events are taken
