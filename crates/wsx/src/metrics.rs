@@ -14,16 +14,17 @@
 //! and kept.
 //!
 //! What the tokio layer records by itself: server connections (whether accepted by [`Server`]
-//! or by [`accept`](crate::accept)), their handshakes, messages, wire bytes and closes. The
-//! topics hub and the Redis broker record theirs through the `record_*` functions of this
-//! module, so that the names stay in one place.
+//! or by [`accept`](crate::accept)), their handshakes, messages, wire bytes, closes, deflate
+//! bytes and keep-alive round trips, and the topics hub's deliveries, drops, topics and
+//! subscriptions. The Redis broker records its reconnects through this module too, so that the
+//! names stay in one place; `record_*` and `set_*` are for what an application counts itself.
 //!
 //! [`Server`]: crate::Server
 
 #[cfg(feature = "redis")]
 pub(crate) use imp::broker_reconnected;
 #[cfg(feature = "pubsub")]
-pub(crate) use imp::published;
+pub(crate) use imp::{published, subscriptions_changed};
 pub(crate) use imp::{Counters, Tally, handshake_failed, handshake_succeeded};
 #[cfg(feature = "metrics")]
 pub use imp::{
@@ -42,7 +43,7 @@ mod imp {
     };
 
     use metrics::{Counter, Gauge, Histogram, Unit};
-    use wsx_proto::{CloseCode, CloseReason, HandshakeError, Message, ProtocolError};
+    use wsx_proto::{CloseCode, CloseReason, Connection, HandshakeError, Message, ProtocolError};
 
     use crate::Error;
 
@@ -57,6 +58,12 @@ mod imp {
         binary_out: Counter,
         bytes_in: Counter,
         bytes_out: Counter,
+        /// permessage-deflate: received compressed, received decompressed, sent uncompressed,
+        /// sent compressed.
+        deflate: [Counter; 4],
+        ping_rtt: Histogram,
+        topics: Gauge,
+        subscriptions: Gauge,
     }
 
     fn handles() -> &'static Handles {
@@ -71,6 +78,15 @@ mod imp {
             binary_out: metrics::counter!("wsx_messages_sent_total", "kind" => "binary"),
             bytes_in: metrics::counter!("wsx_bytes_received_total"),
             bytes_out: metrics::counter!("wsx_bytes_sent_total"),
+            deflate: [
+                metrics::counter!("wsx_deflate_bytes_total", "direction" => "received", "form" => "compressed"),
+                metrics::counter!("wsx_deflate_bytes_total", "direction" => "received", "form" => "uncompressed"),
+                metrics::counter!("wsx_deflate_bytes_total", "direction" => "sent", "form" => "uncompressed"),
+                metrics::counter!("wsx_deflate_bytes_total", "direction" => "sent", "form" => "compressed"),
+            ],
+            ping_rtt: metrics::histogram!("wsx_ping_rtt_seconds"),
+            topics: metrics::gauge!("wsx_pubsub_topics"),
+            subscriptions: metrics::gauge!("wsx_pubsub_subscriptions"),
         })
     }
 
@@ -112,6 +128,12 @@ mod imp {
         );
         c!("wsx_bytes_sent_total", Unit::Bytes, "Bytes written to sockets after the handshake (frames, compressed).");
         c!("wsx_closes_total", Unit::Count, "Connections ended, by close code class and initiator (local, remote).");
+        c!(
+            "wsx_deflate_bytes_total",
+            Unit::Bytes,
+            "permessage-deflate payload bytes by direction (received, sent) and form (compressed, uncompressed)."
+        );
+        h!("wsx_ping_rtt_seconds", Unit::Seconds, "From a keep-alive ping to its pong (ping_interval set).");
         g!("wsx_pubsub_topics", Unit::Count, "Topics with at least one subscriber.");
         g!("wsx_pubsub_subscriptions", Unit::Count, "Subscriptions across all topics.");
         c!("wsx_pubsub_deliveries_total", Unit::Count, "Messages queued to subscribers.");
@@ -121,12 +143,13 @@ mod imp {
         h!("wsx_broker_lag_seconds", Unit::Seconds, "Delay between publish on the broker and delivery here.");
     }
 
-    /// The topics hub: how many topics have subscribers now.
+    /// Set the topics gauge: for a hub of the application's own. wsx's topics hub (`pubsub`)
+    /// steps this gauge itself as subscriptions come and go.
     pub fn set_topics(topics: usize) {
         metrics::gauge!("wsx_pubsub_topics").set(topics as f64);
     }
 
-    /// The topics hub: how many subscriptions there are now.
+    /// Set the subscriptions gauge: for a hub of the application's own (wsx's steps it itself).
     pub fn set_subscriptions(subscriptions: usize) {
         metrics::gauge!("wsx_pubsub_subscriptions").set(subscriptions as f64);
     }
@@ -173,6 +196,20 @@ mod imp {
         }
         if closed > 0 {
             metrics::counter!("wsx_slow_consumer_closes_total").increment(closed as u64);
+        }
+    }
+
+    /// The hub's subscriptions changed by `subscriptions` (±1), and its topics with a
+    /// subscriber by `topics` (±1 or 0). Gauge steps, not sets: several hubs add up.
+    #[cfg(feature = "pubsub")]
+    pub(crate) fn subscriptions_changed(subscriptions: i8, topics: i8) {
+        if !enabled() {
+            return;
+        }
+        let h = handles();
+        h.subscriptions.increment(f64::from(subscriptions));
+        if topics != 0 {
+            h.topics.increment(f64::from(topics));
         }
     }
 
@@ -292,12 +329,14 @@ mod imp {
             }));
         }
 
-        /// `n` bytes read: a new batch, so add up the previous one.
+        /// `n` bytes read: a new batch, so add up the previous one (and what the engine
+        /// counted for it: deflate bytes, a ping's round trip).
         #[inline]
-        pub(crate) fn read(&mut self, n: usize) {
+        pub(crate) fn read(&mut self, n: usize, conn: &mut Connection) {
             if let Some(live) = &mut self.live {
                 live.bytes_in += n as u64;
                 live.flush();
+                flush_engine(conn);
             }
         }
 
@@ -348,16 +387,38 @@ mod imp {
         }
 
         /// The connection ended.
-        pub(crate) fn closed(&mut self, reason: &CloseReason) {
+        pub(crate) fn closed(&mut self, reason: &CloseReason, conn: &mut Connection) {
             if let Some(live) = &mut self.live
                 && live.closed.is_none()
             {
+                flush_engine(conn);
                 let code = reason.code();
                 // A failure this side detected (a protocol error, a timeout) is a local close;
                 // the peer's close frame or its TCP close (1006) a remote one.
                 let local = live.closing_locally || (reason.error.is_some() && code != CloseCode::ABNORMAL);
                 live.closed = Some((code_class(code), if local { "local" } else { "remote" }));
             }
+        }
+    }
+
+    /// Add what the engine counted since the last call: deflate bytes, a ping's round trip.
+    /// Two `Option` checks when the connection has neither.
+    #[inline]
+    fn flush_engine(conn: &mut Connection) {
+        if let Some(stats) = conn.take_deflate_stats()
+            && !stats.is_empty()
+        {
+            let h = handles();
+            let counts =
+                [stats.received_compressed, stats.received_decompressed, stats.sent_uncompressed, stats.sent_compressed];
+            for (count, counter) in counts.into_iter().zip(&h.deflate) {
+                if count > 0 {
+                    counter.increment(count);
+                }
+            }
+        }
+        if let Some(rtt) = conn.take_ping_rtt() {
+            handles().ping_rtt.record(rtt.as_secs_f64());
         }
     }
 
@@ -414,11 +475,14 @@ mod imp {
 
     use std::time::Instant;
 
-    use wsx_proto::{CloseReason, Message};
+    use wsx_proto::{CloseReason, Connection, Message};
 
     use crate::Error;
 
     pub(crate) fn handshake_succeeded(_: Instant) {}
+    #[cfg(feature = "pubsub")]
+    pub(crate) fn subscriptions_changed(_: i8, _: i8) {}
+
     pub(crate) fn handshake_failed(_: Option<&Error>) {}
     #[cfg(feature = "pubsub")]
     pub(crate) fn published(_: usize, _: usize, _: usize) {}
@@ -450,7 +514,7 @@ mod imp {
         #[inline(always)]
         pub(crate) fn open(&mut self) {}
         #[inline(always)]
-        pub(crate) fn read(&mut self, _: usize) {}
+        pub(crate) fn read(&mut self, _: usize, _: &mut Connection) {}
         #[inline(always)]
         pub(crate) fn wrote(&mut self, _: usize) {}
         #[inline(always)]
@@ -462,6 +526,6 @@ mod imp {
         #[inline(always)]
         pub(crate) fn closing(&mut self) {}
         #[inline(always)]
-        pub(crate) fn closed(&mut self, _: &CloseReason) {}
+        pub(crate) fn closed(&mut self, _: &CloseReason, _: &mut Connection) {}
     }
 }

@@ -113,6 +113,11 @@ async fn a_scripted_session_gives_exact_values() {
         "wsx_connection_duration_seconds_count 3",
         "wsx_connections_accepted_total 3",
         "wsx_connections_active 0",
+        // Nothing compressed here (no permessage-deflate), no keep-alive pings, no topics.
+        "wsx_deflate_bytes_total{direction=\"received\",form=\"compressed\"} 0",
+        "wsx_deflate_bytes_total{direction=\"received\",form=\"uncompressed\"} 0",
+        "wsx_deflate_bytes_total{direction=\"sent\",form=\"compressed\"} 0",
+        "wsx_deflate_bytes_total{direction=\"sent\",form=\"uncompressed\"} 0",
         "wsx_handshake_duration_seconds_count 3",
         "wsx_handshakes_failed_total{reason=\"bad_request\",status=\"400\"} 1",
         "wsx_handshakes_failed_total{reason=\"rejected\",status=\"403\"} 1",
@@ -120,6 +125,9 @@ async fn a_scripted_session_gives_exact_values() {
         "wsx_messages_received_total{kind=\"text\"} 3",
         "wsx_messages_sent_total{kind=\"binary\"} 2",
         "wsx_messages_sent_total{kind=\"text\"} 3",
+        "wsx_ping_rtt_seconds_count 0",
+        "wsx_pubsub_subscriptions 0",
+        "wsx_pubsub_topics 0",
     ];
     assert_eq!(values, expected, "{text}");
     stop.shutdown();
