@@ -129,6 +129,7 @@ impl Connection {
     /// The time the ping waited in [`transmit`](Self::transmit) counts, as it does for the
     /// peer. Only pings the engine sends are timed; a pong to [`ping`](Self::ping) is an
     /// [`Event::Pong`](crate::Event::Pong) for the application to match.
+    #[inline]
     pub fn take_ping_rtt(&mut self) -> Option<Duration> {
         self.timers.as_mut()?.rtt.take()
     }
