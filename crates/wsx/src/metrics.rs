@@ -23,14 +23,14 @@
 
 #[cfg(feature = "redis")]
 pub(crate) use imp::broker_reconnected;
-#[cfg(feature = "pubsub")]
-pub(crate) use imp::{published, subscriptions_changed};
 pub(crate) use imp::{Counters, Tally, handshake_failed, handshake_succeeded};
 #[cfg(feature = "metrics")]
 pub use imp::{
     enable, record_broker_lag, record_broker_reconnect, record_deliveries, record_dropped, record_slow_consumer_close,
     set_subscriptions, set_topics,
 };
+#[cfg(feature = "pubsub")]
+pub(crate) use imp::{published, subscriptions_changed};
 
 #[cfg(feature = "metrics")]
 mod imp {
@@ -409,8 +409,12 @@ mod imp {
             && !stats.is_empty()
         {
             let h = handles();
-            let counts =
-                [stats.received_compressed, stats.received_decompressed, stats.sent_uncompressed, stats.sent_compressed];
+            let counts = [
+                stats.received_compressed,
+                stats.received_decompressed,
+                stats.sent_uncompressed,
+                stats.sent_compressed,
+            ];
             for (count, counter) in counts.into_iter().zip(&h.deflate) {
                 if count > 0 {
                     counter.increment(count);

@@ -605,7 +605,9 @@ mod tests {
         assert_eq!(secs("retry-after=30; overloaded"), Some(30));
         assert_eq!(secs("retry-after=7 busy"), Some(7));
         assert_eq!(secs("retry-after=999999"), Some(3600), "capped at an hour");
-        for bad in ["", "overloaded", "retry-after=", "retry-after=-1", "retry-after=+5", "Retry-After=5", "retry-after=1.5"] {
+        for bad in
+            ["", "overloaded", "retry-after=", "retry-after=-1", "retry-after=+5", "Retry-After=5", "retry-after=1.5"]
+        {
             assert_eq!(secs(bad), None, "{bad:?}");
         }
     }
