@@ -48,6 +48,7 @@ mod imp {
     use crate::Error;
 
     /// The handles of the metrics counted on the hot path, looked up once.
+    #[derive(Debug)]
     struct Handles {
         active: Gauge,
         accepted: Counter,
@@ -261,6 +262,8 @@ mod imp {
 
     #[derive(Debug)]
     struct Live {
+        /// The recorder's handles, looked up when the connection opened.
+        handles: &'static Handles,
         opened: Instant,
         text_in: u64,
         binary_in: u64,
@@ -317,6 +320,7 @@ mod imp {
             h.accepted.increment(1);
             h.active.increment(1.0);
             self.live = Some(Box::new(Live {
+                handles: h,
                 opened: Instant::now(),
                 text_in: 0,
                 binary_in: 0,
@@ -336,7 +340,7 @@ mod imp {
             if let Some(live) = &mut self.live {
                 live.bytes_in += n as u64;
                 live.flush();
-                flush_engine(conn);
+                flush_engine(live.handles, conn);
             }
         }
 
@@ -391,7 +395,7 @@ mod imp {
             if let Some(live) = &mut self.live
                 && live.closed.is_none()
             {
-                flush_engine(conn);
+                flush_engine(live.handles, conn);
                 let code = reason.code();
                 // A failure this side detected (a protocol error, a timeout) is a local close;
                 // the peer's close frame or its TCP close (1006) a remote one.
@@ -404,43 +408,39 @@ mod imp {
     /// Add what the engine counted since the last call: deflate bytes, a ping's round trip.
     /// Two `Option` checks when the connection has neither.
     #[inline]
-    fn flush_engine(conn: &mut Connection) {
-        if let Some(stats) = conn.take_deflate_stats()
-            && !stats.is_empty()
-        {
-            let h = handles();
-            let counts = [
-                stats.received_compressed,
-                stats.received_decompressed,
-                stats.sent_uncompressed,
-                stats.sent_compressed,
-            ];
-            for (count, counter) in counts.into_iter().zip(&h.deflate) {
-                if count > 0 {
-                    counter.increment(count);
-                }
-            }
+    fn flush_engine(h: &Handles, conn: &mut Connection) {
+        if let Some(mut stats) = conn.take_deflate_stats() {
+            add(&h.deflate[0], &mut stats.received_compressed);
+            add(&h.deflate[1], &mut stats.received_decompressed);
+            add(&h.deflate[2], &mut stats.sent_uncompressed);
+            add(&h.deflate[3], &mut stats.sent_compressed);
         }
         if let Some(rtt) = conn.take_ping_rtt() {
-            handles().ping_rtt.record(rtt.as_secs_f64());
+            h.ping_rtt.record(rtt.as_secs_f64());
+        }
+    }
+
+    /// Add `count` to `counter` unless it is zero, and zero it.
+    #[inline(always)]
+    fn add(counter: &Counter, count: &mut u64) {
+        if *count != 0 {
+            counter.increment(std::mem::take(count));
         }
     }
 
     impl Live {
+        /// Add the counts since the last flush to the recorder's: one `increment` for each
+        /// count that is not zero, in straight-line code (a loop over an array of pairs, built
+        /// at every read, cost 30 instructions more per flush).
+        #[inline]
         fn flush(&mut self) {
-            let h = handles();
-            for (count, counter) in [
-                (&mut self.text_in, &h.text_in),
-                (&mut self.binary_in, &h.binary_in),
-                (&mut self.text_out, &h.text_out),
-                (&mut self.binary_out, &h.binary_out),
-                (&mut self.bytes_in, &h.bytes_in),
-                (&mut self.bytes_out, &h.bytes_out),
-            ] {
-                if *count > 0 {
-                    counter.increment(std::mem::take(count));
-                }
-            }
+            let h = self.handles;
+            add(&h.text_in, &mut self.text_in);
+            add(&h.binary_in, &mut self.binary_in);
+            add(&h.text_out, &mut self.text_out);
+            add(&h.binary_out, &mut self.binary_out);
+            add(&h.bytes_in, &mut self.bytes_in);
+            add(&h.bytes_out, &mut self.bytes_out);
         }
     }
 

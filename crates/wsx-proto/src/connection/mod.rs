@@ -262,10 +262,12 @@ impl Connection {
 
     /// The bytes permessage-deflate compressed and decompressed since this was last called
     /// (counted as messages are sent and as compressed frames are parsed), and zero them; `None`
-    /// without permessage-deflate. For metrics: the compression ratio per direction.
+    /// when nothing was counted, and always without permessage-deflate. For metrics: the
+    /// compression ratio per direction.
     #[inline]
     pub fn take_deflate_stats(&mut self) -> Option<crate::DeflateStats> {
-        self.deflate.as_deref_mut().map(|d| std::mem::take(&mut d.stats))
+        let deflate = self.deflate.as_deref_mut()?;
+        (!deflate.stats.is_empty()).then(|| std::mem::take(&mut deflate.stats))
     }
 
     // Inputs.
