@@ -399,6 +399,10 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
     where
         F: FnMut(wsx_proto::MessageRef<'_>, &mut wsx_proto::Replies<'_>),
     {
+        if !self.metrics.is_counting() {
+            // Not counted (no metrics, or not enabled): no tally per message.
+            return self.poll_message_with(src, cx, &mut |conn: &mut Connection| conn.drain_messages(&mut *handle));
+        }
         let mut tally = crate::metrics::Tally::new();
         let polled = self.poll_message_with(src, cx, &mut |conn: &mut Connection| {
             conn.drain_messages(|message, replies| {
