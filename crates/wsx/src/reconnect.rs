@@ -418,7 +418,7 @@ where
     /// [`WebSocket::close_reason`] or [`Error::close_code`]). If the code is not transient
     /// (anything but 1001, 1006, 1011, 1012 and 1013), the next call to
     /// [`next`](Self::next) ends the stream instead of reconnecting. Without a report, the
-    /// next call reconnects.
+    /// next call reconnects. After 1013 the wait is at least [`Backoff::try_again_later`].
     pub fn ended_with(&mut self, code: CloseCode) {
         if let Some(inner) = &mut self.inner {
             inner.ended_with = Some(code);
