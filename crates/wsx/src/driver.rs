@@ -250,7 +250,7 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
     fn poll_read_in(&mut self, src: &mut impl Source<S>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let buf = self.conn.read_buffer();
         let n = ready!(src.poll_read(&mut self.io, cx, buf))?;
-        self.metrics.read(n);
+        self.metrics.read(n, &mut self.conn);
         if n == 0 {
             self.conn.receive_eof(now());
         } else {
@@ -288,7 +288,7 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
                 match &event {
                     Event::Message(message) => self.metrics.received(message),
                     Event::Closed(reason) => {
-                        self.metrics.closed(reason);
+                        self.metrics.closed(reason, &mut self.conn);
                         // Flush the last bytes and shut down; errors no longer matter.
                         let _ = self.poll_write_out(cx);
                         let (error, reported) = match std::mem::replace(&mut self.end, End::Running) {
@@ -399,6 +399,10 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
     where
         F: FnMut(wsx_proto::MessageRef<'_>, &mut wsx_proto::Replies<'_>),
     {
+        if !self.metrics.is_counting() {
+            // Not counted (no metrics, or not enabled): no tally per message.
+            return self.poll_message_with(src, cx, &mut |conn: &mut Connection| conn.drain_messages(&mut *handle));
+        }
         let mut tally = crate::metrics::Tally::new();
         let polled = self.poll_message_with(src, cx, &mut |conn: &mut Connection| {
             conn.drain_messages(|message, replies| {

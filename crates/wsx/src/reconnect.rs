@@ -26,7 +26,7 @@ use tokio::{
     net::TcpStream,
     time::Instant,
 };
-use wsx_proto::{CloseCode, Message};
+use wsx_proto::{CloseCode, CloseReason, Message};
 
 use crate::{ClientBuilder, Error, MaybeTlsStream, Result, WebSocket};
 
@@ -50,9 +50,15 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// AWS's "full jitter") or the bound itself with [`Jitter::None`]. The count restarts once a
 /// connection stayed up for [`min_uptime`](Self::min_uptime) (default 5 s), so a server that
 /// accepts and then drops at once still meets growing delays.
+///
+/// After close code 1013 (try again later: the server is overloaded), the wait is at least
+/// [`try_again_later`](Self::try_again_later) (default 10 s), or the delay the server asked for
+/// in the close reason (see [`Reconnecting::ended_with_reason`]), and the count does not
+/// restart however long the connection was up.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     initial: Duration,
+    try_again_later: Duration,
     base: Duration,
     factor: u32,
     max: Duration,
@@ -74,6 +80,7 @@ impl Default for Backoff {
     fn default() -> Self {
         Self {
             initial: Duration::from_secs(5),
+            try_again_later: Duration::from_secs(10),
             base: Duration::from_secs(1),
             factor: 2,
             max: Duration::from_secs(60),
@@ -92,6 +99,15 @@ impl Backoff {
     /// The bound of the first delay (default 5 s, RFC 6455 §7.2.3's 0 to 5 seconds).
     pub fn initial(mut self, initial: Duration) -> Self {
         self.initial = initial;
+        self
+    }
+
+    /// The shortest wait after close code 1013, try again later (default 10 s): the server said
+    /// it is overloaded, so coming back within the usual 0-5 s would only add to its load.
+    /// Jitter still applies above the floor: the wait is the larger of the floor and the usual
+    /// random delay. A delay hint in the close reason replaces the floor.
+    pub fn try_again_later(mut self, floor: Duration) -> Self {
+        self.try_again_later = floor;
         self
     }
 
@@ -257,7 +273,8 @@ impl fmt::Debug for Outbox {
 ///         println!("{message:?}");
 ///     }
 ///     if let Some(reason) = ws.close_reason() {
-///         connections.ended_with(reason.code()); // 1000 or 1008 stop the loop; 1001, 1012 … retry
+///         // 1000 or 1008 stop the loop; 1001, 1012 … retry; 1013 waits longer.
+///         connections.ended_with_reason(&reason);
 ///     }
 /// }
 /// # Ok(()) }
@@ -289,6 +306,8 @@ struct Inner<S> {
     connected_at: Option<Instant>,
     /// How the last connection ended, as the application reported it.
     ended_with: Option<CloseCode>,
+    /// The server's delay hint from a 1013 close reason (`retry-after=<seconds>`).
+    again_hint: Option<Duration>,
     done: bool,
 }
 
@@ -327,6 +346,7 @@ where
             attempt: 0,
             connected_at: None,
             ended_with: None,
+            again_hint: None,
             done: false,
         };
         Self { inner: Some(inner), pending: None, outbox }
@@ -398,10 +418,27 @@ where
     /// [`WebSocket::close_reason`] or [`Error::close_code`]). If the code is not transient
     /// (anything but 1001, 1006, 1011, 1012 and 1013), the next call to
     /// [`next`](Self::next) ends the stream instead of reconnecting. Without a report, the
-    /// next call reconnects.
+    /// next call reconnects. After 1013 the wait is at least [`Backoff::try_again_later`].
     pub fn ended_with(&mut self, code: CloseCode) {
         if let Some(inner) = &mut self.inner {
             inner.ended_with = Some(code);
+            inner.again_hint = None;
+        }
+    }
+
+    /// [`ended_with`](Self::ended_with) the connection's [`CloseReason`], reading a delay hint
+    /// from the server's close frame: after 1013 (try again later), a reason of the form
+    /// `retry-after=<seconds>` (ASCII digits; anything after a `;` or a space is ignored, as
+    /// in `retry-after=30; overloaded`) makes the next wait at least that long, up to an hour,
+    /// instead of [`Backoff::try_again_later`]. The form is wsx's own: RFC 6455 gives the
+    /// reason no structure, and a server that sends none gets the floor.
+    pub fn ended_with_reason(&mut self, reason: &CloseReason) {
+        let code = reason.code();
+        self.ended_with(code);
+        if code == CloseCode::AGAIN
+            && let Some(inner) = &mut self.inner
+        {
+            inner.again_hint = reason.received.as_ref().and_then(|frame| retry_after_hint(&frame.reason));
         }
     }
 
@@ -453,16 +490,20 @@ where
             return (self, None);
         }
         if let Some(opened) = self.connected_at.take() {
-            if let Some(code) = self.ended_with.take()
+            if let Some(code) = self.ended_with
                 && !is_transient_close(code)
             {
                 self.done = true;
                 return (self, None);
             }
-            if opened.elapsed() >= self.backoff.min_uptime {
+            let at_least = match self.ended_with.take() {
+                Some(CloseCode::AGAIN) => Some(self.again_hint.take().unwrap_or(self.backoff.try_again_later)),
+                _ => None,
+            };
+            if opened.elapsed() >= self.backoff.min_uptime && at_least.is_none() {
                 self.attempt = 0;
             }
-            self.wait(None, None).await;
+            self.wait(None, at_least).await;
         }
         let mut retries = 0u32;
         loop {
@@ -473,7 +514,8 @@ where
                 }
                 Err(e) if (self.retry_if)(&e) && self.max_retries.is_none_or(|max| retries < max) => {
                     retries += 1;
-                    let at_least = e.retry_after().map(|d| d.min(MAX_RETRY_AFTER));
+                    let again = (e.close_code() == Some(CloseCode::AGAIN)).then_some(self.backoff.try_again_later);
+                    let at_least = e.retry_after().map(|d| d.min(MAX_RETRY_AFTER)).or(again);
                     self.wait(Some(&e), at_least).await;
                 }
                 Err(e) => {
@@ -515,6 +557,14 @@ where
     }
 }
 
+/// The delay in a 1013 close reason of the form `retry-after=<seconds>[; or space, anything]`.
+fn retry_after_hint(reason: &str) -> Option<Duration> {
+    let value = reason.trim_start().strip_prefix("retry-after=")?;
+    let digits = value.split([';', ' ']).next()?;
+    let seconds = digits.parse::<u64>().ok().filter(|_| digits.bytes().all(|b| b.is_ascii_digit()))?;
+    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
+}
+
 /// Close codes after which reconnecting may help (see [`Error::is_transient`]).
 fn is_transient_close(code: CloseCode) -> bool {
     matches!(code.0, 1001 | 1006 | 1011 | 1012 | 1013)
@@ -546,6 +596,20 @@ mod tests {
         let b = Backoff::new().base(Duration::from_millis(100)).factor(3).max(Duration::from_secs(2));
         let ms: Vec<u128> = (1..6).map(|n| b.bound(n).as_millis()).collect();
         assert_eq!(ms, [100, 300, 900, 2000, 2000]);
+    }
+
+    #[test]
+    fn the_retry_after_hint_of_a_close_reason() {
+        let secs = |reason: &str| retry_after_hint(reason).map(|d| d.as_secs());
+        assert_eq!(secs("retry-after=30"), Some(30));
+        assert_eq!(secs("retry-after=30; overloaded"), Some(30));
+        assert_eq!(secs("retry-after=7 busy"), Some(7));
+        assert_eq!(secs("retry-after=999999"), Some(3600), "capped at an hour");
+        for bad in
+            ["", "overloaded", "retry-after=", "retry-after=-1", "retry-after=+5", "Retry-After=5", "retry-after=1.5"]
+        {
+            assert_eq!(secs(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

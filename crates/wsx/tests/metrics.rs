@@ -30,6 +30,17 @@ async fn a_scripted_session_gives_exact_values() {
         if info.path() == "/policy" {
             return ws.close(CloseCode::POLICY, "go away").await;
         }
+        if info.path() == "/each" {
+            // The borrowed receive path: messages and replies counted in the driver's tally.
+            while ws
+                .recv_each(|message, replies| {
+                    let _ = replies.send(message);
+                })
+                .await?
+                .is_some()
+            {}
+            return Ok(());
+        }
         while let Some(message) = ws.recv().await? {
             if message.is_data() {
                 ws.send(message).await?;
@@ -77,7 +88,16 @@ async fn a_scripted_session_gives_exact_values() {
     while let Ok(Some(_)) = ws.recv().await {}
     assert_eq!(ws.close_reason().unwrap().code(), CloseCode::POLICY);
 
-    // 5. The client goes away without a close frame: 1006.
+    // 5. Echoed through `recv_each`: a text and a binary, then the client closes with 1000.
+    let (mut ws, _) = client("/each").connect().await.unwrap();
+    for message in [Message::text("e"), Message::binary(vec![9u8; 2])] {
+        ws.send(message.clone()).await.unwrap();
+        assert_eq!(ws.recv().await.unwrap(), Some(message));
+    }
+    ws.close(CloseCode::NORMAL, "").await.unwrap();
+    while ws.recv().await.unwrap().is_some() {}
+
+    // 6. The client goes away without a close frame: 1006.
     let (ws, _) = client("/echo").connect().await.unwrap();
     drop(ws);
 
@@ -101,25 +121,34 @@ async fn a_scripted_session_gives_exact_values() {
     // Wire bytes (client frames are masked: 4 more bytes each):
     //   in:  data 1+2+3+4+5 = 15 payload + 5 × (2 + 4) headers = 45; the close frame (code
     //        1000) 2 + 4 + 2 = 8; the policy connection's close echo (code and reason)
-    //        2 + 4 + 2 + 7 = 15. Total 68.
-    //   out: data 15 + 5 × 2 = 25; the close echo 2 + 2 = 4; the policy close 2 + 2 + 7 = 11.
-    //        Total 40.
+    //        2 + 4 + 2 + 7 = 15; through recv_each, 1 + 2 + 2 × 6 = 15 and its close 8.
+    //        Total 91.
+    //   out: data 15 + 5 × 2 = 25; the close echo 2 + 2 = 4; the policy close 2 + 2 + 7 = 11;
+    //        through recv_each 3 + 2 × 2 = 7 and its close echo 4. Total 51.
     let expected = [
-        "wsx_bytes_received_total 68",
-        "wsx_bytes_sent_total 40",
+        "wsx_bytes_received_total 91",
+        "wsx_bytes_sent_total 51",
         "wsx_closes_total{code_class=\"abnormal\",initiator=\"remote\"} 1",
-        "wsx_closes_total{code_class=\"normal\",initiator=\"remote\"} 1",
+        "wsx_closes_total{code_class=\"normal\",initiator=\"remote\"} 2",
         "wsx_closes_total{code_class=\"policy\",initiator=\"local\"} 1",
-        "wsx_connection_duration_seconds_count 3",
-        "wsx_connections_accepted_total 3",
+        "wsx_connection_duration_seconds_count 4",
+        "wsx_connections_accepted_total 4",
         "wsx_connections_active 0",
-        "wsx_handshake_duration_seconds_count 3",
+        // Nothing compressed here (no permessage-deflate), no keep-alive pings, no topics.
+        "wsx_deflate_bytes_total{direction=\"received\",form=\"compressed\"} 0",
+        "wsx_deflate_bytes_total{direction=\"received\",form=\"uncompressed\"} 0",
+        "wsx_deflate_bytes_total{direction=\"sent\",form=\"compressed\"} 0",
+        "wsx_deflate_bytes_total{direction=\"sent\",form=\"uncompressed\"} 0",
+        "wsx_handshake_duration_seconds_count 4",
         "wsx_handshakes_failed_total{reason=\"bad_request\",status=\"400\"} 1",
         "wsx_handshakes_failed_total{reason=\"rejected\",status=\"403\"} 1",
-        "wsx_messages_received_total{kind=\"binary\"} 2",
-        "wsx_messages_received_total{kind=\"text\"} 3",
-        "wsx_messages_sent_total{kind=\"binary\"} 2",
-        "wsx_messages_sent_total{kind=\"text\"} 3",
+        "wsx_messages_received_total{kind=\"binary\"} 3",
+        "wsx_messages_received_total{kind=\"text\"} 4",
+        "wsx_messages_sent_total{kind=\"binary\"} 3",
+        "wsx_messages_sent_total{kind=\"text\"} 4",
+        "wsx_ping_rtt_seconds_count 0",
+        "wsx_pubsub_subscriptions 0",
+        "wsx_pubsub_topics 0",
     ];
     assert_eq!(values, expected, "{text}");
     stop.shutdown();

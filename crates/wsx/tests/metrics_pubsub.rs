@@ -1,5 +1,6 @@
 //! Metrics of the topics hub (features `metrics` and `pubsub`): deliveries, drops and
-//! slow-consumer closes, counted once per publish, in the Prometheus text.
+//! slow-consumer closes, counted once per publish, and the topics and subscriptions gauges, in
+//! the Prometheus text.
 //!
 //! Its own binary: the recorder is global to the process.
 
@@ -46,13 +47,37 @@ async fn publishes_count_deliveries_drops_and_slow_consumer_closes() {
         hub.publish("t", "second");
     }
 
+    // A second topic on the first hub, then one subscription ended early.
+    held[0].1.subscribe(&hub, "u").unwrap();
+    held[1].1.subscribe(&hub, "u").unwrap();
+    assert!(held[1].1.unsubscribe("u"));
+
+    let values = |text: &str| -> Vec<String> {
+        let mut values: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("wsx_pubsub") || l.starts_with("wsx_slow"))
+            .map(str::to_owned)
+            .collect();
+        values.sort_unstable();
+        values
+    };
+    // Subscriptions: 3 + 1 + 1 on "t" (three hubs), 1 on "u"; topics with a subscriber: "t" on
+    // each hub, "u".
     let text = prometheus.render();
-    let mut values: Vec<&str> =
-        text.lines().filter(|l| l.starts_with("wsx_pubsub") || l.starts_with("wsx_slow")).collect();
-    values.sort_unstable();
     assert_eq!(
-        values,
-        ["wsx_pubsub_deliveries_total 5", "wsx_pubsub_dropped_total 1", "wsx_slow_consumer_closes_total 1"],
+        values(&text),
+        [
+            "wsx_pubsub_deliveries_total 5",
+            "wsx_pubsub_dropped_total 1",
+            "wsx_pubsub_subscriptions 6",
+            "wsx_pubsub_topics 4",
+            "wsx_slow_consumer_closes_total 1"
+        ],
         "{text}"
     );
+    // Every connection gone: both gauges back to zero.
+    drop(held);
+    let text = prometheus.render();
+    assert!(values(&text).contains(&"wsx_pubsub_subscriptions 0".to_owned()), "{text}");
+    assert!(values(&text).contains(&"wsx_pubsub_topics 0".to_owned()), "{text}");
 }

@@ -260,6 +260,16 @@ impl Connection {
         self.deflate.is_some()
     }
 
+    /// The bytes permessage-deflate compressed and decompressed since this was last called
+    /// (counted as messages are sent and as compressed frames are parsed), and zero them; `None`
+    /// when nothing was counted, and always without permessage-deflate. For metrics: the
+    /// compression ratio per direction.
+    #[inline]
+    pub fn take_deflate_stats(&mut self) -> Option<crate::DeflateStats> {
+        let deflate = self.deflate.as_deref_mut()?;
+        (!deflate.stats.is_empty()).then(|| std::mem::take(&mut deflate.stats))
+    }
+
     // Inputs.
 
     /// Feed bytes read from the peer. They are parsed as events are taken

@@ -383,6 +383,8 @@ impl Incoming {
                 InflateError::TooBig => ProtocolError::MessageTooBig { size: limit as u64 + 1, limit },
                 InflateError::Invalid(why) => ProtocolError::InvalidCompressedData(why),
             })?;
+            deflate.stats.received_compressed += payload.len() as u64;
+            deflate.stats.received_decompressed += (message.data.len() - start) as u64;
             if message.text && self.utf8.feed(&message.data[start..]).is_err() {
                 return Err(ProtocolError::InvalidUtf8);
             }

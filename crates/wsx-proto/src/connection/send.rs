@@ -222,6 +222,8 @@ impl Writer<'_> {
             }
             if let Some(frame) = message.deflated() {
                 deflate.forget_history();
+                deflate.stats.sent_uncompressed += message.len() as u64;
+                deflate.stats.sent_compressed += (frame.len() - head_len(frame)) as u64;
                 return self.out.append(&[], Payload::Lent(frame), None);
             }
         }
@@ -262,21 +264,33 @@ impl Writer<'_> {
         let deflate = self.deflate.as_deref_mut().expect("deflate negotiated");
         let mut scratch = std::mem::take(&mut deflate.scratch);
         deflate.compress(&payload, fin, &mut scratch);
+        deflate.stats.sent_uncompressed += payload.len() as u64;
         if first && fin && scratch.len() >= payload.len() {
             // Incompressible (already compressed media, random bytes): deflate would only add
             // bytes. Send it as it is, and make the compressor forget it, since the peer's
             // window will not hold it.
             deflate.reset_compressor();
+            deflate.stats.sent_compressed += payload.len() as u64;
             scratch.clear();
             deflate.scratch = scratch;
             self.frame(opcode, fin, 0, payload);
             return;
         }
+        deflate.stats.sent_compressed += scratch.len() as u64;
         let rsv = if first { RSV1 } else { 0 };
         self.frame(opcode, fin, rsv, Payload::Borrowed(&scratch));
         scratch.clear();
         if let Some(deflate) = self.deflate.as_deref_mut() {
             deflate.scratch = scratch;
         }
+    }
+}
+
+/// The header length of an unmasked frame built in advance (2, 4 or 10 bytes, RFC 6455 §5.2).
+fn head_len(frame: &[u8]) -> usize {
+    match frame.get(1).map(|b| b & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        _ => 2,
     }
 }

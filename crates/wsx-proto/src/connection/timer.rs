@@ -2,7 +2,7 @@
 //! every timer; the I/O layer only keeps the clock, asks [`Connection::deadline`] when to call
 //! [`Connection::handle_timeout`], and passes `now` with every input.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{Connection, State};
 use crate::{ProtocolError, frame::OpCode};
@@ -19,6 +19,10 @@ pub(super) struct Timers {
     ping_counter: u32,
     /// With an idle timeout: when something last arrived.
     last_received: Option<Instant>,
+    /// When the last keep-alive ping was queued, until its pong arrives.
+    ping_sent: Option<Instant>,
+    /// The round trip of the last answered keep-alive ping, until taken.
+    rtt: Option<Duration>,
 }
 
 impl Connection {
@@ -105,13 +109,29 @@ impl Connection {
         }
     }
 
-    /// A pong arrived: if it answers our keep-alive ping, stop waiting for it.
+    /// A pong arrived: if it answers our keep-alive ping, stop waiting for it and note the
+    /// round trip.
     pub(super) fn pong_received(&mut self, payload: &[u8]) {
+        let now = self.now;
         if let Some(timers) = self.timers.as_mut().filter(|t| t.pong_deadline.is_some())
             && payload == timers.ping_counter.to_be_bytes()
         {
             timers.pong_deadline = None;
+            timers.rtt = timers.ping_sent.take().map(|sent| now.saturating_duration_since(sent));
         }
+    }
+
+    /// The round trip of the last keep-alive ping answered since this was last called: from
+    /// the ping being queued (at the `now` of [`handle_timeout`](Self::handle_timeout)) to the
+    /// `now` of the input that brought its pong. `None` without a new answer, and always
+    /// without a [`ping_interval`](crate::Config::ping_interval).
+    ///
+    /// The time the ping waited in [`transmit`](Self::transmit) counts, as it does for the
+    /// peer. Only pings the engine sends are timed; a pong to [`ping`](Self::ping) is an
+    /// [`Event::Pong`](crate::Event::Pong) for the application to match.
+    #[inline]
+    pub fn take_ping_rtt(&mut self) -> Option<Duration> {
+        self.timers.as_mut()?.rtt.take()
     }
 
     /// Send the keep-alive ping and start waiting for its pong.
@@ -123,6 +143,8 @@ impl Connection {
         if timers.pong_deadline.is_none() {
             timers.pong_deadline = Some(now + pong_timeout);
         }
+        // The payload changes with every ping, so only the latest one's pong matches: time it.
+        timers.ping_sent = Some(now);
         timers.next_ping = interval.map(|d| now + d);
         self.writer().control(OpCode::Ping, &payload);
     }

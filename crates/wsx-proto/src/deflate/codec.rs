@@ -47,6 +47,8 @@ pub(crate) struct Deflate {
     /// The compressed form of the frame being sent, reused from message to message; empty
     /// between calls, and released when the connection goes idle.
     pub(crate) scratch: BytesMut,
+    /// Bytes compressed and decompressed since the driver last took them.
+    pub(crate) stats: super::DeflateStats,
 }
 
 impl Deflate {
@@ -69,6 +71,7 @@ impl Deflate {
             threshold: config.threshold,
             window_bits: own_bits.min(MAX_WINDOW_BITS),
             scratch: BytesMut::new(),
+            stats: super::DeflateStats::default(),
         }
     }
 

@@ -45,6 +45,29 @@ pub(crate) use negotiate::{client_accept, client_offer, server_negotiate};
 
 use crate::error::ConfigError;
 
+/// Bytes through permessage-deflate since they were last taken (see
+/// [`Connection::take_deflate_stats`](crate::Connection::take_deflate_stats)): payload bytes
+/// only, no frame headers, for compressed messages only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeflateStats {
+    /// Received compressed messages: their payload as it arrived.
+    pub received_compressed: u64,
+    /// The same messages after decompression.
+    pub received_decompressed: u64,
+    /// Messages given to the compressor (or sent as shared pre-compressed frames): their size.
+    pub sent_uncompressed: u64,
+    /// What went out for them: compressed, or as they were when compression did not shrink them.
+    pub sent_compressed: u64,
+}
+
+impl DeflateStats {
+    /// Whether nothing was counted.
+    pub fn is_empty(&self) -> bool {
+        (self.received_compressed | self.received_decompressed | self.sent_uncompressed | self.sent_compressed) == 0
+    }
+}
+
 /// permessage-deflate settings for one side of a connection.
 ///
 /// On a server these are the parameters it is willing to accept; on a client, what it offers.

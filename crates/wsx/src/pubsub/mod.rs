@@ -411,6 +411,7 @@ impl Hub {
             subscribers.push(inbox.clone());
             subscribers.len() == 1
         };
+        crate::metrics::subscriptions_changed(1, i8::from(first));
         if first && let Some(broker) = &self.inner.broker {
             broker.interest(topic.name());
         }
@@ -425,9 +426,10 @@ impl Hub {
                     subscribers.swap_remove(i);
                     subscribers.is_empty()
                 }
-                None => false,
+                None => return,
             }
         };
+        crate::metrics::subscriptions_changed(-1, -i8::from(last));
         if last && let Some(broker) = &self.inner.broker {
             broker.interest(topic.name());
         }

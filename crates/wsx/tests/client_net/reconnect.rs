@@ -207,6 +207,73 @@ async fn a_final_close_ends_the_stream_and_a_transient_one_reconnects() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn try_again_later_waits_at_least_the_floor_and_keeps_the_count() {
+    let (connections, times) = scripted(|_| false);
+    // Bounds 5 s, then 1 s, 20 s, 400 s …
+    let backoff = Backoff::new().jitter(Jitter::None).factor(20).max(Duration::from_secs(600));
+    let mut connections = connections.backoff(backoff.min_uptime(Duration::from_secs(5)));
+    for code in [CloseCode::AGAIN, CloseCode::AGAIN, CloseCode::AGAIN, CloseCode::RESTART] {
+        let ws = connections.next().await.unwrap().unwrap();
+        // Up longer than the minimum uptime: only a 1013 keeps the delays from starting over.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        drop(ws);
+        connections.ended_with(code);
+    }
+    let _ws = connections.next().await.unwrap().unwrap();
+    let secs: Vec<u64> = gaps(&times.lock().unwrap()).iter().map(Duration::as_secs).collect();
+    // 1013: the 10 s floor over the first delay's 5; 1013 again: the floor over attempt 1's 1 s;
+    // and again: attempt 2's 20 s, since the count did not restart after 6 s up. 1012 after 6 s
+    // up: the count starts over, 5 s.
+    assert_eq!(secs, [6 + 10, 6 + 10, 6 + 20, 6 + 5]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_try_again_later_close_reason_can_name_the_delay() {
+    // The server closes the first three connections with 1013 and these reasons; the fourth
+    // one echoes.
+    const REASONS: [&str; 3] = ["retry-after=30; busy", "overloaded", "retry-after=soon"];
+    let times = Arc::new(Mutex::new(Vec::new()));
+    let record = times.clone();
+    let connections = Reconnecting::with_connect(move || {
+        let n = {
+            let mut times = record.lock().unwrap();
+            times.push(Instant::now());
+            times.len() - 1
+        };
+        async move {
+            let (client_io, server_io) = tokio::io::duplex(4096);
+            tokio::spawn(async move {
+                let Ok(mut ws) = wsx::accept(server_io).await else { return };
+                match REASONS.get(n) {
+                    Some(reason) => {
+                        let _ = ws.close(CloseCode::AGAIN, reason).await;
+                    }
+                    None => {
+                        let _ = echo(&mut ws).await;
+                    }
+                }
+            });
+            let request = http::Request::get("ws://memory/").body(()).unwrap();
+            Ok(wsx::handshake(client_io, &request, &Config::default()).await?.0)
+        }
+    });
+    let mut connections = connections.backoff(Backoff::new().jitter(Jitter::None));
+    for _ in REASONS {
+        let mut ws = connections.next().await.unwrap().unwrap();
+        while let Ok(Some(_)) = ws.recv().await {}
+        let reason = ws.close_reason().unwrap();
+        assert_eq!(reason.code(), CloseCode::AGAIN);
+        connections.ended_with_reason(&reason);
+    }
+    let mut ws = connections.next().await.unwrap().unwrap();
+    round_trip(&mut ws, "after trying again").await;
+    let secs: Vec<u64> = gaps(&times.lock().unwrap()).iter().map(Duration::as_secs).collect();
+    // The hint (30 s, over the first delay's 5), then the 10 s floor for a reason without a
+    // usable hint (over attempts 1 and 2: 1 s, 2 s).
+    assert_eq!(secs, [30, 10, 10]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_hook_runs_before_the_outbox_and_both_before_the_hand_over() {
     let (connections, _) = scripted(|_| false);
     let mut connections =

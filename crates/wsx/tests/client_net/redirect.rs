@@ -1,6 +1,7 @@
 //! Redirects in the opening handshake, against wsx servers that answer 3xx: chains within the
 //! limit and past it, the downgrade from `wss://` to `ws://`, and the credentials a cross-origin
-//! hop must drop, checked on the server that receives the hop.
+//! hop must drop, checked on the server that receives the hop; and the proxy and TLS chosen
+//! again for each hop, through a real tinyproxy.
 
 use std::{
     net::SocketAddr,
@@ -10,7 +11,7 @@ use std::{
 use http::{HeaderMap, StatusCode, header};
 use wsx::{Accept, ClientBuilder, Proxy, Reject, Server, ShutdownHandle, tls::ServerTls};
 
-use crate::support::{Pki, round_trip, serve_echo};
+use crate::support::{Echo, Pki, ProxyProcess, round_trip, serve_echo};
 
 /// Where a path leads: `Some(location)` answers it with `status` and that `Location`.
 type Rule = dyn Fn(&str) -> Option<String> + Send + Sync;
@@ -195,4 +196,55 @@ async fn a_redirect_without_a_usable_location_is_refused() {
         Redirector::start(None, StatusCode::FOUND, Arc::new(|_: &str| Some("ftp://example.com/".to_owned()))).await;
     let e = client(format!("ws://{}/x", server.addr)).max_redirects(3).connect().await.unwrap_err();
     assert!(e.is_redirect(), "{e:?}");
+}
+
+/// Whether tinyproxy's log shows a CONNECT to `host:port`.
+fn tunnelled(proxy: &ProxyProcess, host: &str, port: u16) -> bool {
+    proxy.log_text().contains(&format!("CONNECT {host}:{port} "))
+}
+
+#[tokio::test]
+async fn the_proxy_and_tls_are_chosen_again_for_each_hop() {
+    // The environment: everything through tinyproxy, except what NO_PROXY names. Both hosts are
+    // loopback; one is reached by name (`localhost`) and one by address, so that NO_PROXY can
+    // tell them apart.
+    let pki = Pki::new();
+    let proxy = ProxyProcess::tinyproxy(None).await;
+    let proxy_url = format!("http://127.0.0.1:{}", proxy.port);
+    let echo = Echo::start(Some(pki.server_tls())).await;
+    let vars = |no_proxy: &str| Proxy::from_vars([("ALL_PROXY", proxy_url.clone()), ("NO_PROXY", no_proxy.to_owned())]);
+
+    // Proxied hop (by address) to a hop in NO_PROXY (by name, and over TLS for that name).
+    let target = format!("wss://localhost:{}/echo", echo.addr.port());
+    let a = Redirector::start(None, StatusCode::FOUND, Arc::new(move |_: &str| Some(target.clone()))).await;
+    let (mut ws, _) = ClientBuilder::new(format!("ws://127.0.0.1:{}/start", a.addr.port()))
+        .proxy(vars("localhost"))
+        .root_certificates_pem(&pki.ca_pem)
+        .max_redirects(1)
+        .connect()
+        .await
+        .unwrap();
+    assert!(ws.get_ref().is_tls());
+    assert_eq!(ws.get_ref().get_ref().peer_addr().unwrap(), echo.addr, "the second hop went direct");
+    round_trip(&mut ws, "proxied, then direct").await;
+    assert!(tunnelled(&proxy, "127.0.0.1", a.addr.port()), "the first hop went through the proxy");
+    assert!(!tunnelled(&proxy, "localhost", echo.addr.port()), "{}", proxy.log_text());
+    assert_eq!(a.paths(), ["/start"]);
+
+    // The reverse: a direct hop (in NO_PROXY) to one through the proxy, TLS inside the tunnel.
+    let target = format!("wss://127.0.0.1:{}/echo", echo.addr.port());
+    let b = Redirector::start(None, StatusCode::FOUND, Arc::new(move |_: &str| Some(target.clone()))).await;
+    let (mut ws, _) = ClientBuilder::new(format!("ws://localhost:{}/start", b.addr.port()))
+        .proxy(vars("localhost"))
+        .root_certificates_pem(&pki.ca_pem)
+        .max_redirects(1)
+        .connect()
+        .await
+        .unwrap();
+    assert!(ws.get_ref().is_tls());
+    assert_eq!(ws.get_ref().get_ref().peer_addr().unwrap(), proxy.addr(), "the second hop went through the proxy");
+    round_trip(&mut ws, "direct, then proxied").await;
+    assert!(tunnelled(&proxy, "127.0.0.1", echo.addr.port()), "{}", proxy.log_text());
+    assert!(!tunnelled(&proxy, "localhost", b.addr.port()), "the first hop went direct");
+    assert_eq!(b.paths(), ["/start"]);
 }

@@ -579,6 +579,37 @@ mod timers {
     }
 
     #[test]
+    fn the_keepalive_round_trip_is_timed_once_per_answer() {
+        let config =
+            Config::default().ping_interval(Some(Duration::from_secs(10))).pong_timeout(Duration::from_secs(5));
+        let (mut server, now) = open_server(config);
+        assert_eq!(server.take_ping_rtt(), None);
+        server.handle_timeout(now + Duration::from_secs(10));
+        let ping = frames(&drain(&mut server)).remove(0);
+        assert_eq!(ping.2, OpCode::Ping);
+        // A pong that answers something else is not timed.
+        server.receive(&cframe(true, 0xA, b"other"), now + Duration::from_millis(10_100));
+        server.settle();
+        assert_eq!(server.take_ping_rtt(), None);
+        server.receive(&cframe(true, 0xA, &ping.3), now + Duration::from_millis(10_250));
+        server.settle();
+        assert_eq!(server.take_ping_rtt(), Some(Duration::from_millis(250)));
+        assert_eq!(server.take_ping_rtt(), None, "taken once");
+        // The same pong again is not a second round trip.
+        server.receive(&cframe(true, 0xA, &ping.3), now + Duration::from_millis(10_400));
+        server.settle();
+        assert_eq!(server.take_ping_rtt(), None);
+    }
+
+    #[test]
+    fn no_round_trip_without_a_ping_interval() {
+        let (mut server, now) = open_server(Config::default());
+        server.receive(&cframe(true, 0xA, &1u32.to_be_bytes()), now);
+        server.settle();
+        assert_eq!(server.take_ping_rtt(), None);
+    }
+
+    #[test]
     fn idle_timeout_closes_with_1001() {
         let (mut server, now) = open_server(Config::default().idle_timeout(Some(Duration::from_secs(30))));
         server.receive(&cframe(true, 1, b"x"), now + Duration::from_secs(20));
@@ -692,6 +723,37 @@ mod deflate {
             pair.client.receive(&out, pair.now);
             assert_eq!(message(&pair.client_events()[0]), &Message::Binary(data));
         }
+    }
+
+    #[test]
+    fn compressed_bytes_are_counted_each_way_and_taken_once() {
+        let mut pair = deflate_pair(1 << 20);
+        let json = Bytes::from("{\"a\": [1, 2, 3], \"b\": \"hello hello hello\"} ".repeat(200));
+        let noise = pseudo_random(5_000, 3);
+        pair.server.send(Message::Binary(json.clone())).unwrap();
+        pair.server.send(Message::Binary(noise.clone())).unwrap();
+        pair.server.send(Message::text("small, under the threshold")).unwrap();
+        let out = drain(&mut pair.server);
+        let sent = frames(&out);
+        let stats = pair.server.take_deflate_stats().unwrap();
+        assert_eq!(stats.sent_uncompressed, (json.len() + noise.len()) as u64, "the small one is not compressed");
+        assert_eq!(stats.sent_compressed, (sent[0].3.len() + noise.len()) as u64, "noise went out as it was");
+        assert!(sent[0].3.len() < json.len() / 4);
+        assert_eq!((stats.received_compressed, stats.received_decompressed), (0, 0));
+        assert_eq!(pair.server.take_deflate_stats(), None, "taken once");
+
+        pair.client.receive(&out, pair.now);
+        assert_eq!(pair.client_events().len(), 3);
+        let stats = pair.client.take_deflate_stats().unwrap();
+        assert_eq!(stats.received_compressed, sent[0].3.len() as u64);
+        assert_eq!(stats.received_decompressed, json.len() as u64);
+        assert_eq!((stats.sent_uncompressed, stats.sent_compressed), (0, 0));
+    }
+
+    #[test]
+    fn no_deflate_stats_without_deflate() {
+        let (mut server, _) = open_server(Config::default());
+        assert_eq!(server.take_deflate_stats(), None);
     }
 
     #[test]
