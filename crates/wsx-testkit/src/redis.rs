@@ -25,17 +25,19 @@ impl RedisServer {
 
     /// Start one on `port` (to restart a killed one where its clients expect it).
     pub fn on(port: u16) -> Self {
-        Self::with_args(port, &[])
+        Self::on_with(port, &[])
     }
 
     /// Start one on a free port with more command-line options (e.g. `--tls-port`); it still
     /// answers `PING` in plain text on [`port`](Self::port).
     pub fn start_with(args: &[&str]) -> Self {
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-        Self::with_args(port, args)
+        Self::on_with(port, args)
     }
 
-    fn with_args(port: u16, extra: &[&str]) -> Self {
+    /// Start one on `port` with more command-line options (to restart one with its data
+    /// directory, say).
+    pub fn on_with(port: u16, extra: &[&str]) -> Self {
         let program = std::env::var("WSX_REDIS_SERVER").unwrap_or_else(|_| "/usr/bin/redis-server".into());
         let child = Command::new(&program)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -65,12 +67,15 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    /// Whether it answers `PING`.
+    /// Whether it answers `PING` (or asks for a password).
     pub fn ping(&self) -> bool {
         let Ok(mut tcp) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
         let _ = tcp.set_read_timeout(Some(Duration::from_secs(1)));
         let mut reply = [0u8; 7];
-        tcp.write_all(b"PING\r\n").is_ok() && tcp.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+        // A server that requires a password answers "-NOAUTH …": up all the same.
+        tcp.write_all(b"PING\r\n").is_ok()
+            && tcp.read_exact(&mut reply).is_ok()
+            && (&reply == b"+PONG\r\n" || &reply == b"-NOAUTH")
     }
 
     /// Kill it (SIGKILL) and wait for it to exit.

@@ -329,3 +329,31 @@ async fn rediss_carries_topics_over_tls_with_a_ca_of_ones_own() {
     assert_eq!(next_text(&mut client).await, "over tls");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// AUTH with an ACL user in the URL: nodes share topics; a wrong password is refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acl_user_in_the_url_is_used_and_a_wrong_password_refused() {
+    let args = ["--requirepass", "adminpass", "--user", "wsx", "on", ">s3cret", "~wsx:*", "&wsx:*", "+@all"];
+    let server = tokio::task::spawn_blocking(move || wsx_testkit::redis::RedisServer::start_with(&args)).await.unwrap();
+    let port = server.port();
+    let wrong = RedisBroker::connect(&format!("redis://wsx:nope@127.0.0.1:{port}/")).await;
+    assert!(wrong.is_err(), "a wrong password is refused");
+    let url = format!("redis://wsx:s3cret@127.0.0.1:{port}/");
+    let a = RedisBroker::connect(&url).await.expect("the ACL user connects");
+    let b = RedisBroker::connect(&url).await.expect("the ACL user connects");
+    let (hub_a, hub_b) = (Hub::builder().broker(a).build(), Hub::builder().broker(b).build());
+    let (mut client, _serving) = subscriber(&hub_b, &["acl"]).await;
+    let admin = redis::Client::open(format!("redis://:adminpass@127.0.0.1:{port}/")).unwrap();
+    let mut admin = admin.get_multiplexed_async_connection().await.unwrap();
+    for _ in 0..400 {
+        let numsub: (String, i64) =
+            redis::cmd("PUBSUB").arg("NUMSUB").arg("wsx:acl").query_async(&mut admin).await.unwrap();
+        if numsub.1 == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(hub_a.publish("acl", "through the acl user").forwarded);
+    assert_eq!(next_text(&mut client).await, "through the acl user");
+    drop(server);
+}

@@ -4,7 +4,8 @@
 //!
 //! **Keys.** For topic `T` and prefix `P`: the stream `P{T}:h` (entries with id `OFFSET-0` and
 //! one field `m`, the message as published) and the hash `P{T}:m` (`e`: the epoch, `s`: the last
-//! offset given). Both carry the same hash tag, so that on Redis Cluster they live in one slot
+//! offset given, `p:NODE`: the last publish number of each node that published, to skip a
+//! publish sent again after a failed connection). Both carry the same hash tag, so that on Redis Cluster they live in one slot
 //! and one script may touch both; both expire `ttl` after the topic's last publish, and the
 //! epoch goes with them: offsets of a lost history are never mistaken for offsets of a new one.
 //!
@@ -26,8 +27,16 @@ pub(super) const HEAD: usize = 18;
 /// Numbers a message, appends it to the topic's history and publishes it, in one step.
 ///
 /// KEYS: stream, meta. ARGV: channel, head ([`HEAD`] bytes), payload, history length, TTL in
-/// seconds, an epoch to start with if the topic has none. Returns the offset.
+/// seconds, an epoch to start with if the topic has none, the node's publish number and the
+/// meta field that keeps the node's last one. A publish number not above the last is a publish
+/// sent again after a connection failed although Redis had run it: it is skipped (0 returned).
+/// Returns the offset.
 pub(super) const PUBLISH_SCRIPT: &str = r"
+local last = tonumber(redis.call('HGET', KEYS[2], ARGV[8]) or '0')
+if tonumber(ARGV[7]) <= last then
+  return 0
+end
+redis.call('HSET', KEYS[2], ARGV[8], ARGV[7])
 local epoch = redis.call('HGET', KEYS[2], 'e')
 if not epoch then
   epoch = ARGV[6]

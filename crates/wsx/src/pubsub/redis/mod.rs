@@ -34,7 +34,7 @@
 //! [envelope](RedisConfig::envelope) each message is delivered in.
 
 use std::{
-    collections::{HashMap, HashSet, hash_map::RandomState},
+    collections::{HashMap, HashSet, VecDeque, hash_map::RandomState},
     fmt,
     hash::{BuildHasher, Hasher},
     pin::Pin,
@@ -185,13 +185,27 @@ enum Command {
         channel: Box<[u8]>,
         message: Bytes,
     },
-    /// Resumable mode: the head of a message to number and publish, and its payload.
+    /// Resumable mode: the head of a message to number and publish, and its payload; `seq`
+    /// is this node's publish number, given by the task when it first sends it, so that Redis
+    /// can tell a publish sent again after a failed connection from a new one.
     Numbered {
         topic: Box<str>,
         head: Bytes,
         payload: Bytes,
+        seq: Option<u64>,
     },
     Resume(Resume),
+}
+
+impl Command {
+    /// The bytes of a publish counted against the backlog.
+    fn payload_len(&self) -> usize {
+        match self {
+            Command::Publish { message, .. } => message.len(),
+            Command::Numbered { payload, .. } => payload.len(),
+            _ => 0,
+        }
+    }
 }
 
 /// Settings for [`RedisBroker::with`].
@@ -341,7 +355,8 @@ impl RedisBroker {
             remote: None,
             subscribed: HashSet::new(),
             tracks: HashMap::new(),
-            held: None,
+            pending: VecDeque::new(),
+            published: 0,
         };
         tokio::spawn(task.run(first));
         Ok(Self { shared })
@@ -414,7 +429,7 @@ impl Broker for RedisBroker {
             shared.backlog.fetch_add(len, Ordering::Relaxed);
             let head = history::head(shared.node, message, except);
             let payload = message.payload_bytes();
-            return shared.commands.send(Command::Numbered { topic: topic.into(), head, payload }).is_ok();
+            return shared.commands.send(Command::Numbered { topic: topic.into(), head, payload, seq: None }).is_ok();
         }
         let mut encoded = BytesMut::with_capacity(HEADER + len);
         encoded.put_u8(VERSION);
@@ -473,7 +488,12 @@ struct Task {
     /// to read what was missed.
     tracks: HashMap<String, Track>,
     /// A command taken from the queue to be carried out after those before it.
-    held: Option<Command>,
+    /// Commands to carry out before the queue's: one held back behind an interest change, or
+    /// resumable publishes whose connection failed before Redis answered (sent again after the
+    /// reconnect).
+    pending: VecDeque<Command>,
+    /// Resumable publishes numbered so far by this node (see `Command::Numbered`).
+    published: u64,
 }
 
 /// Why a connection's loop ended.
@@ -517,6 +537,19 @@ impl Task {
                     self.lost();
                 }
             }
+        }
+    }
+
+    /// A pipeline with resumable publishes failed: they go out again, first, after the
+    /// reconnect (at least once: one that Redis ran before the connection broke is sent
+    /// twice). The plain publishes in it, `bytes` in `publishes` messages, are dropped.
+    fn retry(&mut self, numbered: Vec<Command>, bytes: usize, publishes: u64) {
+        for command in numbered.into_iter().rev() {
+            self.pending.push_front(command);
+        }
+        if let Some(shared) = self.shared.upgrade() {
+            shared.backlog.fetch_sub(bytes, Ordering::Relaxed);
+            shared.stats.refused.fetch_add(publishes, Ordering::Relaxed);
         }
     }
 
@@ -572,7 +605,8 @@ impl Task {
                 }
             }
             Command::Publish { message, .. } => self.sent(message.len(), false),
-            Command::Numbered { payload, .. } => self.sent(payload.len(), false),
+            // Taken while the connection was up: sent after the reconnect.
+            command @ Command::Numbered { .. } => self.pending.push_back(command),
             Command::Resume(request) => {
                 let position = self.tracks.get(request.topic()).and_then(Track::position);
                 request.join(position, false);
@@ -600,7 +634,7 @@ impl Task {
             return End::Lost(e.to_string());
         }
         loop {
-            if let Some(command) = self.held.take()
+            if let Some(command) = self.pending.pop_front()
                 && let Err(e) = self.commands(&mut conn, command).await
             {
                 return End::Lost(e.to_string());
@@ -632,6 +666,8 @@ impl Task {
         let mut bytes = 0;
         let mut interest = HashSet::new();
         let mut resumes = Vec::new();
+        // Resumable publishes in this pipeline, to send again if the connection fails first.
+        let mut numbered = Vec::new();
         let mut next = Some(first);
         // Publishes before an interest change or a resume go first, the ones after it later, so
         // that a subscriber gets every message published after it subscribed.
@@ -645,7 +681,7 @@ impl Task {
                 }
                 // A publish after an interest change waits for it (the next batch).
                 command @ (Command::Publish { .. } | Command::Numbered { .. }) if !interest.is_empty() => {
-                    self.held = Some(command);
+                    self.pending.push_front(command);
                     break;
                 }
                 Command::Publish { channel, message } => {
@@ -653,22 +689,35 @@ impl Task {
                     publishes += 1;
                     pipe.cmd("PUBLISH").arg(&*channel).arg(&message[..]).ignore();
                 }
-                Command::Numbered { topic, head, payload } => {
-                    bytes += payload.len();
-                    publishes += 1;
-                    self.numbered(conn, &mut pipe, &topic, &head, &payload).await?;
+                Command::Numbered { topic, head, payload, seq } => {
+                    let seq = seq.unwrap_or_else(|| {
+                        self.published += 1;
+                        self.published
+                    });
+                    let result = self.numbered(conn, &mut pipe, &topic, &head, &payload, seq).await;
+                    numbered.push(Command::Numbered { topic, head, payload, seq: Some(seq) });
+                    if let Err(e) = result {
+                        self.retry(numbered, bytes, publishes);
+                        return Err(e);
+                    }
                 }
                 Command::Resume(request) => {
                     resumes.push(request);
                     ordered = true;
                 }
             }
-            if publishes < 1024 && !ordered {
-                next = self.rx.try_recv().ok();
+            if publishes + (numbered.len() as u64) < 1024 && !ordered {
+                next = self.pending.pop_front().or_else(|| self.rx.try_recv().ok());
             }
         }
-        if publishes > 0 {
+        if publishes + (numbered.len() as u64) > 0 {
             let result: redis::RedisResult<()> = pipe.query_async(&mut conn.publisher).await;
+            if result.is_err() && !numbered.is_empty() {
+                self.retry(numbered, bytes, publishes);
+                return result;
+            }
+            let publishes = publishes + numbered.len() as u64;
+            bytes += numbered.iter().map(Command::payload_len).sum::<usize>();
             if let Some(shared) = self.shared.upgrade() {
                 shared.backlog.fetch_sub(bytes, Ordering::Relaxed);
                 let counter = if result.is_ok() { &shared.stats.published } else { &shared.stats.refused };

@@ -21,6 +21,7 @@ impl Task {
         topic: &str,
         head: &[u8],
         payload: &[u8],
+        seq: u64,
     ) -> redis::RedisResult<()> {
         let Some(shared) = self.shared.upgrade() else { return Ok(()) };
         let Some(history) = shared.history else { return Ok(()) };
@@ -48,6 +49,8 @@ impl Task {
             .arg(history.size)
             .arg(history.ttl.as_secs())
             .arg(format!("{:016x}", random()))
+            .arg(seq)
+            .arg(format!("p:{:016x}", shared.node))
             .ignore();
         Ok(())
     }
