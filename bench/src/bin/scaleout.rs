@@ -117,6 +117,8 @@ struct Outcome {
     lost: u64,
     reordered: u64,
     latency: Histogram<u64>,
+    /// Redis's own time per command (`INFO commandstats`).
+    redis: Vec<(String, u64, f64)>,
 }
 
 async fn hubs(mode: &str, redis: &Redis) -> (Hub, Hub) {
@@ -139,7 +141,30 @@ async fn hubs(mode: &str, redis: &Redis) -> (Hub, Hub) {
     }
 }
 
+/// `INFO commandstats` of `redis`: (command, calls, µs per call) for the commands a broker
+/// sends per publish.
+async fn redis_cost(redis: &Redis, reset: bool) -> Vec<(String, u64, f64)> {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    if reset {
+        let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut conn).await.unwrap();
+        return Vec::new();
+    }
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, fields) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            if !["publish", "evalsha"].contains(&name) {
+                return None;
+            }
+            let field = |key: &str| fields.split(',').find_map(|f| f.strip_prefix(key)).map(str::to_owned);
+            Some((name.to_owned(), field("calls=")?.parse().ok()?, field("usec_per_call=")?.parse().ok()?))
+        })
+        .collect()
+}
+
 async fn run(mode: &str, args: &Args, redis: &Redis) -> Outcome {
+    redis_cost(redis, true).await;
     let (publisher, subscribers) = hubs(mode, redis).await;
     let server = Server::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = server.local_addr().unwrap();
@@ -221,6 +246,7 @@ async fn run(mode: &str, args: &Args, redis: &Redis) -> Outcome {
         lost: refused,
         reordered: 0,
         latency: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap(),
+        redis: Vec::new(),
     };
     for client in clients {
         let (deliveries, lost, reordered, latency, next) = client.await.unwrap();
@@ -230,6 +256,7 @@ async fn run(mode: &str, args: &Args, redis: &Redis) -> Outcome {
         outcome.latency.add(&latency).unwrap();
     }
     serving.abort();
+    outcome.redis = redis_cost(redis, false).await;
     outcome
 }
 
@@ -255,8 +282,10 @@ fn main() {
         "scale-out latency: {} msg/s of {} B, {} subscriber(s), {} s warm-up + {} s measured\n",
         args.rate, args.size, args.subscribers, args.warmup, args.duration
     );
-    println!("| mode | deliveries | lost | reordered | p50 µs | p99 µs | p99.9 µs | max µs | p99 added |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| mode | deliveries | lost | reordered | p50 µs | p99 µs | p99.9 µs | max µs | p99 added | Redis µs/call |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut local_p99 = None;
     let mut failed = false;
     for mode in &args.modes {
@@ -267,8 +296,9 @@ fn main() {
         }
         let added =
             local_p99.filter(|_| o.mode != "local").map_or("".into(), |l| format!("{} µs", p99 as i64 - l as i64));
+        let cost: Vec<String> = o.redis.iter().map(|(name, calls, us)| format!("{name} {us:.2} ({calls})")).collect();
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             o.mode,
             o.deliveries,
             o.lost,
@@ -277,7 +307,8 @@ fn main() {
             p99,
             o.latency.value_at_quantile(0.999),
             o.latency.max(),
-            added
+            added,
+            cost.join(", ")
         );
         failed |= o.lost > 0 || o.reordered > 0;
     }

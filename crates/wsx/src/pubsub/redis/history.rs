@@ -32,24 +32,20 @@ pub(super) const HEAD: usize = 18;
 /// sent again after a connection failed although Redis had run it: it is skipped (0 returned).
 /// Returns the offset.
 pub(super) const PUBLISH_SCRIPT: &str = r"
-local last = tonumber(redis.call('HGET', KEYS[2], ARGV[8]) or '0')
-if tonumber(ARGV[7]) <= last then
+local meta = redis.call('HMGET', KEYS[2], 'e', ARGV[8])
+local seq = tonumber(ARGV[7])
+if seq <= tonumber(meta[2] or '0') then
   return 0
 end
-redis.call('HSET', KEYS[2], ARGV[8], ARGV[7])
-local epoch = redis.call('HGET', KEYS[2], 'e')
-if not epoch then
+local epoch = meta[1]
+if epoch then
+  redis.call('HSET', KEYS[2], ARGV[8], seq)
+else
   epoch = ARGV[6]
-  redis.call('HSET', KEYS[2], 'e', epoch)
+  redis.call('HSET', KEYS[2], ARGV[8], seq, 'e', epoch)
 end
 local offset = redis.call('HINCRBY', KEYS[2], 's', 1)
-local n = offset
-local be = {}
-for i = 8, 1, -1 do
-  be[i] = string.char(n % 256)
-  n = math.floor(n / 256)
-end
-local message = ARGV[2] .. table.concat(be) .. string.char(#epoch) .. epoch .. ARGV[3]
+local message = ARGV[2] .. struct.pack('>I8B', offset, #epoch) .. epoch .. ARGV[3]
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], offset .. '-0', 'm', message)
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
