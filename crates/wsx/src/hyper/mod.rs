@@ -60,7 +60,7 @@ use wsx_proto::{Accept, Config, Connection, HandshakeError, Request};
 
 pub use self::io::Io;
 use self::serve::Tracked;
-pub use self::serve::{Builder, HttpService, Server};
+pub use self::serve::{Builder, HttpService, PeerAddr, Server};
 use crate::{Error, Reject, Result, WebSocket, driver::now};
 
 /// Upgrade `request` to a WebSocket with `config`, accepting any path, origin and offered
@@ -256,6 +256,8 @@ impl Opening {
             Err(upgraded) => Io::upgraded(upgraded, version, tracked.clone()),
         };
         let mut ws = WebSocket::from_connection(io, conn);
+        // Counted as `wsx::Server` counts the connections it accepts (when metrics are on).
+        ws.count_as_accepted();
         if let Some(tracked) = tracked {
             ws.close_on(tracked.watch());
         }
