@@ -41,6 +41,8 @@
 //! hyper does not track upgraded connections: its graceful shutdown does not reach them.
 //! [`Server`]'s does: its WebSockets close with 1001 when it shuts down.
 
+#[cfg(feature = "client")]
+mod client;
 mod io;
 mod serve;
 
