@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{bounded, http, next_text, port_in, serve, temp_dir, within};
+use common::{bounded, http, next_text, port_in, run_wsx, serve, temp_dir, within};
 use wsx::{ClientBuilder, CloseCode, Message, WebSocket, hyper::Io};
 
 /// A WebSocket to `path` over HTTP/2, trusting the server's development certificate `cert`.
@@ -160,6 +160,33 @@ async fn echo_then_sigterm_over_http2() {
         let status = server.terminate().await;
         assert!(status.success(), "exit status {status:?}: {}", server.stderr_text());
         assert_eq!(within("the close", reader).await.unwrap(), Some(CloseCode::AWAY));
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
+/// `wsx connect --http2` against `wsx serve --tls-self-signed`: the greeting and a message over
+/// one HTTP/2 stream; against a cleartext (HTTP/1.1 only) `wsx serve`, a clear failure.
+#[tokio::test]
+async fn wsx_connect_http2() {
+    bounded(async {
+        let dir = temp_dir("serve-h2-connect");
+        let cert = dir.join("c.pem");
+        let (server, port) = serve(&["--tls-self-signed", "--cert-out", cert.to_str().unwrap()]).await;
+        let url = format!("wss://localhost:{port}/");
+        let run =
+            run_wsx(&["connect", "--http2", "--ca", cert.to_str().unwrap(), "--wait", "300ms", &url], "hey\n").await;
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        assert!(run.stdout.contains("< ho!"), "{}", run.stdout);
+        let line = server.stdout_line("the server's log of the message", |l| l.contains("Received")).await;
+        assert_eq!(line, "Received message => hey");
+        let line = server.stderr_line("the log of the WebSocket", |l| l.contains("client connected")).await;
+        assert!(line.contains("http=\"HTTP/2\""), "{line}");
+
+        let (_plain, port) = serve(&[]).await;
+        let url = format!("ws://127.0.0.1:{port}/");
+        let run = run_wsx(&["connect", "--http2", "--connect-timeout", "2s", &url], "").await;
+        assert_ne!(run.code, Some(0), "{}", run.stdout);
         let _ = std::fs::remove_dir_all(&dir);
     })
     .await;

@@ -143,7 +143,10 @@ fn unanswered() -> ProtocolError {
 }
 
 fn closed() -> Error {
-    Error::from(io::Error::new(io::ErrorKind::UnexpectedEof, "the HTTP/2 connection closed during its handshake"))
+    Error::from(io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the connection closed before the server's HTTP/2 SETTINGS: does it speak HTTP/2?",
+    ))
 }
 
 /// The request body of the extended CONNECT: none (the WebSocket's bytes go through the
