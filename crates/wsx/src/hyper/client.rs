@@ -7,7 +7,6 @@
 use std::{
     io,
     pin::Pin,
-    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -27,6 +26,7 @@ use super::Io;
 use crate::{ClientBuilder, Error, Result, WebSocket, client::connect_tcp, driver::now};
 
 /// The ALPN name of HTTP/2 over TLS (RFC 9113 §3.2).
+#[cfg(feature = "__tls")]
 const ALPN_H2: &[u8] = b"h2";
 
 impl ClientBuilder {
@@ -107,7 +107,7 @@ impl ClientBuilder {
     async fn tls_h2(&self, host: &str, tcp: TcpStream) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
         let mut config = rustls::ClientConfig::clone(self.tls_config()?.rustls_config());
         config.alpn_protocols = vec![ALPN_H2.to_vec()];
-        let tls = crate::tls::TlsConfig::from_rustls(Arc::new(config)).connect(host, tcp).await?;
+        let tls = crate::tls::TlsConfig::from_rustls(std::sync::Arc::new(config)).connect(host, tcp).await?;
         if tls.get_ref().1.alpn_protocol() != Some(ALPN_H2) {
             return Err(HandshakeError::InvalidResponse("the server did not agree to HTTP/2 (ALPN h2)").into());
         }
