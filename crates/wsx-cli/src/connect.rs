@@ -75,6 +75,11 @@ pub(crate) struct Args {
     /// Lines typed meanwhile wait (up to 64) and go out on the next connection.
     #[arg(long)]
     reconnect: bool,
+    /// Open the WebSocket over HTTP/2 (RFC 8441 extended CONNECT): TLS with ALPN h2 for wss://,
+    /// cleartext HTTP/2 with prior knowledge for ws://. Fails if the server does not take
+    /// WebSockets over HTTP/2. No proxy and no redirects.
+    #[arg(long, conflicts_with_all = ["reconnect", "proxy"])]
+    http2: bool,
 }
 
 /// Commands, exit codes and examples for `wsx connect --help`.
@@ -149,10 +154,24 @@ async fn session(args: Args) -> Result<(), Failure> {
     if args.reconnect {
         return reconnecting(args, out).await;
     }
-    let (mut ws, response) = client(&args)?.connect().await.map_err(|e| connect_failure(&e))?;
-    out.opened(&ws.get_ref().url().to_string(), &ws, response.status().as_u16());
+    if args.http2 {
+        let (ws, response) = client(&args)?.connect_http2().await.map_err(|e| connect_failure(&e))?;
+        let url = args.url.clone();
+        return talk(ws, &url, response.status().as_u16(), &args, &out).await;
+    }
+    let (ws, response) = client(&args)?.connect().await.map_err(|e| connect_failure(&e))?;
+    let url = ws.get_ref().url().to_string();
+    talk(ws, &url, response.status().as_u16(), &args, &out).await
+}
+
+/// Talk on `ws`, opened on `url` with `status`, until the input or the connection ends.
+async fn talk<S>(mut ws: WebSocket<S>, url: &str, status: u16, args: &Args, out: &Output) -> Result<(), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    out.opened(url, &ws, status);
     let mut lines = spawn_stdin_reader();
-    let ending = converse(&mut ws, &args, &out, &mut lines).await?;
+    let ending = converse(&mut ws, args, out, &mut lines).await?;
     if out.interactive && !out.json {
         println!();
     }

@@ -54,6 +54,32 @@ async fn demo_page_over_https_uses_wss() {
     .await;
 }
 
+/// Over TLS the page comes over HTTP/2 (ALPN), and Chromium opens the page's `wss://`
+/// WebSocket on that same connection as an extended CONNECT (RFC 8441), which the server logs.
+#[tokio::test]
+async fn demo_page_over_http2_opens_its_websocket_on_the_same_connection() {
+    bounded(async {
+        let peers = Peers::require("playwright-core");
+        let dir = common::temp_dir("browser-h2");
+        let cert = dir.join("c.pem");
+        let (server, port) = serve(&["--tls-self-signed", "--cert-out", cert.to_str().unwrap()]).await;
+        let screenshot = common::repo_root().join("target/wsx-cli-demo-h2.png");
+        let page = format!("https://localhost:{port}/");
+        let result =
+            drive(&peers, &page, &["--ignore-https-errors", "--screenshot", screenshot.to_str().unwrap()]).await;
+        assert_eq!(result["received"][0], "ho!", "{result}");
+        let line = server.stderr_line("the server's log of the page", |l| l.contains("GET /")).await;
+        assert!(line.contains("HTTP/2"), "the page did not come over HTTP/2: {line}");
+        let line = server.stderr_line("the server's log of the WebSocket", |l| l.contains("client connected")).await;
+        assert!(line.contains("http=\"HTTP/2\""), "the WebSocket did not come over HTTP/2: {line}");
+        let line = server.stdout_line("the server's log of the browser's message", |l| l.contains("Received")).await;
+        assert_eq!(line, "Received message => hey");
+        assert!(screenshot.is_file(), "no screenshot at {}", screenshot.display());
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn two_pages_in_a_room_chat_in_chromium() {
     bounded(async {

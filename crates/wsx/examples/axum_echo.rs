@@ -39,5 +39,10 @@ async fn main() -> std::io::Result<()> {
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app).await
+    // Ctrl-C ends the process (valgrind's `scripts/bench-instructions` stops it with SIGINT).
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
 }

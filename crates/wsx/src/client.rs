@@ -61,10 +61,10 @@ pub async fn connect(url: &str) -> Result<(WebSocket<MaybeTlsStream<TcpStream>>,
 #[derive(Clone)]
 pub struct ClientBuilder {
     target: std::result::Result<Target, Invalid>,
-    headers: HeaderMap,
+    pub(crate) headers: HeaderMap,
     protocols: Vec<String>,
-    config: Config,
-    connect_timeout: Duration,
+    pub(crate) config: Config,
+    pub(crate) connect_timeout: Duration,
     #[cfg(feature = "__tls")]
     tls: Option<TlsConfig>,
     #[cfg(feature = "__tls")]
@@ -229,10 +229,7 @@ impl ClientBuilder {
     /// [`Error::is_timeout`] past the connect or handshake timeout; and
     /// [`Error::http_status`] if the server answered the upgrade with another HTTP status.
     pub async fn connect(&self) -> Result<(WebSocket<MaybeTlsStream<TcpStream>>, Response)> {
-        let mut target = self.target.as_ref().map_err(Invalid::to_error)?.clone();
-        if let Some(invalid) = &self.invalid {
-            return Err(invalid.to_error());
-        }
+        let mut target = self.checked_target()?;
         let mut headers = self.headers.clone();
         let mut hops = 0;
         loop {
@@ -263,6 +260,15 @@ impl ClientBuilder {
         }
     }
 
+    /// Where to connect, once every setter has been checked.
+    pub(crate) fn checked_target(&self) -> Result<Target> {
+        let target = self.target.as_ref().map_err(Invalid::to_error)?.clone();
+        if let Some(invalid) = &self.invalid {
+            return Err(invalid.to_error());
+        }
+        Ok(target)
+    }
+
     /// One connection attempt to `target`: the proxy for its host, TCP, TLS, the handshake.
     async fn connect_to(
         &self,
@@ -282,7 +288,7 @@ impl ClientBuilder {
     }
 
     /// The opening request: URI, the headers given, and the offered subprotocols.
-    fn request(&self, target: &Target, headers: &HeaderMap) -> Result<http::Request<()>> {
+    pub(crate) fn request(&self, target: &Target, headers: &HeaderMap) -> Result<http::Request<()>> {
         let mut request = http::Request::new(());
         *request.uri_mut() = target.uri.clone();
         *request.headers_mut() = headers.clone();
@@ -347,7 +353,7 @@ impl ClientBuilder {
 
     /// The TLS settings to use: insecure if asked, else those given, else the webpki roots.
     #[cfg(feature = "__tls")]
-    fn tls_config(&self) -> Result<TlsConfig> {
+    pub(crate) fn tls_config(&self) -> Result<TlsConfig> {
         match (&self.tls, self.accept_invalid_certs) {
             (_, true) => TlsConfig::accept_any().map_err(Error::tls),
             (Some(tls), false) => Ok(tls.clone()),
@@ -413,13 +419,13 @@ impl Invalid {
 
 /// Where to connect, from the URL.
 #[derive(Clone, Debug)]
-struct Target {
+pub(crate) struct Target {
     /// The request URI: scheme `ws` or `wss`, no user info, no fragment.
-    uri: http::Uri,
+    pub(crate) uri: http::Uri,
     /// The host to resolve and to check the certificate against; IPv6 without brackets.
-    host: String,
-    port: u16,
-    tls: bool,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) tls: bool,
 }
 
 impl Target {
@@ -488,7 +494,7 @@ fn redirect_location(error: &Error) -> Option<String> {
 /// are written whole, so Nagle would only add latency).
 ///
 /// Errors keep their [`io::ErrorKind`] and name the host or address.
-async fn connect_tcp(host: &str, port: u16) -> io::Result<TcpStream> {
+pub(crate) async fn connect_tcp(host: &str, port: u16) -> io::Result<TcpStream> {
     let addrs = tokio::net::lookup_host((host, port))
         .await
         .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve {host}: {e}")))?;

@@ -45,6 +45,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.driver.close_on(watch);
     }
 
+    /// Count this connection in the server metrics from now on: a server accepted it.
+    #[cfg(feature = "hyper")]
+    pub(crate) fn count_as_accepted(&mut self) {
+        self.driver.metrics.open();
+    }
+
     /// Drive an engine [`Connection`] whose opening handshake has completed over `io`.
     ///
     /// For custom handshakes; [`accept`](crate::accept) and [`connect`](crate::connect) are

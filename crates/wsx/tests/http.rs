@@ -498,3 +498,79 @@ async fn connect_protocol_off_is_not_announced() {
     let (mut ws, _) = within("connect", STEP, wsx::connect(&format!("ws://{addr}/ws"))).await.unwrap();
     echo_and_close(&mut ws, 2).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// wsx's own HTTP/2 client (`ClientBuilder::connect_http2`)
+// ---------------------------------------------------------------------------------------------
+
+/// The axum app on `wsx::hyper::Server` built by `builder`.
+async fn app_on_hyper_server(builder: wsx::hyper::Builder) -> (SocketAddr, mpsc::UnboundedReceiver<Seen>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let server = builder.bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(server.serve_tower(app(tx)));
+    (addr, rx)
+}
+
+/// A self-signed certificate for 127.0.0.1: the server's TLS and the PEM for the client.
+fn certificate() -> (wsx::tls::ServerTls, String) {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("certificate");
+    let cert = certified.cert.pem();
+    let tls = wsx::tls::ServerTls::from_pem(&cert, certified.signing_key.serialize_pem()).expect("server TLS");
+    (tls, cert)
+}
+
+/// Cleartext HTTP/2 with prior knowledge: the WebSocket is an extended CONNECT, deflate is
+/// agreed through the engine, 1,000 messages echo, and the close ends the stream cleanly on
+/// both sides (the server sees our close frame, then END_STREAM).
+#[tokio::test]
+async fn wsx_http2_client_echoes_over_h2c() {
+    let (addr, mut seen) = app_on_hyper_server(wsx::hyper::Server::builder()).await;
+    let builder = wsx::ClientBuilder::new(format!("ws://{addr}/ws"));
+    let (mut ws, response) = within("connect over HTTP/2", STEP, builder.connect_http2()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(ws.get_ref().http_version(), Version::HTTP_2);
+    assert!(ws.is_compressed(), "permessage-deflate not agreed: {:?}", response.headers());
+    echo_and_close(&mut ws, 1_000).await;
+    assert!(ws.close_reason().is_some_and(|r| r.is_clean()), "{:?}", ws.close_reason());
+    let server = next_seen(&mut seen).await;
+    assert_eq!((server.version, server.echoed, server.compressed), (Version::HTTP_2, 1_000, true), "{server:?}");
+    assert!(server.close.as_ref().is_some_and(CloseReason::is_clean), "{server:?}");
+}
+
+/// Over TLS the client offers only `h2` by ALPN and checks the certificate as `connect` does.
+#[tokio::test]
+async fn wsx_http2_client_over_tls() {
+    let (tls, cert) = certificate();
+    let (addr, mut seen) = app_on_hyper_server(wsx::hyper::Server::builder().tls(tls)).await;
+    let builder = wsx::ClientBuilder::new(format!("wss://127.0.0.1:{}/ws", addr.port())).root_certificates_pem(&cert);
+    let (mut ws, _) = within("connect over TLS + HTTP/2", STEP, builder.connect_http2()).await.unwrap();
+    echo_and_close(&mut ws, 10).await;
+    let server = next_seen(&mut seen).await;
+    assert_eq!((server.version, server.echoed), (Version::HTTP_2, 10), "{server:?}");
+    assert!(server.close.as_ref().is_some_and(CloseReason::is_clean), "{server:?}");
+}
+
+/// A server that speaks HTTP/2 but did not announce the extended CONNECT gets no request: the
+/// client fails with a handshake error that names the missing setting.
+#[tokio::test]
+async fn wsx_http2_client_needs_the_connect_protocol() {
+    let (addr, _seen) = app_on_hyper_server(wsx::hyper::Server::builder().connect_protocol(false)).await;
+    let builder = wsx::ClientBuilder::new(format!("ws://{addr}/ws"));
+    let error = within("connect over HTTP/2", STEP, builder.connect_http2()).await.expect_err("no connect protocol");
+    assert!(error.is_handshake(), "{error}");
+    assert!(error.to_string().contains("SETTINGS_ENABLE_CONNECT_PROTOCOL"), "{error}");
+}
+
+/// A TLS server that does not agree to `h2` by ALPN: rustls servers refuse the TLS handshake
+/// (alert `no_application_protocol`), others pick no protocol (a handshake error); either way
+/// nothing is sent.
+#[tokio::test]
+async fn wsx_http2_client_needs_h2_by_alpn() {
+    let (tls, cert) = certificate();
+    let (addr, _seen) = app_on_hyper_server(wsx::hyper::Server::builder().tls(tls).http2(false)).await;
+    let builder = wsx::ClientBuilder::new(format!("wss://127.0.0.1:{}/ws", addr.port())).root_certificates_pem(&cert);
+    let error = within("connect over HTTP/2", STEP, builder.connect_http2()).await.expect_err("no h2");
+    let message = error.to_string();
+    assert!(message.contains("NoApplicationProtocol") || message.contains("ALPN"), "{error}");
+}

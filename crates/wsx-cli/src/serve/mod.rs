@@ -2,12 +2,14 @@
 //!
 //! The library runs the accept loop, the connection cap (503 over it), the accept backoff, the
 //! handshake timeout and the graceful shutdown (close 1001); plain HTTP requests reach
-//! [`http::Site`] through `Builder::on_http`, read by the engine's own parser. What is left
-//! here is the command's own: the modes and the greeting ([`session`]), the demo page and
+//! [`http::Site`] through `Builder::on_http`, read by the engine's own parser. With TLS the
+//! server is `wsx::hyper::Server` instead, which speaks HTTP/2 as well ([`https`]). What is
+//! left here is the command's own: the modes and the greeting ([`session`]), the demo page and
 //! static files, the origin check, subprotocols, TLS setup and logging.
 
 mod cert;
 mod http;
+mod https;
 mod metrics;
 mod session;
 
@@ -24,7 +26,6 @@ use wsx::{
         Hub,
         redis::{RedisBroker, RedisConfig, position_prefix},
     },
-    server::Transport,
 };
 
 use self::{
@@ -141,7 +142,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(addr) = &args.metrics {
         metrics::start(addr).await?;
     }
-    let site = Arc::new(Site::new(args.static_dir.clone())?);
+    let site = Site::new(args.static_dir.clone())?;
     let (tls, dev_cert) = tls(&args)?;
     let mode = match (args.echo, args.broadcast, args.rooms) {
         (true, _, _) => Mode::Echo,
@@ -173,23 +174,27 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let listener = TcpListener::bind((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
-    let builder = Server::builder()
-        .config(config)
-        .max_connections(args.max_connections)
-        .shutdown_timeout(args.shutdown_timeout)
-        .on_request(handshake_policy(&args, mode))
-        .on_http(move |request, peer| answer(site.clone(), request, peer));
-    match tls {
-        Some(tls) => {
-            let server = builder.tls(tls).from_listener(listener);
-            announce(&server, &args, dev_cert.as_ref(), mode, true)?;
-            session::serve(server, state).await?;
-        }
-        None => {
-            let server = builder.from_listener(listener);
-            announce(&server, &args, None, mode, false)?;
-            session::serve(server, state).await?;
-        }
+    if let Some(tls) = tls {
+        // HTTP/1.1 and HTTP/2 by ALPN: browsers that load the page over HTTP/2 open its
+        // WebSocket on the same connection.
+        let server = wsx::hyper::Server::builder()
+            .max_connections(args.max_connections)
+            .shutdown_timeout(args.shutdown_timeout)
+            .tls(tls)
+            .from_listener(listener);
+        announce(server.local_addr()?, &args, dev_cert.as_ref(), mode, true);
+        https::serve(server, state, site, config, handshake_policy(&args, mode)).await?;
+    } else {
+        let site = Arc::new(site);
+        let server = Server::builder()
+            .config(config)
+            .max_connections(args.max_connections)
+            .shutdown_timeout(args.shutdown_timeout)
+            .on_request(handshake_policy(&args, mode))
+            .on_http(move |request, peer| answer(site.clone(), request, peer))
+            .from_listener(listener);
+        announce(server.local_addr()?, &args, None, mode, false);
+        session::serve(server, state).await?;
     }
     info!("stopped");
     Ok(())
@@ -221,17 +226,11 @@ fn tls(args: &Args) -> anyhow::Result<(Option<wsx::tls::ServerTls>, Option<DevCe
 }
 
 /// Log where the server listens and, for a development certificate, how to trust it.
-fn announce<T: Transport>(
-    server: &Server<T>,
-    args: &Args,
-    dev_cert: Option<&DevCert>,
-    mode: Mode,
-    tls: bool,
-) -> anyhow::Result<()> {
-    let addr = server.local_addr()?;
+fn announce(addr: SocketAddr, args: &Args, dev_cert: Option<&DevCert>, mode: Mode, tls: bool) {
     let (ws, web) = if tls { ("wss", "https") } else { ("ws", "http") };
-    info!(mode = ?mode, "listening on {ws}://{addr}/ (page: {web}://{addr}/)");
-    let Some(made) = dev_cert else { return Ok(()) };
+    let http = if tls { "HTTP/1.1 and HTTP/2" } else { "HTTP/1.1" };
+    info!(mode = ?mode, http, "listening on {ws}://{addr}/ (page: {web}://{addr}/)");
+    let Some(made) = dev_cert else { return };
     info!(cert = %made.cert_path.display(), key = %made.key_path.display(), "wrote a self-signed development certificate");
     if args.log_format == LogFormat::Human {
         let cert = made.cert_path.display();
@@ -245,7 +244,6 @@ fn announce<T: Transport>(
              as a trusted authority for development only.\n"
         );
     }
-    Ok(())
 }
 
 /// How long a room's history is kept after its last message, with --resumable.

@@ -7,29 +7,26 @@
 //! rounds a task up to a multiple of 128 bytes, so a few more bytes in the handler's future
 //! can cost 128). So the future holds the `WebSocket` and, when messages are logged, 4 bytes:
 //! - the shared [`State`] is a global, not an `Arc` in every connection;
-//! - the client's address (32 bytes) is kept in a table by socket descriptor, and looked up
-//!   there when a line is logged ([`Client`]); with `--quiet` the message logger is
-//!   zero-sized ([`Quiet`]);
+//! - the client's address (32 bytes) is kept in a table under a 4-byte id given to each
+//!   WebSocket (not its socket: over HTTP/2 many WebSockets share one), and looked up there
+//!   when a line is logged ([`Client`]); with `--quiet` the message logger is zero-sized
+//!   ([`Quiet`]);
 //! - the greeting is queued before the future starts, not awaited inside it;
 //! - handlers are plain functions returning their future, not `async fn`s, which would keep
 //!   their arguments (the upgrade request among them) for the connection's life.
 
-#[cfg(unix)]
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::{
     fmt,
     future::Future,
     net::SocketAddr,
     pin::Pin,
-    sync::OnceLock,
+    sync::{Mutex, MutexGuard, OnceLock, PoisonError},
     task::{Context, Poll, Waker},
 };
 
 use futures_sink::Sink;
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    net::TcpStream,
-};
+use http::Version;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::info;
 use wsx::{
     CloseCode, ConnectionInfo, Message, MessageRef, Server, WebSocket,
@@ -94,22 +91,45 @@ fn state() -> &'static State {
     STATE.get().expect("the server state is set before serving")
 }
 
-/// The stream under a client's connection: plain TCP, or TLS over TCP.
-pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    /// The TCP socket.
-    fn tcp(&self) -> &TcpStream;
+/// The stream under a client's WebSocket: plain TCP, TLS over TCP, or hyper's upgraded
+/// stream (HTTP/1.1 under TLS, or one HTTP/2 stream).
+pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for S {}
+
+/// What a session needs to know of the request that opened its WebSocket.
+#[derive(Debug)]
+pub(super) struct Opened<'a> {
+    /// The client's address.
+    pub(super) peer: SocketAddr,
+    /// The request path, without the query.
+    pub(super) path: &'a str,
+    /// The request's query, if any (`since=` with --resumable).
+    pub(super) query: Option<&'a str>,
+    /// `HTTP_11` for a `GET` + `Upgrade`, `HTTP_2` for an extended CONNECT (RFC 8441).
+    pub(super) version: Version,
 }
 
-impl Stream for TcpStream {
-    fn tcp(&self) -> &TcpStream {
-        self
+impl<'a> From<&'a ConnectionInfo> for Opened<'a> {
+    fn from(info: &'a ConnectionInfo) -> Self {
+        Self { peer: info.peer_addr(), path: info.path(), query: info.query(), version: Version::HTTP_11 }
     }
 }
 
-impl Stream for wsx::tls::TlsStream<TcpStream> {
-    fn tcp(&self) -> &TcpStream {
-        self.get_ref()
+/// The session for a WebSocket in the mode of this server: what [`serve`] runs for each client
+/// of `wsx::Server`, for a WebSocket another HTTP layer (hyper, for HTTP/2) upgraded.
+pub(super) async fn session<S: Stream>(ws: WebSocket<S>, opened: Opened<'_>) -> wsx::Result<()> {
+    match (state().mode, state().quiet) {
+        (Mode::Classic | Mode::Echo, true) => direct::<_, Quiet>(ws, &opened).await,
+        (Mode::Classic | Mode::Echo, false) => direct::<_, Client>(ws, &opened).await,
+        (Mode::Broadcast | Mode::Rooms, true) => chat::<_, Quiet>(ws, &opened).await,
+        (Mode::Broadcast | Mode::Rooms, false) => chat::<_, Client>(ws, &opened).await,
     }
+}
+
+/// Make `shared` the state of this process's server, before it serves.
+pub(super) fn init(shared: State) -> anyhow::Result<()> {
+    STATE.set(shared).map_err(|_| anyhow::anyhow!("a server is already running in this process"))
 }
 
 /// Serve clients until Ctrl-C or SIGTERM; the server then closes them with 1001.
@@ -119,21 +139,21 @@ where
     T::Stream: Stream,
 {
     let (mode, quiet) = (shared.mode, shared.quiet);
-    STATE.set(shared).map_err(|_| anyhow::anyhow!("a server is already running in this process"))?;
+    init(shared)?;
     let signal = shutdown_signal();
     // One handler type per kind of session: a client's task holds only what its session needs.
     match (mode, quiet) {
         (Mode::Classic | Mode::Echo, true) => {
-            server.serve_with_shutdown(|ws, info| direct::<_, Quiet>(ws, &info), signal).await?
+            server.serve_with_shutdown(|ws, info| direct::<_, Quiet>(ws, &Opened::from(&info)), signal).await?
         }
         (Mode::Classic | Mode::Echo, false) => {
-            server.serve_with_shutdown(|ws, info| direct::<_, Client>(ws, &info), signal).await?
+            server.serve_with_shutdown(|ws, info| direct::<_, Client>(ws, &Opened::from(&info)), signal).await?
         }
         (Mode::Broadcast | Mode::Rooms, true) => {
-            server.serve_with_shutdown(|ws, info| chat::<_, Quiet>(ws, &info), signal).await?
+            server.serve_with_shutdown(|ws, info| chat::<_, Quiet>(ws, &Opened::from(&info)), signal).await?
         }
         (Mode::Broadcast | Mode::Rooms, false) => {
-            server.serve_with_shutdown(|ws, info| chat::<_, Client>(ws, &info), signal).await?
+            server.serve_with_shutdown(|ws, info| chat::<_, Client>(ws, &Opened::from(&info)), signal).await?
         }
     }
     Ok(())
@@ -142,14 +162,14 @@ where
 /// Classic and echo mode: log each message and, in echo mode, send it back.
 fn direct<S: Stream, L: Logger>(
     mut ws: WebSocket<S>,
-    info: &ConnectionInfo,
+    opened: &Opened<'_>,
 ) -> impl Future<Output = wsx::Result<()>> + use<S, L> {
-    connected(&mut ws, info);
+    let client = connected(&mut ws, opened);
     async move {
         loop {
             let outcome = ws
                 .recv_each({
-                    let log = L::of(&ws);
+                    let log = L::of(client);
                     move |message, replies| {
                         log.received(&message);
                         if state().mode == Mode::Echo {
@@ -160,11 +180,11 @@ fn direct<S: Stream, L: Logger>(
                 })
                 .await;
             // Pings are answered and the peer's close echoed already.
-            if !keep_going(&ws, outcome) {
+            if !keep_going(client, outcome) {
                 break;
             }
         }
-        disconnected(&ws);
+        disconnected(&ws, client);
         Ok(())
     }
 }
@@ -174,11 +194,11 @@ fn direct<S: Stream, L: Logger>(
 /// connection; a client that falls `--max-backlog` bytes behind is closed with 1008.
 fn chat<S: Stream, L: Logger>(
     mut ws: WebSocket<S>,
-    info: &ConnectionInfo,
+    opened: &Opened<'_>,
 ) -> impl Future<Output = wsx::Result<()>> + use<S, L> {
     let hub = &state().hub;
     let name = match state().mode {
-        Mode::Rooms => room(info.path()),
+        Mode::Rooms => room(opened.path),
         _ => Some("everyone"),
     };
     // Checked by the handshake policy: a room's path has a name the hub takes.
@@ -186,18 +206,16 @@ fn chat<S: Stream, L: Logger>(
     let joined = name.ok_or("not a room's path").and_then(|name| {
         let topic = hub.topic(name).map_err(|_| "no room for another room")?;
         // Checked by the handshake policy too: a `since` that is there parses.
-        match since(info.query()).and_then(Result::ok).filter(|_| state().resumable) {
+        match since(opened.query).and_then(Result::ok).filter(|_| state().resumable) {
             Some(position) => resuming = Some(ws.resume(hub, &topic, position).map_err(|_| "cannot join the room")?),
             None => drop(ws.subscribe(hub, &topic).map_err(|_| "cannot join the room")?),
         }
         Ok(topic)
     });
-    if joined.is_ok() {
-        connected(&mut ws, info);
-    }
+    let joined = joined.map(|room| (room, connected(&mut ws, opened)));
     async move {
-        let room = match joined {
-            Ok(room) => room,
+        let (room, client) = match joined {
+            Ok(joined) => joined,
             Err(reason) => {
                 // Try again later: the only refusal left is the hub's topic limit.
                 let _ = ws.close(CloseCode::AGAIN, reason).await;
@@ -214,7 +232,7 @@ fn chat<S: Stream, L: Logger>(
             }
         }
         loop {
-            let log = L::of(&ws);
+            let log = L::of(client);
             let room = &room;
             let outcome = ws
                 .recv_each(move |message, _| {
@@ -222,20 +240,27 @@ fn chat<S: Stream, L: Logger>(
                     hub.publish(room, Prepared::from_ref(message));
                 })
                 .await;
-            if !keep_going(&ws, outcome) {
+            if !keep_going(client, outcome) {
                 break;
             }
         }
-        disconnected(&ws);
+        disconnected(&ws, client);
         Ok(())
     }
 }
 
-/// Log a new client and queue its greeting.
-fn connected<S: Stream>(ws: &mut WebSocket<S>, info: &ConnectionInfo) {
-    let peer = info.peer_addr();
-    Client::of(ws).connected(peer);
-    info!(%peer, path = info.path(), protocol = ws.protocol(), compressed = ws.is_compressed(), "client connected");
+/// Log a new client, queue its greeting, and give it its id.
+fn connected<S: Stream>(ws: &mut WebSocket<S>, opened: &Opened<'_>) -> Client {
+    let peer = opened.peer;
+    let client = Client::connected(peer);
+    info!(
+        %peer,
+        path = opened.path,
+        http = http_version(opened.version),
+        protocol = ws.protocol(),
+        compressed = ws.is_compressed(),
+        "client connected"
+    );
     let greeting = state().greeting.as_str();
     if !greeting.is_empty() {
         // Queued here and written by the first read: an await for it would make every
@@ -245,12 +270,22 @@ fn connected<S: Stream>(ws: &mut WebSocket<S>, info: &ConnectionInfo) {
             let _ = Pin::new(&mut *ws).start_send(Message::text(greeting));
         }
     }
+    client
+}
+
+/// The HTTP version a WebSocket came over, as logged.
+fn http_version(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
 }
 
 /// How a session logs the messages it receives.
 trait Logger: Copy + Send + 'static {
-    /// The logger for the client of `ws`.
-    fn of<S: Stream>(ws: &WebSocket<S>) -> Self;
+    /// The logger for `client`.
+    fn of(client: Client) -> Self;
 
     /// Log a text or binary message.
     fn received(self, message: &MessageRef<'_>);
@@ -261,7 +296,7 @@ trait Logger: Copy + Send + 'static {
 struct Quiet;
 
 impl Logger for Quiet {
-    fn of<S: Stream>(_: &WebSocket<S>) -> Self {
+    fn of(_: Client) -> Self {
         Self
     }
 
@@ -269,8 +304,8 @@ impl Logger for Quiet {
 }
 
 impl Logger for Client {
-    fn of<S: Stream>(ws: &WebSocket<S>) -> Self {
-        Client::of(ws)
+    fn of(client: Client) -> Self {
+        client
     }
 
     fn received(self, message: &MessageRef<'_>) {
@@ -283,88 +318,77 @@ impl Logger for Client {
 
 /// Whether to read on after what `recv_each` returned. A protocol failure is reported as soon
 /// as our close frame is out: reading on lets the closing handshake end cleanly.
-fn keep_going<S: Stream>(ws: &WebSocket<S>, received: wsx::Result<Option<Message>>) -> bool {
+fn keep_going(client: Client, received: wsx::Result<Option<Message>>) -> bool {
     match received {
         Ok(Some(_)) => true,
         Ok(None) => false,
         Err(e) => {
-            failed(ws, &e);
+            info!(peer = %client.peer(), error = %e, "client connection failed");
             e.is_protocol()
         }
     }
 }
 
-fn failed<S: Stream>(ws: &WebSocket<S>, e: &wsx::Error) {
-    info!(peer = %Client::of(ws).peer(), error = %e, "client connection failed");
-}
-
 /// Log how the client left (how long it stayed is the time since its "client connected" line).
-fn disconnected<S: Stream>(ws: &WebSocket<S>) {
+fn disconnected<S: Stream>(ws: &WebSocket<S>, client: Client) {
     let code = ws.close_reason().map_or(CloseCode::ABNORMAL.0, |r| r.code().0);
-    let client = Client::of(ws);
     info!(peer = %client.peer(), code, "client disconnected");
     client.disconnected();
 }
 
-/// A client, as its session keeps it: the 4 bytes of its socket's descriptor. Its address
-/// (32 bytes) is in [`PEERS`] under that number, for the log lines.
+/// A client, as its session keeps it: a 4-byte id, given when it connects and taken back when
+/// it leaves. Its address (32 bytes) is in [`CLIENTS`] under that id, for the log lines.
 #[derive(Debug, Clone, Copy)]
 struct Client {
-    #[cfg(unix)]
-    fd: std::os::fd::RawFd,
-    #[cfg(not(unix))]
-    peer: Option<SocketAddr>,
+    id: u32,
 }
 
-/// The addresses of the clients connected now, by socket descriptor. Descriptors are small and
-/// reused, so this stays about as long as the most clients connected at once.
-#[cfg(unix)]
-static PEERS: Mutex<Vec<Option<SocketAddr>>> = Mutex::new(Vec::new());
+/// The addresses of the clients connected now, by id, and the ids free for reuse. Ids are
+/// reused (the last freed first), so the table stays as long as the most clients connected at
+/// once.
+#[derive(Debug)]
+struct Clients {
+    peers: Vec<Option<SocketAddr>>,
+    free: Vec<u32>,
+}
 
-#[cfg(unix)]
-fn peers() -> MutexGuard<'static, Vec<Option<SocketAddr>>> {
+static CLIENTS: Mutex<Clients> = Mutex::new(Clients { peers: Vec::new(), free: Vec::new() });
+
+fn clients() -> MutexGuard<'static, Clients> {
     // Every critical section leaves the table consistent, so a poisoned lock is usable.
-    PEERS.lock().unwrap_or_else(PoisonError::into_inner)
+    CLIENTS.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Client {
-    /// The client of `ws`.
-    fn of<S: Stream>(ws: &WebSocket<S>) -> Self {
-        #[cfg(unix)]
-        return Self { fd: std::os::fd::AsRawFd::as_raw_fd(ws.get_ref().tcp()) };
-        #[cfg(not(unix))]
-        return Self { peer: ws.get_ref().tcp().peer_addr().ok() };
-    }
-
-    /// The client has connected from `peer`.
-    fn connected(self, peer: SocketAddr) {
-        #[cfg(unix)]
-        if let Ok(at) = usize::try_from(self.fd) {
-            let mut peers = peers();
-            if peers.len() <= at {
-                peers.resize(at + 1, None);
+    /// A client has connected from `peer`: its id.
+    fn connected(peer: SocketAddr) -> Self {
+        let mut clients = clients();
+        let id = match clients.free.pop() {
+            Some(id) => id,
+            None => {
+                clients.peers.push(None);
+                // More than 4 billion clients at once do not fit in memory first.
+                u32::try_from(clients.peers.len() - 1).unwrap_or(u32::MAX)
             }
-            peers[at] = Some(peer);
+        };
+        if let Some(slot) = clients.peers.get_mut(id as usize) {
+            *slot = Some(peer);
         }
-        #[cfg(not(unix))]
-        let _ = peer;
+        Self { id }
     }
 
     /// The client's address, for a log line.
     fn peer(self) -> Peer {
-        #[cfg(unix)]
-        return Peer(usize::try_from(self.fd).ok().and_then(|at| peers().get(at).copied().flatten()));
-        #[cfg(not(unix))]
-        return Peer(self.peer);
+        Peer(clients().peers.get(self.id as usize).copied().flatten())
     }
 
-    /// The client has gone: its descriptor will be another client's.
+    /// The client has gone: its id will be another client's.
     fn disconnected(self) {
-        #[cfg(unix)]
-        if let Ok(at) = usize::try_from(self.fd)
-            && let Some(slot) = peers().get_mut(at)
+        let mut clients = clients();
+        if let Some(slot) = clients.peers.get_mut(self.id as usize)
+            && slot.take().is_some()
         {
-            *slot = None;
+            clients.free.push(self.id);
         }
     }
 }
@@ -382,7 +406,7 @@ impl fmt::Display for Peer {
 }
 
 /// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;

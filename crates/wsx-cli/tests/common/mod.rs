@@ -285,7 +285,10 @@ pub fn raise_fd_limit(want: u64) {
 pub type Ws = wsx::WebSocket<wsx::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The next text message (pings and pongs skipped), within [`WAIT`].
-pub async fn next_text(ws: &mut Ws) -> String {
+pub async fn next_text<S>(ws: &mut wsx::WebSocket<S>) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         match within("a message", ws.recv()).await.expect("recv") {
             Some(wsx::Message::Text(t)) => return t.as_str().to_owned(),

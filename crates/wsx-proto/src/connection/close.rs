@@ -177,7 +177,8 @@ impl Connection {
 
     /// The close is decided (both close frames crossed, or the connection failed or was
     /// refused): stop reading and wait for the TCP close, up to the close timeout. RFC 6455
-    /// §7.1.1: the server closes TCP first.
+    /// §7.1.1: the server closes TCP first. Over an HTTP/2 stream the client ends its side at
+    /// once too (END_STREAM): a server may wait for it before it ends its own (Hypercorn does).
     fn await_eof(&mut self) {
         self.state = State::AwaitingEof;
         if let Some(w) = self.work.as_deref_mut() {
@@ -186,7 +187,7 @@ impl Connection {
         self.handshake = None;
         self.closing_mut().deadline = Some(self.now + self.config.close_timeout);
         self.close_timer_pending = false;
-        if self.role == Role::Server {
+        if self.role == Role::Server || self.session.as_ref().is_some_and(|s| s.end_stream_first) {
             self.shutdown = true;
         }
     }

@@ -52,6 +52,10 @@ pub(super) struct Session {
     pub(super) protocol: Option<Box<str>>,
     /// Client: the masking keys' source.
     pub(super) rng: Option<Box<dyn crate::MaskRng>>,
+    /// Client over HTTP/2 or later: end our side (END_STREAM) as soon as the close is decided,
+    /// rather than wait for the server to end first as over TCP (RFC 6455 §7.1.1, whose reason,
+    /// TIME_WAIT on the server, does not apply to a stream).
+    pub(super) end_stream_first: bool,
 }
 
 impl Connection {
@@ -244,6 +248,7 @@ impl Connection {
         // `Connection::client_upgraded`, the only ways to get a client connection, and taken
         // only here; `handshake` is kept until the state leaves `Handshake`.
         let pending = self.handshake.as_mut().and_then(|h| h.pending_client.take()).expect("client handshake pending");
+        let over_stream = pending.version >= http::Version::HTTP_2;
         let extensions = head.headers().clone();
         let result = client::check_response(head, &pending).and_then(|response| {
             let agreed = match &self.config.deflate {
@@ -262,6 +267,9 @@ impl Connection {
                 }
                 if let Some(protocol) = response.protocol.as_deref() {
                     self.session.get_or_insert_default().protocol = Some(protocol.into());
+                }
+                if over_stream {
+                    self.session.get_or_insert_default().end_stream_first = true;
                 }
                 self.open();
                 self.push_event(Event::Opened(Box::new(response)));

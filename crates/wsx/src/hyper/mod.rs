@@ -41,6 +41,8 @@
 //! hyper does not track upgraded connections: its graceful shutdown does not reach them.
 //! [`Server`]'s does: its WebSockets close with 1001 when it shuts down.
 
+#[cfg(feature = "client")]
+mod client;
 mod io;
 mod serve;
 
@@ -60,7 +62,7 @@ use wsx_proto::{Accept, Config, Connection, HandshakeError, Request};
 
 pub use self::io::Io;
 use self::serve::Tracked;
-pub use self::serve::{Builder, HttpService, Server};
+pub use self::serve::{Builder, HttpService, PeerAddr, Server};
 use crate::{Error, Reject, Result, WebSocket, driver::now};
 
 /// Upgrade `request` to a WebSocket with `config`, accepting any path, origin and offered
@@ -256,6 +258,8 @@ impl Opening {
             Err(upgraded) => Io::upgraded(upgraded, version, tracked.clone()),
         };
         let mut ws = WebSocket::from_connection(io, conn);
+        // Counted as `wsx::Server` counts the connections it accepts (when metrics are on).
+        ws.count_as_accepted();
         if let Some(tracked) = tracked {
             ws.close_on(tracked.watch());
         }

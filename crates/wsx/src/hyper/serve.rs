@@ -373,7 +373,7 @@ async fn connection<S: HttpService>(
         debug!(%peer, error = %e, "cannot set TCP_NODELAY");
     }
     let tracked = Arc::new(Tracked { away: shared.away.clone(), _permit: permit });
-    let service = WithTracked { service: shared.service.clone(), tracked };
+    let service = WithTracked { service: shared.service.clone(), tracked, peer };
     #[cfg(feature = "__tls")]
     if let Some(tls) = &shared.tls {
         let accepted = tokio::time::timeout(shared.options.handshake_timeout, tls.accept(tcp)).await;
@@ -404,11 +404,17 @@ async fn serve_io<I, S>(
     }
 }
 
-/// The service, with each request carrying its connection's [`Tracked`].
+/// The address of the client a request of a [`Server`] came from, in the request's
+/// extensions: `request.extensions().get::<wsx::hyper::PeerAddr>()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// The service, with each request carrying its connection's [`Tracked`] and [`PeerAddr`].
 #[derive(Clone)]
 struct WithTracked<S> {
     service: S,
     tracked: Arc<Tracked>,
+    peer: SocketAddr,
 }
 
 impl<S, B> Service<http::Request<B>> for WithTracked<S>
@@ -421,6 +427,7 @@ where
 
     fn call(&self, mut request: http::Request<B>) -> Self::Future {
         request.extensions_mut().insert(self.tracked.clone());
+        request.extensions_mut().insert(PeerAddr(self.peer));
         self.service.call(request)
     }
 }

@@ -5,13 +5,13 @@
 //! CONNECT); Python `h2` opening a WebSocket over cleartext HTTP/2 with prior knowledge.
 
 use http::Version;
-use wsx::{CloseCode, CloseFrame};
+use wsx::{CloseCode, CloseFrame, Message};
 
 use crate::{
     TEST_TIMEOUT,
     certs::TestCert,
     echo_server::{EchoServer, Host, server_config},
-    peers::{PeerEnv, repo_root, run_client},
+    peers::{PeerEnv, PeerServer, repo_root, run_client},
     scenario::{SCENARIO_STEPS, client_scenario},
     script_peers::ScriptPeer,
     tungstenite::tungstenite_client_to,
@@ -132,6 +132,59 @@ async fn python_h2_client_to_axum() {
         assert_eq!(log.echoed, 1000);
         assert_eq!(log.peer_close, Some(Some(CloseFrame::new(CloseCode::NORMAL, "bye"))), "{log:?}");
         assert!(log.close_reason.as_ref().is_some_and(wsx::CloseReason::is_clean), "{log:?}");
+    })
+    .await;
+}
+
+/// wsx's HTTP/2 client against a server that is not wsx: Hypercorn (Python, ASGI, on the `h2`
+/// and `wsproto` libraries) over TLS with ALPN h2: extended CONNECT, permessage-deflate,
+/// 1,000 echoes, then the close handshake.
+#[tokio::test]
+async fn wsx_http2_client_to_hypercorn() {
+    within("wsx HTTP/2 client → hypercorn", TEST_TIMEOUT, async {
+        let env = PeerEnv::load();
+        let script = env.require_python("python/hypercorn_server.py");
+        let cert = TestCert::generate();
+        let args = vec![
+            script.display().to_string(),
+            "--tls".into(),
+            cert.cert_path.display().to_string(),
+            cert.key_path.display().to_string(),
+        ];
+        let mut server = PeerServer::spawn(&env, "hypercorn", &env.python, &args).await;
+        let url = format!("wss://127.0.0.1:{}/echo", server.port);
+        let config = wsx::Config::default()
+            .deflate(Some(wsx::DeflateConfig::default()))
+            .close_timeout(std::time::Duration::from_secs(2));
+        let builder = wsx::ClientBuilder::new(&url).root_certificates_pem(&cert.ca_pem).config(config);
+        let (mut ws, response) = builder.connect_http2().await.expect("connect over HTTP/2");
+        assert_eq!(response.status(), http::StatusCode::OK);
+        assert!(ws.is_compressed(), "permessage-deflate: {:?}", response.headers());
+        for i in 0..1000 {
+            let message =
+                if i % 2 == 0 { Message::text(format!("m{i}")) } else { Message::binary(vec![i as u8; i % 300]) };
+            ws.send(message.clone()).await.expect("send");
+            assert_eq!(ws.recv().await.expect("recv"), Some(message));
+        }
+        let closing = std::time::Instant::now();
+        let closed = ws.close(CloseCode::NORMAL, "bye").await;
+        let close_took = closing.elapsed();
+        let reason = ws.close_reason().expect("closed");
+        assert_eq!(reason.received.as_ref().map(|f| f.code), Some(CloseCode::NORMAL), "{closed:?} {reason:?}");
+        for _ in 0..100 {
+            if server.stderr().contains("websocket http=2") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let log = server.stderr();
+        assert!(log.contains("websocket http=2 echoed=1000"), "{log}");
+        assert!(server.is_running());
+        // Hypercorn ends its side only after ours: a client that waited for the server's
+        // END_STREAM first (as over TCP) waited out the close timeout. (Hypercorn 0.18 reports
+        // the end of an HTTP/2 WebSocket to its app as 1006 either way.)
+        assert!(closed.is_ok() && reason.is_clean(), "{closed:?} {reason:?}");
+        assert!(close_took < std::time::Duration::from_secs(2), "the close waited for the timeout: {close_took:?}");
     })
     .await;
 }

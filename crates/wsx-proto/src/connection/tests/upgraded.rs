@@ -388,6 +388,10 @@ mod conversation {
             pair.drive();
             // The server closes its side first (RFC 6455 §7.1.1): over HTTP/2 that is END_STREAM.
             assert!(pair.server.wants_shutdown(), "{version:?}");
+            // Over TCP the client waits for the server's FIN; over an HTTP/2 stream it ends its
+            // side at once (a server may wait for that END_STREAM before it sends its own).
+            pair.client_events();
+            assert_eq!(pair.client.wants_shutdown(), version >= Version::HTTP_2, "{version:?}");
             pair.client.receive_eof(pair.now);
             pair.server.receive_eof(pair.now);
             let Some(Event::Closed(reason)) = pair.client_events().pop() else { panic!("client not closed") };

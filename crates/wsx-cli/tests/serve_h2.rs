@@ -1,0 +1,193 @@
+//! `wsx serve` over TLS + HTTP/2: its WebSockets as extended CONNECTs (RFC 8441) from wsx's own
+//! HTTP/2 client (`ClientBuilder::connect_http2`), in every mode, with the metrics, the backlog
+//! limit and the shutdown. The browser over HTTP/2 is in `browser.rs`.
+
+mod common;
+
+use std::path::Path;
+
+use common::{bounded, http, next_text, port_in, run_wsx, serve, temp_dir, within};
+use wsx::{ClientBuilder, CloseCode, Message, WebSocket, hyper::Io};
+
+/// A WebSocket to `path` over HTTP/2, trusting the server's development certificate `cert`.
+async fn h2(port: u16, path: &str, cert: &Path) -> WebSocket<Io> {
+    h2_with(ClientBuilder::new(format!("wss://localhost:{port}{path}")), cert).await
+}
+
+/// A WebSocket over HTTP/2 from `builder`, trusting `cert`.
+async fn h2_with(builder: ClientBuilder, cert: &Path) -> WebSocket<Io> {
+    let builder = builder.root_certificates_pem_file(cert);
+    let (ws, _) = within("connect over HTTP/2", builder.connect_http2()).await.expect("HTTP/2 connect");
+    assert_eq!(ws.get_ref().http_version(), http::Version::HTTP_2);
+    ws
+}
+
+/// Rooms over HTTP/2, an HTTP/1.1 client in the same room, the greeting, the log of the HTTP
+/// version, and the metrics counting the HTTP/2 WebSockets.
+#[tokio::test]
+async fn rooms_over_http2() {
+    bounded(async {
+        let dir = temp_dir("serve-h2-rooms");
+        let cert = dir.join("c.pem");
+        let args = ["--rooms", "--greeting", "hi", "--metrics", "127.0.0.1:0", "--tls-self-signed", "--cert-out"];
+        let (server, port) = serve(&[&args[..], &[cert.to_str().unwrap()]].concat()).await;
+        let line = server.stderr_line("the metrics address", |l| l.contains("metrics on http://")).await;
+        let metrics_port = port_in(&line);
+        let mut a1 = h2(port, "/room/a", &cert).await;
+        let mut a2 = h2(port, "/room/a", &cert).await;
+        let mut b = h2(port, "/room/b", &cert).await;
+        let url = format!("wss://localhost:{port}/room/a");
+        let (mut a3, _) =
+            within("connect over HTTP/1.1", ClientBuilder::new(&url).root_certificates_pem_file(&cert).connect())
+                .await
+                .expect("HTTP/1.1 connect");
+        for ws in [&mut a1, &mut a2, &mut b] {
+            assert_eq!(next_text(ws).await, "hi");
+        }
+        assert_eq!(next_text(&mut a3).await, "hi");
+        a1.send("in a").await.unwrap();
+        b.send("in b").await.unwrap();
+        assert_eq!(next_text(&mut a1).await, "in a", "the sender hears itself");
+        assert_eq!(next_text(&mut a2).await, "in a");
+        assert_eq!(next_text(&mut a3).await, "in a", "HTTP/1.1 and HTTP/2 clients share the room");
+        assert_eq!(next_text(&mut b).await, "in b", "b hears only b");
+        a3.send(Message::binary(vec![7u8; 3])).await.unwrap();
+        assert_eq!(within("binary", a2.recv()).await.unwrap(), Some(Message::binary(vec![7u8; 3])));
+        let line = server.stderr_line("the log of an HTTP/2 room join", |l| l.contains("/room/b")).await;
+        assert!(line.contains("client connected") && line.contains("http=\"HTTP/2\""), "{line}");
+        let line = server.stdout_line("the log of a room message", |l| l.contains("in b")).await;
+        assert_eq!(line, "Received message => in b");
+        // Refused like over HTTP/1.1: not a room.
+        let builder = ClientBuilder::new(format!("wss://localhost:{port}/elsewhere")).root_certificates_pem_file(&cert);
+        let refused = within("connect", builder.connect_http2()).await.expect_err("not a room");
+        assert_eq!(refused.http_status(), Some(http::StatusCode::NOT_FOUND), "{refused}");
+
+        for ws in [&mut a1, &mut a2, &mut b] {
+            within("close", ws.close(CloseCode::NORMAL, "")).await.unwrap();
+        }
+        within("close", a3.close(CloseCode::NORMAL, "")).await.unwrap();
+        let mut text = String::new();
+        for _ in 0..100 {
+            text = http(metrics_port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+            if text.contains("wsx_connections_active 0") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        for line in [
+            "wsx_connections_accepted_total 4",
+            "wsx_connections_active 0",
+            "wsx_messages_received_total{kind=\"text\"} 2",
+        ] {
+            assert!(text.contains(line), "no {line:?} in\n{text}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
+/// A client whose HTTP/2 stream stops being read (its flow-control window runs out, then the
+/// server's queue for it grows) is closed at `--max-backlog` with 1008, while the others go on.
+#[tokio::test]
+async fn backlog_limit_over_http2() {
+    bounded(async {
+        let dir = temp_dir("serve-h2-backlog");
+        let cert = dir.join("c.pem");
+        let args = ["--rooms", "--greeting", "hi", "--max-backlog", "256KiB", "--quiet", "--tls-self-signed"];
+        let (_server, port) = serve(&[&args[..], &["--cert-out", cert.to_str().unwrap()]].concat()).await;
+        // Without permessage-deflate, which would shrink the feed to nothing on the wire.
+        let plain = || ClientBuilder::new(format!("wss://localhost:{port}/room/feed")).config(wsx::Config::default());
+        let mut stalled = h2_with(plain(), &cert).await;
+        assert_eq!(next_text(&mut stalled).await, "hi");
+        let mut talker = h2_with(plain(), &cert).await;
+        assert_eq!(next_text(&mut talker).await, "hi");
+        // 8 MiB in 4 KiB messages, read back by the talker in batches: far past the stalled
+        // client's HTTP/2 windows (hyper's client: 2 MiB per stream, 5 MiB per connection).
+        let chunk = vec![1u8; 4 << 10];
+        let count = 2048;
+        for _ in 0..count / 32 {
+            for _ in 0..32 {
+                talker.send(Message::binary(chunk.clone())).await.unwrap();
+            }
+            for _ in 0..32 {
+                let got = within("the talker's own message", talker.recv()).await.unwrap();
+                assert_eq!(got, Some(Message::binary(chunk.clone())), "the talker missed nothing");
+            }
+        }
+        // The stalled client reads at last: what fitted, then the server's 1008.
+        let mut received = 0;
+        let close = loop {
+            match within("the stalled client's messages", stalled.recv()).await {
+                Ok(Some(Message::Binary(_))) => received += 1,
+                Ok(Some(Message::Close(frame))) => break frame,
+                other => panic!("expected messages then a close, got {other:?}"),
+            }
+        };
+        let close = close.expect("a close frame");
+        assert_eq!(close.code, CloseCode::POLICY);
+        assert_eq!(close.reason.as_str(), format!("slow consumer: over {} bytes queued", 256 << 10));
+        assert!(received < count, "it was cut off before the end ({received} received)");
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
+/// Echo mode over HTTP/2: 1,000 messages with permessage-deflate; then SIGTERM closes the
+/// HTTP/2 WebSocket with 1001.
+#[tokio::test]
+async fn echo_then_sigterm_over_http2() {
+    bounded(async {
+        let dir = temp_dir("serve-h2-echo");
+        let cert = dir.join("c.pem");
+        let (mut server, port) =
+            serve(&["--echo", "--quiet", "--tls-self-signed", "--cert-out", cert.to_str().unwrap()]).await;
+        let mut ws = h2(port, "/", &cert).await;
+        assert!(ws.is_compressed(), "permessage-deflate agreed over HTTP/2");
+        for i in 0..1_000 {
+            let message = Message::text(format!("message {i}"));
+            within("send", ws.send(message.clone())).await.unwrap();
+            assert_eq!(within("the echo", ws.recv()).await.unwrap(), Some(message));
+        }
+        let reader = tokio::spawn(async move {
+            loop {
+                match ws.recv().await {
+                    Ok(Some(Message::Close(frame))) => return frame.map(|f| f.code),
+                    Ok(Some(_)) => {}
+                    other => panic!("expected close, got {other:?}"),
+                }
+            }
+        });
+        let status = server.terminate().await;
+        assert!(status.success(), "exit status {status:?}: {}", server.stderr_text());
+        assert_eq!(within("the close", reader).await.unwrap(), Some(CloseCode::AWAY));
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
+/// `wsx connect --http2` against `wsx serve --tls-self-signed`: the greeting and a message over
+/// one HTTP/2 stream; against a cleartext (HTTP/1.1 only) `wsx serve`, a clear failure.
+#[tokio::test]
+async fn wsx_connect_http2() {
+    bounded(async {
+        let dir = temp_dir("serve-h2-connect");
+        let cert = dir.join("c.pem");
+        let (server, port) = serve(&["--tls-self-signed", "--cert-out", cert.to_str().unwrap()]).await;
+        let url = format!("wss://localhost:{port}/");
+        let run =
+            run_wsx(&["connect", "--http2", "--ca", cert.to_str().unwrap(), "--wait", "300ms", &url], "hey\n").await;
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        assert!(run.stdout.contains("< ho!"), "{}", run.stdout);
+        let line = server.stdout_line("the server's log of the message", |l| l.contains("Received")).await;
+        assert_eq!(line, "Received message => hey");
+        let line = server.stderr_line("the log of the WebSocket", |l| l.contains("client connected")).await;
+        assert!(line.contains("http=\"HTTP/2\""), "{line}");
+
+        let (_plain, port) = serve(&[]).await;
+        let url = format!("ws://127.0.0.1:{port}/");
+        let run = run_wsx(&["connect", "--http2", "--connect-timeout", "2s", &url], "").await;
+        assert_ne!(run.code, Some(0), "{}", run.stdout);
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
