@@ -478,13 +478,26 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
                 Poll::Pending => {
-                    if self.conn.is_write_blocked() {
+                    // A peer that takes nothing meets the send deadline here too.
+                    if self.conn.is_write_blocked() && self.poll_timer(cx).is_pending() {
                         return Poll::Pending;
+                    }
+                    if self.conn.is_finished() {
+                        return Poll::Ready(Err(self.send_failure()));
                     }
                 }
             }
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// What a sender meets when the engine ended the connection while it waited (the send
+    /// deadline): the engine's failure.
+    fn send_failure(&self) -> Error {
+        match self.conn.close_reason().and_then(|r| r.error) {
+            Some(e) => e.into(),
+            None => SendError::Closed.into(),
+        }
     }
 
     /// Queue `message` once the write queue is under the high-water mark: the body of every
@@ -552,7 +565,17 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
         // Pending: the socket wakes this task (when split, the reader may take the socket's
         // write waker over; it then wakes the writer, see `split.rs`).
-        let Poll::Ready(result) = self.poll_write_out(cx) else { return Poll::Pending };
+        let result = loop {
+            match self.poll_write_out(cx) {
+                Poll::Ready(result) => break result,
+                // Past the high-water mark a peer that takes nothing meets the send deadline.
+                Poll::Pending if !self.conn.is_write_blocked() || self.poll_timer(cx).is_pending() => {
+                    return Poll::Pending;
+                }
+                Poll::Pending if self.conn.is_finished() => return Poll::Ready(Err(self.send_failure())),
+                Poll::Pending => {}
+            }
+        };
         match result {
             Ok(()) => Poll::Ready(Ok(())),
             Err(_) if self.is_done() => Poll::Ready(Ok(())),
