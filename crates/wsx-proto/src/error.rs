@@ -116,7 +116,8 @@ impl ProtocolError {
     pub fn is_timeout(&self) -> bool {
         matches!(
             self,
-            Self::Handshake(HandshakeError::Timeout) | Self::PongTimeout
+            Self::Handshake(HandshakeError::Timeout)
+                | Self::PongTimeout
                 | Self::IdleTimeout
                 | Self::SendTimeout
                 | Self::CloseTimeout

@@ -599,8 +599,7 @@ mod send_timeout {
 
     /// An open server with a 1 KiB high-water mark, a 30 s send deadline, and 8 KiB queued.
     fn blocked_server() -> (Side, Instant) {
-        let config =
-            Config::default().write_high_water(HIGH_WATER).send_timeout(Some(Duration::from_secs(30)));
+        let config = Config::default().write_high_water(HIGH_WATER).send_timeout(Some(Duration::from_secs(30)));
         let (mut server, now) = open_server(config);
         server.send(Message::Binary(Bytes::from(vec![7; 8 << 10]))).unwrap();
         assert!(server.is_write_blocked());
