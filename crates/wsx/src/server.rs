@@ -17,7 +17,8 @@
 //! ```
 //!
 //! Each connection runs in its own task, owned by the server: a [`Semaphore`] caps how many
-//! are open (the rest are answered `503 Service Unavailable`), and on shutdown every open
+//! are open (at the cap a new connection evicts the oldest one still in its opening handshake;
+//! when there is none it is answered `503 Service Unavailable`), and on shutdown every open
 //! connection is sent close 1001 and given [`Builder::shutdown_timeout`] to finish before it
 //! is aborted. Handler errors are logged with `tracing` and never stop the server.
 //!
@@ -42,14 +43,23 @@
 //! # }
 //! ```
 
-use std::{fmt, future::Future, io, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    future::Future,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream, ToSocketAddrs},
-    sync::{OwnedSemaphorePermit, Semaphore},
+    sync::{OwnedSemaphorePermit, Semaphore, oneshot},
     task::{JoinError, JoinSet},
 };
 use tokio_util::sync::CancellationToken;
@@ -197,6 +207,7 @@ impl<T: Transport> Server<T> {
             refuse_timeout,
             options,
             limit: Arc::new(Semaphore::new(max_connections)),
+            handshaking: Handshaking::default(),
             refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
             away: Signal::default(),
         });
@@ -276,7 +287,10 @@ impl<T: Transport> Builder<T> {
 
     /// The most connections open at once, handshakes included. Default: 10,000.
     ///
-    /// Past the cap a client's request is answered `503 Service Unavailable` with
+    /// At the cap, a new connection evicts the oldest connection still in its opening
+    /// handshake (it has no WebSocket yet): clients that send their request slowly, or not at
+    /// all, cannot keep out a client that completes its handshake promptly. When every
+    /// connection is open, a client's request is answered `503 Service Unavailable` with
     /// `Retry-After`, without running the handler. Each open connection holds a task, its
     /// socket and the buffers its traffic needs.
     pub fn max_connections(mut self, max: usize) -> Self {
@@ -497,6 +511,8 @@ struct Shared<T, H> {
     refuse_timeout: Duration,
     /// One permit per open connection.
     limit: Arc<Semaphore>,
+    /// The connections still in their opening handshake, which a new one may evict at the cap.
+    handshaking: Handshaking,
     /// One permit per over-the-cap client being answered 503.
     refusing: Arc<Semaphore>,
     /// Fired on shutdown: connections close themselves with 1001.
@@ -514,6 +530,9 @@ where
         debug!(%peer, error = %e, "cannot set TCP_NODELAY");
     }
     if let Ok(permit) = shared.limit.clone().try_acquire_owned() {
+        tasks.spawn(run_connection(shared.clone(), tcp, peer, permit));
+    } else if let Some(permit) = shared.handshaking.evict_oldest() {
+        debug!(%peer, "at the connection cap: evicting the oldest pending handshake");
         tasks.spawn(run_connection(shared.clone(), tcp, peer, permit));
     } else if let Ok(permit) = shared.refusing.clone().try_acquire_owned() {
         debug!(%peer, "over the connection cap: answering 503");
@@ -541,15 +560,67 @@ where
     F: Future<Output = Result<()>> + Send + 'static,
 {
     let handshake = Box::pin(async move {
-        let (ws, info) = handshake(&shared, tcp, peer).await?;
-        Some((shared.handler)(ws, info))
+        let (id, evicted) = shared.handshaking.register(permit);
+        let opened = handshake(&shared, tcp, peer, evicted).await;
+        // `None`: evicted (perhaps just as the handshake ended); the WebSocket is dropped.
+        let permit = shared.handshaking.finish(id)?;
+        let (ws, info) = opened?;
+        Some(((shared.handler)(ws, info), permit))
     });
     async move {
-        let Some(handler) = handshake.await else { return };
+        let Some((handler, permit)) = handshake.await else { return };
         if let Err(e) = handler.await {
             log_handler_error(peer, &e);
         }
         drop(permit);
+    }
+}
+
+/// The connections still in their opening handshake, oldest first, each with its permit of the
+/// connection cap and the sender whose drop evicts it.
+///
+/// At the cap, a new connection takes the permit of the oldest pending handshake, which is
+/// dropped: a client that completes its handshake promptly always gets in, however many slow
+/// ones hold connections open without finishing theirs (they cost the server only their
+/// handshake state, and no WebSocket exists yet to be closed). A connection whose handshake is
+/// done leaves the map and keeps its permit for its whole life.
+#[derive(Default)]
+struct Handshaking {
+    pending: Mutex<PendingHandshakes>,
+}
+
+#[derive(Default)]
+struct PendingHandshakes {
+    next: u64,
+    /// By arrival: ids only grow, so the first entry is the oldest.
+    entries: BTreeMap<u64, (OwnedSemaphorePermit, oneshot::Sender<()>)>,
+}
+
+impl Handshaking {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PendingHandshakes> {
+        // Every change under the lock is one map operation: a poisoned lock is still usable.
+        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A handshake starts, holding `permit`: its id, and what completes when it is evicted.
+    fn register(&self, permit: OwnedSemaphorePermit) -> (u64, oneshot::Receiver<()>) {
+        let (evict, evicted) = oneshot::channel();
+        let mut pending = self.lock();
+        let id = pending.next;
+        pending.next += 1;
+        pending.entries.insert(id, (permit, evict));
+        (id, evicted)
+    }
+
+    /// The handshake `id` ended: its permit back, or `None` if it was evicted.
+    fn finish(&self, id: u64) -> Option<OwnedSemaphorePermit> {
+        self.lock().entries.remove(&id).map(|(permit, _)| permit)
+    }
+
+    /// Evict the oldest pending handshake and hand over its permit, if there is one.
+    fn evict_oldest(&self) -> Option<OwnedSemaphorePermit> {
+        // Dropping the sender wakes the handshake's task, which gives up.
+        self.lock().entries.pop_first().map(|(_, (permit, _))| permit)
     }
 }
 
@@ -561,6 +632,7 @@ async fn handshake<T, H>(
     shared: &Shared<T, H>,
     tcp: TcpStream,
     peer: SocketAddr,
+    evicted: oneshot::Receiver<()>,
 ) -> Option<(WebSocket<T::Stream>, ConnectionInfo)>
 where
     T: Transport,
@@ -589,6 +661,11 @@ where
     let outcome = tokio::select! {
         outcome = handshake => outcome,
         () = shared.away.fired() => return None,
+        _ = evicted => {
+            debug!(%peer, "handshake evicted: a new connection arrived at the cap");
+            crate::metrics::handshake_failed(None);
+            return None;
+        }
     };
     let (mut ws, request) = match outcome {
         Ok(Ok(Some(opened))) => opened,
