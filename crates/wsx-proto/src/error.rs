@@ -88,6 +88,10 @@ pub enum ProtocolError {
     /// for `send_timeout` without draining (see [`Config::send_timeout`](crate::Config::send_timeout)).
     #[error("the peer took nothing of the write queue within the send timeout")]
     SendTimeout,
+    /// The application could not give the connection the memory its traffic needs (a
+    /// server-wide memory budget was spent): failed with 1013, try again later.
+    #[error("out of memory for this connection: try again later")]
+    Overloaded,
     /// The peer did not finish the closing handshake in time.
     #[error("closing handshake timed out")]
     CloseTimeout,
@@ -108,6 +112,7 @@ impl ProtocolError {
             Self::PongTimeout => CloseCode::INTERNAL,
             Self::IdleTimeout => CloseCode::AWAY,
             Self::SendTimeout => CloseCode::POLICY,
+            Self::Overloaded => CloseCode::AGAIN,
             _ => CloseCode::PROTOCOL,
         }
     }

@@ -246,6 +246,21 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
         Poll::Ready(())
     }
 
+    /// Charge the server's memory budget (if the connection belongs to a server with one) for
+    /// what the connection holds before reading more; past the budget, fail the connection with
+    /// 1013, which frees what it was receiving. Returns whether it is within the budget.
+    #[inline]
+    fn charge_memory(&mut self) -> bool {
+        let Some(watch) = &mut self.close_on else { return true };
+        if watch.charge(self.conn.memory_held()) {
+            return true;
+        }
+        self.conn.fail_overloaded(now());
+        // Release what was freed.
+        watch.charge(self.conn.memory_held());
+        false
+    }
+
     /// Read once into the engine's buffer.
     fn poll_read_in(&mut self, src: &mut impl Source<S>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let buf = self.conn.read_buffer();
@@ -331,6 +346,9 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
                     continue;
                 }
                 return Poll::Pending;
+            }
+            if !self.charge_memory() {
+                continue;
             }
             match self.poll_read_in(src, cx) {
                 Poll::Ready(Ok(())) => continue,

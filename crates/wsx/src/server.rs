@@ -118,6 +118,7 @@ struct Options {
     on_request: Option<Arc<Decide>>,
     on_http: Option<Arc<HttpHandler>>,
     shutdown_timeout: Duration,
+    memory_budget: Option<usize>,
 }
 
 impl Default for Options {
@@ -128,6 +129,7 @@ impl Default for Options {
             on_request: None,
             on_http: None,
             shutdown_timeout: Duration::from_secs(10),
+            memory_budget: Some(1 << 30),
         }
     }
 }
@@ -193,6 +195,7 @@ impl<T: Transport> Server<T> {
     {
         let Self { listener, transport, options, stop } = self;
         let shutdown_timeout = options.shutdown_timeout;
+        let memory_budget = options.memory_budget;
         let handshake_timeout = options.config.handshake_time_limit();
         let refuse_timeout = REFUSE_TIMEOUT.min(handshake_timeout);
         let max_connections = options.max_connections.min(Semaphore::MAX_PERMITS);
@@ -209,7 +212,7 @@ impl<T: Transport> Server<T> {
             limit: Arc::new(Semaphore::new(max_connections)),
             handshaking: Handshaking::default(),
             refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
-            away: Signal::default(),
+            away: Signal::with_budget(memory_budget),
         });
         let mut tasks = JoinSet::new();
         let mut backoff = BACKOFF_START;
@@ -295,6 +298,27 @@ impl<T: Transport> Builder<T> {
     /// socket and the buffers its traffic needs.
     pub fn max_connections(mut self, max: usize) -> Self {
         self.options.max_connections = max;
+        self
+    }
+
+    /// The most bytes all connections together may hold for incomplete messages, inflaters
+    /// and queued output. Default: 1 GiB; `None` for no budget.
+    ///
+    /// Every limit of [`Config`] is per connection, so without it 100 peers each sending a
+    /// 60 MiB message slowly make the server hold 6 GB. Each connection holds up to 128 KiB
+    /// without charging the budget (what moving small messages needs: no shared counter is
+    /// touched for them) and charges what it holds beyond that in 256 KiB steps, as it reads.
+    /// A connection that would take the budget past its limit is failed with 1013 (try again
+    /// later): what it was receiving is freed at once and the others keep working. The
+    /// allowance is not charged, so the server may hold up to 128 KiB × `max_connections`
+    /// beyond the budget (1.25 GiB at 10,000), plus each connection's task and socket.
+    ///
+    /// Why 1 GiB: a fixed figure is predictable (a fraction of the machine's memory would
+    /// depend on where it runs and on cgroup limits the server cannot always see); it still
+    /// lets fifteen peers send a maximum-size (64 MiB) message at once, and stops the
+    /// many-large-messages case well before most machines run out. Raise it on a large server.
+    pub fn memory_budget(mut self, bytes: Option<usize>) -> Self {
+        self.options.memory_budget = bytes;
         self
     }
 
