@@ -206,6 +206,43 @@ impl Drop for Watch {
             wakers.free.push(self.slot as usize);
         }
         drop(wakers);
-        self.charge(0);
+        if self.charged != 0 {
+            self.recharge(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_is_charged_in_chunks_past_the_allowance_and_released() {
+        let signal = Signal::with_budget(Some(4 * CHUNK));
+        let (mut a, mut b) = (signal.watch(), signal.watch());
+        assert!(a.charge(ALLOWANCE), "the allowance is free");
+        assert_eq!(signal.budget_used(), 0);
+        assert!(a.charge(ALLOWANCE + 1));
+        assert_eq!(signal.budget_used(), CHUNK, "one chunk for one byte over");
+        assert!(a.charge(ALLOWANCE + 3 * CHUNK));
+        assert_eq!(signal.budget_used(), 3 * CHUNK);
+        assert!(!b.charge(ALLOWANCE + 2 * CHUNK), "past the budget: refused");
+        assert_eq!(signal.budget_used(), 3 * CHUNK, "a refusal charges nothing");
+        assert!(b.charge(ALLOWANCE + CHUNK), "what is left may still be taken");
+        assert!(a.charge(ALLOWANCE + 2 * CHUNK), "one chunk less is kept (hysteresis)");
+        assert_eq!(signal.budget_used(), 4 * CHUNK);
+        assert!(a.charge(0));
+        assert_eq!(signal.budget_used(), CHUNK, "shrinking releases");
+        drop(b);
+        assert_eq!(signal.budget_used(), 0, "a dropped watch releases its charge");
+        drop(a);
+    }
+
+    #[test]
+    fn without_a_budget_nothing_is_refused() {
+        let signal = Signal::default();
+        let mut watch = signal.watch();
+        assert!(watch.charge(usize::MAX / 2));
+        assert_eq!(signal.budget_used(), 0);
     }
 }
