@@ -25,6 +25,7 @@ pub struct Config {
     pub(crate) pong_timeout: Duration,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) write_high_water: usize,
+    pub(crate) send_timeout: Option<Duration>,
     pub(crate) auto_pong: bool,
     pub(crate) accept_unmasked: bool,
     pub(crate) deflate: Option<DeflateConfig>,
@@ -46,6 +47,7 @@ impl Default for Config {
             pong_timeout: Duration::from_secs(20),
             idle_timeout: None,
             write_high_water: 1 << 20,
+            send_timeout: Some(Duration::from_secs(60)),
             auto_pong: true,
             accept_unmasked: false,
             deflate: None,
@@ -159,6 +161,29 @@ impl Config {
         self
     }
 
+    /// Fail the connection (close code 1008) when the peer stops taking what we send: its
+    /// write queue has stayed over [`write_high_water`](Self::write_high_water) for this long
+    /// while the peer took neither the bytes that were over the mark when the wait began nor
+    /// `write_high_water` bytes. Default: 60 s. `None` waits forever.
+    ///
+    /// Without it a peer that never reads keeps its connection, and the `write_high_water` plus
+    /// one message queued for it, for as long as it stays connected. When the timeout fires,
+    /// the write queue and the compressor are dropped at once and the connection ends without
+    /// a close frame (one could not reach a peer that does not read, and would land in the
+    /// middle of a frame); [`close_reason`](crate::Connection::close_reason) reports
+    /// [`ProtocolError::SendTimeout`](crate::ProtocolError::SendTimeout) with 1008 (policy
+    /// violation: the peer broke the rule that it must read, the server did not fail).
+    ///
+    /// Why 60 s: a peer that is reading at all takes `write_high_water` (1 MiB by default) in
+    /// that time at 140 kbit/s, so only a peer slower than that, and only while the application
+    /// queues faster than it reads, is cut; it is far longer than the retransmission back-off
+    /// of a brief network outage; and it is the send timeout nginx uses by default. A peer that
+    /// never reads holds its memory for at most this long.
+    pub fn send_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.send_timeout = timeout;
+        self
+    }
+
     /// Answer every ping with a pong carrying the same payload (RFC 6455 §5.5.2). Default: on.
     ///
     /// When off, pings are still reported as events and the application must answer them.
@@ -224,6 +249,12 @@ impl Config {
         self.handshake_timeout
     }
 
+    /// The send deadline: how long the write queue may stay over the high-water mark without
+    /// the peer taking from it (see [`send_timeout`](Self::send_timeout)).
+    pub fn send_time_limit(&self) -> Option<Duration> {
+        self.send_timeout
+    }
+
     /// The closing handshake's time limit.
     pub fn close_time_limit(&self) -> Duration {
         self.close_timeout
@@ -256,6 +287,9 @@ impl Config {
         }
         if self.ping_interval.is_some_and(|d| d.is_zero()) {
             return Err(ConfigError::new("ping_interval must not be zero"));
+        }
+        if self.send_timeout.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::new("send_timeout must not be zero"));
         }
         if self.idle_timeout.is_some_and(|d| d.is_zero()) {
             return Err(ConfigError::new("idle_timeout must not be zero"));

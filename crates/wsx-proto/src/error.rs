@@ -84,6 +84,14 @@ pub enum ProtocolError {
     /// Nothing arrived from the peer within the idle timeout.
     #[error("no data within the idle timeout")]
     IdleTimeout,
+    /// The peer stopped taking what we send: the write queue stayed over `write_high_water`
+    /// for `send_timeout` without draining (see [`Config::send_timeout`](crate::Config::send_timeout)).
+    #[error("the peer took nothing of the write queue within the send timeout")]
+    SendTimeout,
+    /// The application could not give the connection the memory its traffic needs (a
+    /// server-wide memory budget was spent): failed with 1013, try again later.
+    #[error("out of memory for this connection: try again later")]
+    Overloaded,
     /// The peer did not finish the closing handshake in time.
     #[error("closing handshake timed out")]
     CloseTimeout,
@@ -103,15 +111,21 @@ impl ProtocolError {
             Self::FrameTooBig { .. } | Self::MessageTooBig { .. } | Self::TooManyFragments { .. } => CloseCode::TOO_BIG,
             Self::PongTimeout => CloseCode::INTERNAL,
             Self::IdleTimeout => CloseCode::AWAY,
+            Self::SendTimeout => CloseCode::POLICY,
+            Self::Overloaded => CloseCode::AGAIN,
             _ => CloseCode::PROTOCOL,
         }
     }
 
-    /// Whether this is a timeout (handshake, pong, idle or close).
+    /// Whether this is a timeout (handshake, pong, idle, send or close).
     pub fn is_timeout(&self) -> bool {
         matches!(
             self,
-            Self::Handshake(HandshakeError::Timeout) | Self::PongTimeout | Self::IdleTimeout | Self::CloseTimeout
+            Self::Handshake(HandshakeError::Timeout)
+                | Self::PongTimeout
+                | Self::IdleTimeout
+                | Self::SendTimeout
+                | Self::CloseTimeout
         )
     }
 }

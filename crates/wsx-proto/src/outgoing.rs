@@ -84,12 +84,20 @@ pub(crate) struct WriteQueue {
     /// The most the tail held since it was last allocated: the size to allocate next time, so
     /// that a burst of replies does not grow the tail (and copy it) step by step every time.
     tail_peak: u32,
+    /// Bytes written out since the queue was created (wrapping): how the send deadline sees
+    /// whether the peer is taking anything.
+    written: u64,
 }
 
 impl WriteQueue {
     /// Bytes queued.
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// Bytes written out so far (wrapping).
+    pub(crate) fn written(&self) -> u64 {
+        self.written
     }
 
     /// Append one frame: its encoded `head`, then `payload`, masked with `mask` if given.
@@ -220,6 +228,7 @@ impl WriteQueue {
     fn advance(&mut self, mut cnt: usize) {
         assert!(cnt <= self.len, "advance past the end of Outgoing");
         self.len -= cnt;
+        self.written = self.written.wrapping_add(cnt as u64);
         while cnt > 0 {
             match self.queue.as_mut().and_then(|q| q.front_mut()) {
                 Some(front) if front.len() <= cnt => {

@@ -246,6 +246,21 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
         Poll::Ready(())
     }
 
+    /// Charge the server's memory budget (if the connection belongs to a server with one) for
+    /// what the connection holds before reading more; past the budget, fail the connection with
+    /// 1013, which frees what it was receiving. Returns whether it is within the budget.
+    #[inline]
+    fn charge_memory(&mut self) -> bool {
+        let Some(watch) = &mut self.close_on else { return true };
+        if watch.charge(self.conn.memory_held()) {
+            return true;
+        }
+        self.conn.fail_overloaded(now());
+        // Release what was freed.
+        watch.charge(self.conn.memory_held());
+        false
+    }
+
     /// Read once into the engine's buffer.
     fn poll_read_in(&mut self, src: &mut impl Source<S>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let buf = self.conn.read_buffer();
@@ -331,6 +346,9 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
                     continue;
                 }
                 return Poll::Pending;
+            }
+            if !self.charge_memory() {
+                continue;
             }
             match self.poll_read_in(src, cx) {
                 Poll::Ready(Ok(())) => continue,
@@ -482,13 +500,26 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
                 Poll::Pending => {
-                    if self.conn.is_write_blocked() {
+                    // A peer that takes nothing meets the send deadline here too.
+                    if self.conn.is_write_blocked() && self.poll_timer(cx).is_pending() {
                         return Poll::Pending;
+                    }
+                    if self.conn.is_finished() {
+                        return Poll::Ready(Err(self.send_failure()));
                     }
                 }
             }
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// What a sender meets when the engine ended the connection while it waited (the send
+    /// deadline): the engine's failure.
+    fn send_failure(&self) -> Error {
+        match self.conn.close_reason().and_then(|r| r.error) {
+            Some(e) => e.into(),
+            None => SendError::Closed.into(),
+        }
     }
 
     /// Queue `message` once the write queue is under the high-water mark: the body of every
@@ -556,7 +587,17 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
         // Pending: the socket wakes this task (when split, the reader may take the socket's
         // write waker over; it then wakes the writer, see `split.rs`).
-        let Poll::Ready(result) = self.poll_write_out(cx) else { return Poll::Pending };
+        let result = loop {
+            match self.poll_write_out(cx) {
+                Poll::Ready(result) => break result,
+                // Past the high-water mark a peer that takes nothing meets the send deadline.
+                Poll::Pending if !self.conn.is_write_blocked() || self.poll_timer(cx).is_pending() => {
+                    return Poll::Pending;
+                }
+                Poll::Pending if self.conn.is_finished() => return Poll::Ready(Err(self.send_failure())),
+                Poll::Pending => {}
+            }
+        };
         match result {
             Ok(()) => Poll::Ready(Ok(())),
             Err(_) if self.is_done() => Poll::Ready(Ok(())),

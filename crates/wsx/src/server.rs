@@ -17,7 +17,8 @@
 //! ```
 //!
 //! Each connection runs in its own task, owned by the server: a [`Semaphore`] caps how many
-//! are open (the rest are answered `503 Service Unavailable`), and on shutdown every open
+//! are open (at the cap a new connection evicts the oldest one still in its opening handshake;
+//! when there is none it is answered `503 Service Unavailable`), and on shutdown every open
 //! connection is sent close 1001 and given [`Builder::shutdown_timeout`] to finish before it
 //! is aborted. Handler errors are logged with `tracing` and never stop the server.
 //!
@@ -42,14 +43,23 @@
 //! # }
 //! ```
 
-use std::{fmt, future::Future, io, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    future::Future,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream, ToSocketAddrs},
-    sync::{OwnedSemaphorePermit, Semaphore},
+    sync::{OwnedSemaphorePermit, Semaphore, oneshot},
     task::{JoinError, JoinSet},
 };
 use tokio_util::sync::CancellationToken;
@@ -108,6 +118,7 @@ struct Options {
     on_request: Option<Arc<Decide>>,
     on_http: Option<Arc<HttpHandler>>,
     shutdown_timeout: Duration,
+    memory_budget: Option<usize>,
 }
 
 impl Default for Options {
@@ -118,6 +129,7 @@ impl Default for Options {
             on_request: None,
             on_http: None,
             shutdown_timeout: Duration::from_secs(10),
+            memory_budget: Some(1 << 30),
         }
     }
 }
@@ -183,6 +195,7 @@ impl<T: Transport> Server<T> {
     {
         let Self { listener, transport, options, stop } = self;
         let shutdown_timeout = options.shutdown_timeout;
+        let memory_budget = options.memory_budget;
         let handshake_timeout = options.config.handshake_time_limit();
         let refuse_timeout = REFUSE_TIMEOUT.min(handshake_timeout);
         let max_connections = options.max_connections.min(Semaphore::MAX_PERMITS);
@@ -197,8 +210,9 @@ impl<T: Transport> Server<T> {
             refuse_timeout,
             options,
             limit: Arc::new(Semaphore::new(max_connections)),
+            handshaking: Handshaking::default(),
             refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
-            away: Signal::default(),
+            away: Signal::with_budget(memory_budget),
         });
         let mut tasks = JoinSet::new();
         let mut backoff = BACKOFF_START;
@@ -276,11 +290,35 @@ impl<T: Transport> Builder<T> {
 
     /// The most connections open at once, handshakes included. Default: 10,000.
     ///
-    /// Past the cap a client's request is answered `503 Service Unavailable` with
+    /// At the cap, a new connection evicts the oldest connection still in its opening
+    /// handshake (it has no WebSocket yet): clients that send their request slowly, or not at
+    /// all, cannot keep out a client that completes its handshake promptly. When every
+    /// connection is open, a client's request is answered `503 Service Unavailable` with
     /// `Retry-After`, without running the handler. Each open connection holds a task, its
     /// socket and the buffers its traffic needs.
     pub fn max_connections(mut self, max: usize) -> Self {
         self.options.max_connections = max;
+        self
+    }
+
+    /// The most bytes all connections together may hold for incomplete messages, inflaters
+    /// and queued output. Default: 1 GiB; `None` for no budget.
+    ///
+    /// Every limit of [`Config`] is per connection, so without it 100 peers each sending a
+    /// 60 MiB message slowly make the server hold 6 GB. Each connection holds up to 128 KiB
+    /// without charging the budget (what moving small messages needs: no shared counter is
+    /// touched for them) and charges what it holds beyond that in 256 KiB steps, as it reads.
+    /// A connection that would take the budget past its limit is failed with 1013 (try again
+    /// later): what it was receiving is freed at once and the others keep working. The
+    /// allowance is not charged, so the server may hold up to 128 KiB × `max_connections`
+    /// beyond the budget (1.25 GiB at 10,000), plus each connection's task and socket.
+    ///
+    /// Why 1 GiB: a fixed figure is predictable (a fraction of the machine's memory would
+    /// depend on where it runs and on cgroup limits the server cannot always see); it still
+    /// lets fifteen peers send a maximum-size (64 MiB) message at once, and stops the
+    /// many-large-messages case well before most machines run out. Raise it on a large server.
+    pub fn memory_budget(mut self, bytes: Option<usize>) -> Self {
+        self.options.memory_budget = bytes;
         self
     }
 
@@ -497,6 +535,8 @@ struct Shared<T, H> {
     refuse_timeout: Duration,
     /// One permit per open connection.
     limit: Arc<Semaphore>,
+    /// The connections still in their opening handshake, which a new one may evict at the cap.
+    handshaking: Handshaking,
     /// One permit per over-the-cap client being answered 503.
     refusing: Arc<Semaphore>,
     /// Fired on shutdown: connections close themselves with 1001.
@@ -514,6 +554,9 @@ where
         debug!(%peer, error = %e, "cannot set TCP_NODELAY");
     }
     if let Ok(permit) = shared.limit.clone().try_acquire_owned() {
+        tasks.spawn(run_connection(shared.clone(), tcp, peer, permit));
+    } else if let Some(permit) = shared.handshaking.evict_oldest() {
+        debug!(%peer, "at the connection cap: evicting the oldest pending handshake");
         tasks.spawn(run_connection(shared.clone(), tcp, peer, permit));
     } else if let Ok(permit) = shared.refusing.clone().try_acquire_owned() {
         debug!(%peer, "over the connection cap: answering 503");
@@ -541,15 +584,67 @@ where
     F: Future<Output = Result<()>> + Send + 'static,
 {
     let handshake = Box::pin(async move {
-        let (ws, info) = handshake(&shared, tcp, peer).await?;
-        Some((shared.handler)(ws, info))
+        let (id, evicted) = shared.handshaking.register(permit);
+        let opened = handshake(&shared, tcp, peer, evicted).await;
+        // `None`: evicted (perhaps just as the handshake ended); the WebSocket is dropped.
+        let permit = shared.handshaking.finish(id)?;
+        let (ws, info) = opened?;
+        Some(((shared.handler)(ws, info), permit))
     });
     async move {
-        let Some(handler) = handshake.await else { return };
+        let Some((handler, permit)) = handshake.await else { return };
         if let Err(e) = handler.await {
             log_handler_error(peer, &e);
         }
         drop(permit);
+    }
+}
+
+/// The connections still in their opening handshake, oldest first, each with its permit of the
+/// connection cap and the sender whose drop evicts it.
+///
+/// At the cap, a new connection takes the permit of the oldest pending handshake, which is
+/// dropped: a client that completes its handshake promptly always gets in, however many slow
+/// ones hold connections open without finishing theirs (they cost the server only their
+/// handshake state, and no WebSocket exists yet to be closed). A connection whose handshake is
+/// done leaves the map and keeps its permit for its whole life.
+#[derive(Default)]
+struct Handshaking {
+    pending: Mutex<PendingHandshakes>,
+}
+
+#[derive(Default)]
+struct PendingHandshakes {
+    next: u64,
+    /// By arrival: ids only grow, so the first entry is the oldest.
+    entries: BTreeMap<u64, (OwnedSemaphorePermit, oneshot::Sender<()>)>,
+}
+
+impl Handshaking {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PendingHandshakes> {
+        // Every change under the lock is one map operation: a poisoned lock is still usable.
+        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A handshake starts, holding `permit`: its id, and what completes when it is evicted.
+    fn register(&self, permit: OwnedSemaphorePermit) -> (u64, oneshot::Receiver<()>) {
+        let (evict, evicted) = oneshot::channel();
+        let mut pending = self.lock();
+        let id = pending.next;
+        pending.next += 1;
+        pending.entries.insert(id, (permit, evict));
+        (id, evicted)
+    }
+
+    /// The handshake `id` ended: its permit back, or `None` if it was evicted.
+    fn finish(&self, id: u64) -> Option<OwnedSemaphorePermit> {
+        self.lock().entries.remove(&id).map(|(permit, _)| permit)
+    }
+
+    /// Evict the oldest pending handshake and hand over its permit, if there is one.
+    fn evict_oldest(&self) -> Option<OwnedSemaphorePermit> {
+        // Dropping the sender wakes the handshake's task, which gives up.
+        self.lock().entries.pop_first().map(|(_, (permit, _))| permit)
     }
 }
 
@@ -561,6 +656,7 @@ async fn handshake<T, H>(
     shared: &Shared<T, H>,
     tcp: TcpStream,
     peer: SocketAddr,
+    evicted: oneshot::Receiver<()>,
 ) -> Option<(WebSocket<T::Stream>, ConnectionInfo)>
 where
     T: Transport,
@@ -589,6 +685,11 @@ where
     let outcome = tokio::select! {
         outcome = handshake => outcome,
         () = shared.away.fired() => return None,
+        _ = evicted => {
+            debug!(%peer, "handshake evicted: a new connection arrived at the cap");
+            crate::metrics::handshake_failed(None);
+            return None;
+        }
     };
     let (mut ws, request) = match outcome {
         Ok(Ok(Some(opened))) => opened,

@@ -8,7 +8,7 @@
 //! instead, and waking up is one cache step (`crates/wsx/tests/idle_memory.rs` measures what
 //! that saves, `docs/performance.md` what it costs).
 
-use std::cell::RefCell;
+use std::{cell::RefCell, time::Instant};
 
 use bytes::BytesMut;
 
@@ -21,6 +21,22 @@ pub(super) struct Work {
     pub(super) incoming: Incoming,
     pub(super) events: Events,
     pub(super) outgoing: WriteQueue,
+    /// Since when the write queue has been over `write_high_water` without the peer taking
+    /// from it: the send deadline's clock, kept here so that an idle connection does not carry
+    /// it (see `timer.rs`).
+    pub(super) stall: Option<Stall>,
+}
+
+/// The send deadline's clock: when the write queue was found over the high-water mark, and
+/// what the peer had taken by then.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Stall {
+    /// When the wait began.
+    pub(super) since: Instant,
+    /// [`WriteQueue::written`] then.
+    pub(super) written: u64,
+    /// How far the queue was over the mark then.
+    pub(super) excess: usize,
 }
 
 /// How many idle work boxes one thread keeps for the next connections that wake up, with their
@@ -150,6 +166,7 @@ impl Connection {
         let idle = w.incoming.buf.bytes.is_empty() && !w.incoming.is_mid_message() && w.events.is_empty();
         if idle && w.outgoing.recycle() {
             w.incoming.recycle();
+            w.stall = None;
             // Invariant: `work` was just found to be `Some`.
             let w = self.work.take().expect("work state");
             let _ = CACHE.try_with(|c| {

@@ -104,6 +104,35 @@ impl Connection {
         Ok(())
     }
 
+    /// Fail the connection with 1013 (try again later) because the application cannot give it
+    /// more memory, as a server-wide memory budget does: what is being received (the read
+    /// buffer, the message being assembled) and the compression states are freed at once, a
+    /// 1013 close frame is queued after what is already queued, and the connection waits for
+    /// the TCP close as after any failure. Does nothing unless the connection is open or
+    /// closing from our side.
+    pub fn fail_overloaded(&mut self, now: Instant) {
+        self.observe(now);
+        if !matches!(self.state, State::Open | State::CloseSent) {
+            return;
+        }
+        self.fail(ProtocolError::Overloaded);
+        if let Some(w) = self.work.as_deref_mut() {
+            w.incoming.discard();
+            w.incoming.buf.free();
+        }
+        // Nothing more is sent but control frames, which are never compressed.
+        self.deflate = None;
+    }
+
+    /// Heap bytes the connection holds for the traffic of its peer: the read buffer, the
+    /// message being assembled, the write queue, and the permessage-deflate states (about 46
+    /// KiB for the inflater, 273 KiB for the compressor, once created). What a server-wide
+    /// memory budget counts; cheap enough to ask after every read.
+    pub fn memory_held(&self) -> usize {
+        let work = self.work.as_deref().map_or(0, |w| w.incoming.memory_held() + w.outgoing.len());
+        work + self.deflate.as_deref().map_or(0, |d| d.memory_held())
+    }
+
     /// How the connection ended, or is ending: available once a close frame has crossed or
     /// the connection failed.
     pub fn close_reason(&self) -> Option<CloseReason> {

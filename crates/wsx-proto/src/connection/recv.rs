@@ -444,6 +444,11 @@ impl Incoming {
     /// Forget everything received: the connection stopped reading (RFC 6455 §5.5.1: "after
     /// sending a Close frame, the endpoint ... MUST NOT send any more data frames"; after
     /// receiving one, what follows is discarded).
+    /// Heap bytes held for what arrives: the read buffer's and the message's capacities.
+    pub(super) fn memory_held(&self) -> usize {
+        self.buf.bytes.capacity() + self.message.as_ref().map_or(0, |m| m.data.capacity())
+    }
+
     pub(super) fn discard(&mut self) {
         self.buf.bytes.clear();
         self.frame = None;

@@ -1,11 +1,11 @@
-//! Deadlines: the handshake, keep-alive ping, pong, idle and close timeouts. The engine keeps
+//! Deadlines: the handshake, keep-alive ping, pong, idle, send and close timeouts. The engine keeps
 //! every timer; the I/O layer only keeps the clock, asks [`Connection::deadline`] when to call
 //! [`Connection::handle_timeout`], and passes `now` with every input.
 
 use std::time::{Duration, Instant};
 
-use super::{Connection, State};
-use crate::{ProtocolError, frame::OpCode};
+use super::{Connection, State, buffers::Stall};
+use crate::{ProtocolError, frame::OpCode, outgoing::WriteQueue};
 
 /// Keep-alive and idle timers: boxed, and allocated only for a connection configured with a
 /// ping interval or an idle timeout.
@@ -38,22 +38,26 @@ impl Connection {
         match self.state {
             State::Handshake | State::AwaitAccept | State::Refused => self.handshake.as_ref().map(|h| h.deadline),
             State::Open => {
-                let timers = self.timers.as_deref()?;
+                let send = self.send_deadline();
+                let Some(timers) = self.timers.as_deref() else { return send };
                 let idle = self.config.idle_timeout.zip(timers.last_received).map(|(d, t)| t + d);
-                [timers.next_ping, timers.pong_deadline, idle].into_iter().flatten().min()
+                [timers.next_ping, timers.pong_deadline, idle, send].into_iter().flatten().min()
             }
             State::CloseSent | State::AwaitingEof => self.closing.as_ref().and_then(|c| c.deadline),
             State::Finished => None,
         }
     }
 
-    /// Run the timers that are due at `now`: handshake, keep-alive ping, pong, idle and close
-    /// timeouts.
+    /// Run the timers that are due at `now`: handshake, keep-alive ping, pong, idle, send and
+    /// close timeouts.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.observe(now);
         match self.state {
             State::Handshake | State::AwaitAccept | State::Refused => self.handshake_timeout(now),
             State::Open => {
+                if self.send_timer(now) {
+                    return;
+                }
                 let timers = self.timers.as_deref();
                 // A peer that answers nothing will not answer a close either: send it, and end
                 // without waiting out the close timeout.
@@ -75,6 +79,62 @@ impl Connection {
             State::CloseSent | State::AwaitingEof => self.close_timeout(now),
             State::Finished => {}
         }
+    }
+
+    /// The send deadline, while the write queue is over `write_high_water`: when its clock
+    /// runs out, or at once (the last `now`) to start the clock, as commands that queue bytes
+    /// bring no `now`.
+    fn send_deadline(&self) -> Option<Instant> {
+        let w = self.work.as_deref()?;
+        if w.outgoing.len() <= self.config.write_high_water {
+            return None;
+        }
+        let timeout = self.config.send_timeout?;
+        Some(w.stall.map_or(self.now, |s| s.since + timeout))
+    }
+
+    /// The send deadline's timer: start its clock when the write queue is over the high-water
+    /// mark, start it again when the peer has taken enough since (the bytes that were over the
+    /// mark then, or `write_high_water` bytes, whichever is less), stop it when the queue is
+    /// under the mark, and fail the connection when it runs out. Returns whether it failed.
+    fn send_timer(&mut self, now: Instant) -> bool {
+        let Some(timeout) = self.config.send_timeout else { return false };
+        let high_water = self.config.write_high_water;
+        let Some(w) = self.work.as_deref_mut() else { return false };
+        let len = w.outgoing.len();
+        if len <= high_water {
+            w.stall = None;
+            return false;
+        }
+        let written = w.outgoing.written();
+        match w.stall {
+            Some(s) if written.wrapping_sub(s.written) < s.excess.min(high_water) as u64 => {
+                if now < s.since + timeout {
+                    return false;
+                }
+            }
+            _ => {
+                w.stall = Some(Stall { since: now, written, excess: len - high_water });
+                return false;
+            }
+        }
+        self.fail_send_timeout();
+        true
+    }
+
+    /// The peer took nothing for `send_timeout`: free what is queued for it and end at once.
+    /// No close frame is sent: a peer that does not read would not see it, and it would land
+    /// in the middle of a frame already partly written.
+    fn fail_send_timeout(&mut self) {
+        if let Some(w) = self.work.as_deref_mut() {
+            w.outgoing = WriteQueue::default();
+            w.stall = None;
+        }
+        self.deflate = None;
+        self.out_message = None;
+        self.record_error(ProtocolError::SendTimeout);
+        self.shutdown = true;
+        self.finish();
     }
 
     /// The timers a new connection starts with: the idle timer counts from the start until

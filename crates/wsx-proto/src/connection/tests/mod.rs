@@ -620,6 +620,95 @@ mod timers {
     }
 }
 
+/// The send deadline: a peer that stops taking what is sent.
+mod send_timeout {
+    use bytes::Buf;
+
+    use super::*;
+
+    const HIGH_WATER: usize = 1024;
+
+    /// An open server with a 1 KiB high-water mark, a 30 s send deadline, and 8 KiB queued.
+    fn blocked_server() -> (Side, Instant) {
+        let config = Config::default().write_high_water(HIGH_WATER).send_timeout(Some(Duration::from_secs(30)));
+        let (mut server, now) = open_server(config);
+        server.send(Message::Binary(Bytes::from(vec![7; 8 << 10]))).unwrap();
+        assert!(server.is_write_blocked());
+        (server, now)
+    }
+
+    #[test]
+    fn a_peer_that_never_reads_is_failed_with_1008_and_its_queue_freed() {
+        let (mut server, now) = blocked_server();
+        // `send` brought no `now`: the connection asks to be called at once to start the clock.
+        assert_eq!(server.deadline(), Some(now));
+        server.handle_timeout(now);
+        assert_eq!(server.deadline(), Some(now + Duration::from_secs(30)));
+        server.handle_timeout(now + Duration::from_secs(29));
+        assert!(server.is_open());
+        server.handle_timeout(now + Duration::from_secs(30));
+        assert!(server.is_finished() && server.wants_shutdown());
+        assert_eq!(server.buffered_amount(), 0, "the write queue is dropped, nothing is sent");
+        let reason = server.close_reason().unwrap();
+        assert_eq!(reason.error, Some(ProtocolError::SendTimeout));
+        assert_eq!(reason.code(), CloseCode::POLICY);
+        assert!(reason.error.unwrap().is_timeout());
+        let events = events(&mut server);
+        assert!(matches!(events.last(), Some(Event::Closed(_))), "{events:?}");
+        assert_eq!(server.deadline(), None);
+    }
+
+    #[test]
+    fn a_slow_reader_that_keeps_taking_is_not_failed() {
+        let (mut server, start) = blocked_server();
+        server.handle_timeout(start);
+        // The peer takes the high-water mark's worth every 25 s, and the application keeps the
+        // queue over the mark: ten deadlines pass without a failure.
+        for i in 1..=10u64 {
+            let now = start + Duration::from_secs(25 * i);
+            server.transmit().advance(HIGH_WATER);
+            server.send(Message::Binary(Bytes::from(vec![7; HIGH_WATER]))).unwrap();
+            server.handle_timeout(now);
+            assert!(server.is_open(), "round {i}");
+            let deadline = server.deadline().unwrap();
+            assert!(deadline > now, "round {i}: the clock started again");
+        }
+    }
+
+    #[test]
+    fn a_reader_that_takes_a_trickle_is_failed() {
+        let (mut server, start) = blocked_server();
+        server.handle_timeout(start);
+        // 10 bytes every 10 s: progress, but never the bytes that were over the mark.
+        for i in 1..=3u64 {
+            server.transmit().advance(10);
+            server.handle_timeout(start + Duration::from_secs(10 * i));
+        }
+        assert_eq!(server.close_reason().unwrap().error, Some(ProtocolError::SendTimeout));
+    }
+
+    #[test]
+    fn draining_under_the_mark_stops_the_clock() {
+        let (mut server, start) = blocked_server();
+        server.handle_timeout(start);
+        let rest = server.buffered_amount() - HIGH_WATER;
+        server.transmit().advance(rest);
+        assert_eq!(server.deadline(), None, "at the mark: no send deadline");
+        server.handle_timeout(start + Duration::from_secs(3600));
+        assert!(server.is_open());
+    }
+
+    #[test]
+    fn off_waits_forever() {
+        let config = Config::default().write_high_water(HIGH_WATER).send_timeout(None);
+        let (mut server, now) = open_server(config);
+        server.send(Message::Binary(Bytes::from(vec![7; 8 << 10]))).unwrap();
+        assert_eq!(server.deadline(), None);
+        server.handle_timeout(now + Duration::from_secs(3600));
+        assert!(server.is_open());
+    }
+}
+
 /// Any split of the same bytes gives the same events.
 mod chunking {
     use super::*;
