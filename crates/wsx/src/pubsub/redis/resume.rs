@@ -9,8 +9,9 @@ use super::{Connection, Shared, Task, channel, history, random};
 use crate::pubsub::{Prepared, Resume, SubscriberId, redis::Publication};
 use history::{Next, Numbered, Track};
 
-/// History entries read per `XRANGE`.
-const PAGE: usize = 256;
+/// History entries read per `XRANGE` (a page holds at most this many messages of up to the
+/// broker's `max_message_size` each).
+const PAGE: usize = 64;
 
 impl Task {
     /// Queue the script that numbers, stores and publishes one message on `pipe`.
@@ -264,6 +265,9 @@ impl Task {
                 };
                 let prepared = envelope(&shared, &topic, &message);
                 bytes += prepared.frame().len();
+                if !request.fits(bytes) {
+                    break;
+                }
                 missed.push(prepared);
                 next += 1;
                 progressed = true;
