@@ -66,7 +66,7 @@ pub mod utf8;
 
 pub use close_code::CloseCode;
 pub use config::Config;
-pub use connection::{ClientError, CloseReason, Connection, Drained, Event, Replies};
+pub use connection::{ClientError, CloseReason, Connection, DrainCounts, Drained, Event, Replies};
 pub use deflate::{DeflateConfig, DeflateStats};
 pub use error::{ConfigError, HandshakeError, ProtocolError, SendError};
 pub use frame::{Frame, OpCode};

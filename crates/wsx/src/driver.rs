@@ -418,19 +418,14 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
         F: FnMut(wsx_proto::MessageRef<'_>, &mut wsx_proto::Replies<'_>),
     {
         if !self.metrics.is_counting() {
-            // Not counted (no metrics, or not enabled): no tally per message.
+            // Not counted (no metrics, or not enabled): the drain without counts.
             return self.poll_message_with(src, cx, &mut |conn: &mut Connection| conn.drain_messages(&mut *handle));
         }
-        let mut tally = crate::metrics::Tally::new();
+        let mut counts = wsx_proto::DrainCounts::default();
         let polled = self.poll_message_with(src, cx, &mut |conn: &mut Connection| {
-            conn.drain_messages(|message, replies| {
-                let before = replies.sent();
-                tally.message(message.is_text());
-                handle(message, replies);
-                tally.replies(before, replies.sent());
-            })
+            conn.drain_messages_counted(&mut *handle, &mut counts)
         });
-        self.metrics.received_tally(tally);
+        self.metrics.drained(&counts);
         polled
     }
 

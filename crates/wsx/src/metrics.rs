@@ -6,8 +6,12 @@
 //! seconds and bytes); labels have a few fixed values each, never a connection, a peer or a
 //! topic. Every name, type and meaning is in `docs/operations.md`.
 //!
-//! The hot path pays no atomic per message: each connection keeps plain counters and adds them
-//! to the recorder's once per read from the socket (a batch of messages) and when it ends.
+//! The hot path pays no atomic read-modify-write, per message or per read: each connection
+//! counts in memory only it writes (a plain load and store), and a harvest adds what every open
+//! connection counted to the recorder's counters every [`FLUSH_INTERVAL`] (one update per
+//! metric, whatever the number of connections), or when you call [`flush`]; a connection that
+//! ends adds its last counts itself. A scrape therefore sees open connections' traffic at most
+//! a second late (exactly, after [`flush`]), and ended connections' exactly.
 //! Install the recorder, then call [`enable`] before the first connection: until then wsx
 //! records nothing and connections carry no counters (an idle connection stays as small as
 //! without the feature); the handles are looked up once, on the first counted connection,
@@ -21,14 +25,14 @@
 //!
 //! [`Server`]: crate::Server
 
-#[cfg(feature = "redis")]
-pub(crate) use imp::broker_reconnected;
-pub(crate) use imp::{Counters, Tally, handshake_failed, handshake_succeeded};
+pub(crate) use imp::{Counters, handshake_failed, handshake_succeeded};
 #[cfg(feature = "metrics")]
 pub use imp::{
-    enable, record_broker_lag, record_broker_reconnect, record_deliveries, record_dropped, record_slow_consumer_close,
-    set_subscriptions, set_topics,
+    FLUSH_INTERVAL, enable, flush, record_broker_lag, record_broker_reconnect, record_deliveries, record_dropped,
+    record_slow_consumer_close, set_subscriptions, set_topics,
 };
+#[cfg(feature = "redis")]
+pub(crate) use imp::{broker_lag, broker_probing, broker_reconnected};
 #[cfg(feature = "pubsub")]
 pub(crate) use imp::{published, subscriptions_changed};
 
@@ -36,14 +40,14 @@ pub(crate) use imp::{published, subscriptions_changed};
 mod imp {
     use std::{
         sync::{
-            OnceLock,
-            atomic::{AtomicBool, Ordering},
+            Arc, Mutex, OnceLock,
+            atomic::{AtomicBool, AtomicU64, Ordering},
         },
         time::{Duration, Instant},
     };
 
     use metrics::{Counter, Gauge, Histogram, Unit};
-    use wsx_proto::{CloseCode, CloseReason, Connection, HandshakeError, Message, ProtocolError};
+    use wsx_proto::{CloseCode, CloseReason, Connection, DrainCounts, HandshakeError, Message, ProtocolError};
 
     use crate::Error;
 
@@ -91,6 +95,10 @@ mod imp {
         })
     }
 
+    /// How often the counts of open connections reach the recorder (see [`flush`]). A second
+    /// is far below any scrape interval (Prometheus scrapes every 15 s or more).
+    pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
     /// Whether [`enable`] was called.
     static ENABLED: AtomicBool = AtomicBool::new(false);
 
@@ -103,10 +111,12 @@ mod imp {
     /// that the Prometheus exporter prints `# HELP` and `# TYPE` lines.
     ///
     /// Until this is called, connections carry no counters and record nothing; once it is,
-    /// each server connection carries about 110 bytes more.
+    /// each server connection carries about 270 bytes more (its counts,
+    /// shared with the harvest, and its place in the list of counted connections).
     pub fn enable() {
         describe();
         ENABLED.store(true, Ordering::Relaxed);
+        start_harvest();
     }
 
     fn describe() {
@@ -141,7 +151,11 @@ mod imp {
         c!("wsx_pubsub_dropped_total", Unit::Count, "Messages dropped for slow subscribers.");
         c!("wsx_slow_consumer_closes_total", Unit::Count, "Connections closed for falling behind.");
         c!("wsx_broker_reconnects_total", Unit::Count, "Reconnections to the broker (Redis).");
-        h!("wsx_broker_lag_seconds", Unit::Seconds, "Delay between publish on the broker and delivery here.");
+        h!(
+            "wsx_broker_lag_seconds",
+            Unit::Seconds,
+            "Round trip of the node's probe through the broker (Redis), read in turn with the topics' messages."
+        );
     }
 
     /// Set the topics gauge: for a hub of the application's own. wsx's topics hub (`pubsub`)
@@ -176,7 +190,8 @@ mod imp {
         metrics::counter!("wsx_broker_reconnects_total").increment(1);
     }
 
-    /// The time between a message's publish on the broker and its delivery here.
+    /// A broker's lag: for a broker of the application's own (wsx's `RedisBroker` measures its
+    /// own with a probe, see docs/operations.md).
     pub fn record_broker_lag(lag: Duration) {
         metrics::histogram!("wsx_broker_lag_seconds").record(lag.as_secs_f64());
     }
@@ -222,6 +237,20 @@ mod imp {
         }
     }
 
+    /// Whether the broker should measure its lag (metrics are on).
+    #[cfg(feature = "redis")]
+    pub(crate) fn broker_probing() -> bool {
+        enabled()
+    }
+
+    /// The broker's lag probe came back after `lag`.
+    #[cfg(feature = "redis")]
+    pub(crate) fn broker_lag(lag: Duration) {
+        if enabled() {
+            record_broker_lag(lag);
+        }
+    }
+
     /// A server handshake was answered 101, `started` at the TCP accept.
     pub(crate) fn handshake_succeeded(started: Instant) {
         if !enabled() {
@@ -253,8 +282,8 @@ mod imp {
             .increment(1);
     }
 
-    /// A connection's counters since the last flush; `None` for connections not counted
-    /// (clients, and servers until the handshake is accepted).
+    /// A connection's counters: `None` for connections not counted (clients, and servers until
+    /// the handshake is accepted).
     #[derive(Debug, Default)]
     pub(crate) struct Counters {
         live: Option<Box<Live>>,
@@ -264,44 +293,130 @@ mod imp {
     struct Live {
         /// The recorder's handles, looked up when the connection opened.
         handles: &'static Handles,
+        /// What the connection counted since it opened, shared with the harvest.
+        counts: Arc<Counts>,
+        /// Its place in [`REGISTRY`].
+        slot: usize,
         opened: Instant,
-        text_in: u64,
-        binary_in: u64,
-        text_out: u64,
-        binary_out: u64,
-        bytes_in: u64,
-        bytes_out: u64,
         /// The application or the server's shutdown started the close.
         closing_locally: bool,
         /// (code class, initiator), once the connection ended.
         closed: Option<(&'static str, &'static str)>,
     }
 
-    /// Messages counted outside the driver (in a `recv_each` handler), added after.
+    /// The counts a connection keeps, in the order of [`Handles::totals`].
+    const TEXT_IN: usize = 0;
+    const BINARY_IN: usize = 1;
+    const TEXT_OUT: usize = 2;
+    const BINARY_OUT: usize = 3;
+    const BYTES_IN: usize = 4;
+    const BYTES_OUT: usize = 5;
+    /// permessage-deflate, as in [`Handles::deflate`].
+    const DEFLATE: usize = 6;
+    const COUNTS: usize = 10;
+
+    /// A connection's running totals since it opened. Only the connection writes them (its
+    /// driver is owned by one task, or behind the split halves' lock), so a count is a plain
+    /// load and store, not a locked read-modify-write; the harvest only reads them.
     #[derive(Debug, Default)]
-    pub(crate) struct Tally {
-        /// Text and binary messages received in one call of the driver (u32: a call ends
-        /// long before four billion).
-        received: [u32; 2],
-        /// Text and binary replies queued.
-        sent: [u32; 2],
+    struct Counts([AtomicU64; COUNTS]);
+
+    impl Counts {
+        #[inline(always)]
+        fn add(&self, i: usize, n: u64) {
+            let count = &self.0[i];
+            count.store(count.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        }
     }
 
-    impl Tally {
-        pub(crate) fn new() -> Self {
-            Self::default()
-        }
+    /// A connection's counts, with how much of them the recorder has seen.
+    #[derive(Debug)]
+    struct Entry {
+        counts: Arc<Counts>,
+        seen: [u64; COUNTS],
+    }
 
-        #[inline(always)]
-        pub(crate) fn message(&mut self, text: bool) {
-            self.received[usize::from(!text)] += 1;
+    impl Entry {
+        /// Add what the recorder has not seen to `totals`.
+        fn harvest(&mut self, totals: &mut [u64; COUNTS]) {
+            for ((count, seen), total) in self.counts.0.iter().zip(&mut self.seen).zip(totals) {
+                let now = count.load(Ordering::Relaxed);
+                *total += now.wrapping_sub(*seen);
+                *seen = now;
+            }
         }
+    }
 
-        /// The replies a handler queued: `Replies::sent` before and after it ran.
-        #[inline(always)]
-        pub(crate) fn replies(&mut self, before: (u32, u32), after: (u32, u32)) {
-            self.sent[0] += after.0 - before.0;
-            self.sent[1] += after.1 - before.1;
+    /// Every counted connection open now.
+    #[derive(Debug, Default)]
+    struct Registry {
+        entries: Vec<Option<Entry>>,
+        free: Vec<usize>,
+    }
+
+    static REGISTRY: Mutex<Registry> = Mutex::new(Registry { entries: Vec::new(), free: Vec::new() });
+
+    fn registry() -> std::sync::MutexGuard<'static, Registry> {
+        // The registry holds plain data: a panic while it was held leaves it usable.
+        REGISTRY.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Add what every open connection counted since the last flush to the recorder: a pass over
+    /// the connections' counts under one lock, then one update per metric. A thread started by
+    /// [`enable`] calls it every [`FLUSH_INTERVAL`]; call it yourself right before rendering a
+    /// scrape to make it exact. (A connection that ends adds its last counts itself.)
+    pub fn flush() {
+        if !enabled() {
+            return;
+        }
+        let mut totals = [0; COUNTS];
+        {
+            let mut registry = registry();
+            for entry in registry.entries.iter_mut().flatten() {
+                entry.harvest(&mut totals);
+            }
+        }
+        handles().add(&totals);
+    }
+
+    /// Run [`flush`] every [`FLUSH_INTERVAL`], on a thread of its own (one per process).
+    fn start_harvest() {
+        static STARTED: std::sync::Once = std::sync::Once::new();
+        STARTED.call_once(|| {
+            let spawned = std::thread::Builder::new().name("wsx-metrics".into()).spawn(|| {
+                loop {
+                    std::thread::sleep(FLUSH_INTERVAL);
+                    flush();
+                }
+            });
+            // Without the thread, counts still reach the recorder when connections end and
+            // at every `flush`.
+            if let Err(e) = spawned {
+                eprintln!("wsx: metrics harvest thread not started: {e}");
+            }
+        });
+    }
+
+    impl Handles {
+        /// Add harvested `totals` to the recorder's counters, one update for each that is not zero.
+        fn add(&self, totals: &[u64; COUNTS]) {
+            let counters = [
+                &self.text_in,
+                &self.binary_in,
+                &self.text_out,
+                &self.binary_out,
+                &self.bytes_in,
+                &self.bytes_out,
+                &self.deflate[0],
+                &self.deflate[1],
+                &self.deflate[2],
+                &self.deflate[3],
+            ];
+            for (counter, &total) in counters.into_iter().zip(totals) {
+                if total != 0 {
+                    counter.increment(total);
+                }
+            }
         }
     }
 
@@ -324,33 +439,45 @@ mod imp {
             let h = handles();
             h.accepted.increment(1);
             h.active.increment(1.0);
+            let counts = Arc::new(Counts::default());
+            let entry = Entry { counts: Arc::clone(&counts), seen: [0; COUNTS] };
+            let slot = {
+                let mut registry = registry();
+                match registry.free.pop() {
+                    Some(slot) => {
+                        registry.entries[slot] = Some(entry);
+                        slot
+                    }
+                    None => {
+                        registry.entries.push(Some(entry));
+                        registry.entries.len() - 1
+                    }
+                }
+            };
             self.live = Some(Box::new(Live {
                 handles: h,
+                counts,
+                slot,
                 opened: Instant::now(),
-                text_in: 0,
-                binary_in: 0,
-                text_out: 0,
-                binary_out: 0,
-                bytes_in: 0,
-                bytes_out: 0,
                 closing_locally: false,
                 closed: None,
             }));
         }
 
-        /// `n` bytes read: a new batch, so add up the previous one (and what the engine
-        /// counted for it: deflate bytes, a ping's round trip).
+        /// `n` bytes read: counted, with what the engine counted (deflate bytes, a ping's
+        /// round trip).
         #[inline(always)]
         pub(crate) fn read(&mut self, n: usize, conn: &mut Connection) {
             if let Some(live) = &mut self.live {
-                live.read(n, conn);
+                live.counts.add(BYTES_IN, n as u64);
+                live.take_engine(conn);
             }
         }
 
         #[inline]
         pub(crate) fn wrote(&mut self, n: usize) {
             if let Some(live) = &mut self.live {
-                live.bytes_out += n as u64;
+                live.counts.add(BYTES_OUT, n as u64);
             }
         }
 
@@ -358,20 +485,25 @@ mod imp {
         pub(crate) fn received(&mut self, message: &Message) {
             if let Some(live) = &mut self.live {
                 match message {
-                    Message::Text(_) => live.text_in += 1,
-                    Message::Binary(_) => live.binary_in += 1,
+                    Message::Text(_) => live.counts.add(TEXT_IN, 1),
+                    Message::Binary(_) => live.counts.add(BINARY_IN, 1),
                     _ => {}
                 }
             }
         }
 
+        /// What a drain through `recv_each` handed out and its handler queued.
         #[inline]
-        pub(crate) fn received_tally(&mut self, tally: Tally) {
+        pub(crate) fn drained(&mut self, counts: &DrainCounts) {
             if let Some(live) = &mut self.live {
-                live.text_in += u64::from(tally.received[0]);
-                live.binary_in += u64::from(tally.received[1]);
-                live.text_out += u64::from(tally.sent[0]);
-                live.binary_out += u64::from(tally.sent[1]);
+                let c = &live.counts;
+                let [text, binary] = counts.received;
+                let [text_out, binary_out] = counts.replied;
+                for (i, n) in [(TEXT_IN, text), (BINARY_IN, binary), (TEXT_OUT, text_out), (BINARY_OUT, binary_out)] {
+                    if n != 0 {
+                        c.add(i, u64::from(n));
+                    }
+                }
             }
         }
 
@@ -379,8 +511,8 @@ mod imp {
         pub(crate) fn sent(&mut self, message: &Message) {
             if let Some(live) = &mut self.live {
                 match message {
-                    Message::Text(_) => live.text_out += 1,
-                    Message::Binary(_) => live.binary_out += 1,
+                    Message::Text(_) => live.counts.add(TEXT_OUT, 1),
+                    Message::Binary(_) => live.counts.add(BINARY_OUT, 1),
                     _ => {}
                 }
             }
@@ -398,7 +530,7 @@ mod imp {
             if let Some(live) = &mut self.live
                 && live.closed.is_none()
             {
-                flush_engine(live.handles, conn);
+                live.take_engine(conn);
                 let code = reason.code();
                 // A failure this side detected (a protocol error, a timeout) is a local close;
                 // the peer's close frame or its TCP close (1006) a remote one.
@@ -408,58 +540,43 @@ mod imp {
         }
     }
 
-    /// Add what the engine counted since the last call: deflate bytes, a ping's round trip.
-    /// Two `Option` checks when the connection has neither.
-    #[inline(always)]
-    fn flush_engine(h: &Handles, conn: &mut Connection) {
-        if let Some(mut stats) = conn.take_deflate_stats() {
-            add(&h.deflate[0], &mut stats.received_compressed);
-            add(&h.deflate[1], &mut stats.received_decompressed);
-            add(&h.deflate[2], &mut stats.sent_uncompressed);
-            add(&h.deflate[3], &mut stats.sent_compressed);
-        }
-        if let Some(rtt) = conn.take_ping_rtt() {
-            h.ping_rtt.record(rtt.as_secs_f64());
-        }
-    }
-
-    /// Add `count` to `counter` unless it is zero, and zero it.
-    #[inline(always)]
-    fn add(counter: &Counter, count: &mut u64) {
-        if *count != 0 {
-            counter.increment(std::mem::take(count));
-        }
-    }
-
     impl Live {
-        /// Out of line, so that a connection not counted pays one test per read.
-        #[inline(never)]
-        fn read(&mut self, n: usize, conn: &mut Connection) {
-            self.bytes_in += n as u64;
-            self.flush();
-            flush_engine(self.handles, conn);
+        /// Take what the engine counted since the last call: deflate bytes, a ping's round
+        /// trip. Two `Option` checks when the connection has neither.
+        #[inline(always)]
+        fn take_engine(&mut self, conn: &mut Connection) {
+            if let Some(stats) = conn.take_deflate_stats() {
+                self.add_deflate(stats);
+            }
+            if let Some(rtt) = conn.take_ping_rtt() {
+                self.handles.ping_rtt.record(rtt.as_secs_f64());
+            }
         }
 
-        /// Add the counts since the last flush to the recorder's: one `increment` for each
-        /// count that is not zero, in straight-line code (a loop over an array of pairs, built
-        /// at every read, cost 30 instructions more per flush).
-        #[inline(always)]
-        fn flush(&mut self) {
-            let h = self.handles;
-            add(&h.text_in, &mut self.text_in);
-            add(&h.binary_in, &mut self.binary_in);
-            add(&h.text_out, &mut self.text_out);
-            add(&h.binary_out, &mut self.binary_out);
-            add(&h.bytes_in, &mut self.bytes_in);
-            add(&h.bytes_out, &mut self.bytes_out);
+        #[inline(never)]
+        fn add_deflate(&self, stats: wsx_proto::DeflateStats) {
+            let counts = &self.counts;
+            counts.add(DEFLATE, stats.received_compressed);
+            counts.add(DEFLATE + 1, stats.received_decompressed);
+            counts.add(DEFLATE + 2, stats.sent_uncompressed);
+            counts.add(DEFLATE + 3, stats.sent_compressed);
         }
     }
 
     impl Drop for Counters {
         fn drop(&mut self) {
             let Some(live) = &mut self.live else { return };
-            live.flush();
-            let h = handles();
+            // The last counts, added by the connection itself: exact once it has ended.
+            let mut totals = [0; COUNTS];
+            {
+                let mut registry = registry();
+                if let Some(mut entry) = registry.entries.get_mut(live.slot).and_then(Option::take) {
+                    entry.harvest(&mut totals);
+                    registry.free.push(live.slot);
+                }
+            }
+            let h = live.handles;
+            h.add(&totals);
             h.active.decrement(1.0);
             h.connection_duration.record(live.opened.elapsed().as_secs_f64());
             // Dropped without an end seen (the application let go of the stream): abnormal.
@@ -503,23 +620,15 @@ mod imp {
     pub(crate) fn published(_: usize, _: usize, _: usize) {}
     #[cfg(feature = "redis")]
     pub(crate) fn broker_reconnected() {}
+    #[cfg(feature = "redis")]
+    pub(crate) fn broker_probing() -> bool {
+        false
+    }
+    #[cfg(feature = "redis")]
+    pub(crate) fn broker_lag(_: std::time::Duration) {}
 
     #[derive(Debug, Default)]
     pub(crate) struct Counters;
-
-    #[derive(Debug, Default)]
-    pub(crate) struct Tally;
-
-    impl Tally {
-        pub(crate) fn new() -> Self {
-            Self
-        }
-
-        #[inline(always)]
-        pub(crate) fn message(&mut self, _: bool) {}
-        #[inline(always)]
-        pub(crate) fn replies(&mut self, _: (u32, u32), _: (u32, u32)) {}
-    }
 
     impl Counters {
         pub(crate) fn new() -> Self {
@@ -539,7 +648,7 @@ mod imp {
         #[inline(always)]
         pub(crate) fn received(&mut self, _: &Message) {}
         #[inline(always)]
-        pub(crate) fn received_tally(&mut self, _: Tally) {}
+        pub(crate) fn drained(&mut self, _: &wsx_proto::DrainCounts) {}
         #[inline(always)]
         pub(crate) fn sent(&mut self, _: &Message) {}
         #[inline(always)]

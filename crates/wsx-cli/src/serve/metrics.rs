@@ -27,6 +27,8 @@ pub(crate) async fn start(addr: &str) -> anyhow::Result<SocketAddr> {
                     *response.status_mut() = ::http::StatusCode::NOT_FOUND;
                     return response;
                 }
+                // Open connections' counts up to this moment, not up to the last harvest.
+                wsx::metrics::flush();
                 let mut response = ::http::Response::new(Bytes::from(handle.render()));
                 response.headers_mut().insert(
                     ::http::header::CONTENT_TYPE,

@@ -29,6 +29,43 @@ pub enum Drained {
     WriteBlocked,
 }
 
+/// What [`Connection::drain_messages_counted`] handed out and what the handlers queued in
+/// answer, added up over the calls it is passed to: for a driver's metrics, counted where the
+/// engine parses each message rather than around every handler call.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DrainCounts {
+    /// Text and binary messages handed to the handler.
+    pub received: [u32; 2],
+    /// Text and binary messages the handler queued through [`Replies`].
+    pub replied: [u32; 2],
+}
+
+/// How a drain counts: not at all, or into [`DrainCounts`]; resolved at compile time, so the
+/// uncounted drain has no test for it.
+trait Count {
+    fn message(&mut self, text: bool);
+    fn replied(&mut self, sent: [u32; 2]);
+}
+
+impl Count for () {
+    #[inline(always)]
+    fn message(&mut self, _: bool) {}
+    #[inline(always)]
+    fn replied(&mut self, _: [u32; 2]) {}
+}
+
+impl Count for DrainCounts {
+    #[inline(always)]
+    fn message(&mut self, text: bool) {
+        self.received[usize::from(!text)] += 1;
+    }
+    #[inline(always)]
+    fn replied(&mut self, sent: [u32; 2]) {
+        self.replied[0] += sent[0];
+        self.replied[1] += sent[1];
+    }
+}
+
 /// Answers to the message being handled, framed straight into the connection's write queue
 /// (given to the handler of [`Connection::drain_messages`]). They go out with the next write,
 /// after everything queued before them.
@@ -171,9 +208,27 @@ impl Connection {
     ///
     /// Drive it with `next_event` as one loop, after every input: drain, then take one event;
     /// repeat until both have nothing (see the [crate documentation](crate)).
-    pub fn drain_messages<F>(&mut self, mut handle: F) -> Drained
+    pub fn drain_messages<F>(&mut self, handle: F) -> Drained
     where
         F: FnMut(MessageRef<'_>, &mut Replies<'_>),
+    {
+        self.drain_with(handle, &mut ())
+    }
+
+    /// [`drain_messages`](Self::drain_messages), adding to `counts` the messages handed out
+    /// and the replies queued.
+    pub fn drain_messages_counted<F>(&mut self, handle: F, counts: &mut DrainCounts) -> Drained
+    where
+        F: FnMut(MessageRef<'_>, &mut Replies<'_>),
+    {
+        self.drain_with(handle, counts)
+    }
+
+    #[inline(always)]
+    fn drain_with<F, C>(&mut self, mut handle: F, count: &mut C) -> Drained
+    where
+        F: FnMut(MessageRef<'_>, &mut Replies<'_>),
+        C: Count,
     {
         let mut refused = self.send_refusal();
         loop {
@@ -193,7 +248,9 @@ impl Connection {
                 // Invariant: `Event::Message` carries only text or binary (see `Message`).
                 let message = MessageRef::from_message(&message).expect("a data message");
                 let mut replies = Replies { writer: self.writer(), refused, close: None, sent: [0; 2] };
+                count.message(message.is_text());
                 handle(message, &mut replies);
+                count.replied(replies.sent);
                 if let Some(frame) = replies.close {
                     refused = self.close_from_handler(frame);
                 }
@@ -206,7 +263,7 @@ impl Connection {
             if self.is_write_blocked() {
                 return Drained::WriteBlocked;
             }
-            match self.drain_batch(&mut handle, &mut refused) {
+            match self.drain_batch(&mut handle, &mut refused, count) {
                 Batch::Handled => {}
                 Batch::Wait => return Drained::All,
                 Batch::Other(frame) => self.take_frame(frame),
@@ -223,9 +280,10 @@ impl Connection {
     /// frame, at a close from the handler and at the write queue's high-water mark. A failure
     /// comes after the messages before it.
     #[inline]
-    fn drain_batch<F>(&mut self, handle: &mut F, refused: &mut Option<SendError>) -> Batch
+    fn drain_batch<F, C>(&mut self, handle: &mut F, refused: &mut Option<SendError>, count: &mut C) -> Batch
     where
         F: FnMut(MessageRef<'_>, &mut Replies<'_>),
+        C: Count,
     {
         let rules = self.rules();
         let high_water = self.config.write_high_water;
@@ -245,6 +303,7 @@ impl Connection {
                     let start = pos + frame.start();
                     pos = start + frame.len;
                     last = Some(frame.len);
+                    count.message(frame.is_text());
                     handle(MessageRef::borrowed(frame.is_text(), &incoming.buf.bytes[start..pos]), &mut replies);
                     if replies.close.is_some() || replies.buffered_amount() > high_water {
                         break Batch::Handled;
@@ -257,6 +316,7 @@ impl Connection {
                 },
             }
         };
+        count.replied(replies.sent);
         let close = replies.close;
         incoming.buf.bytes.advance(pos);
         if let Some(len) = last {

@@ -25,7 +25,7 @@ mod timer;
 
 pub use self::{
     close::CloseReason,
-    drain::{Drained, Replies},
+    drain::{DrainCounts, Drained, Replies},
     event::Event,
 };
 

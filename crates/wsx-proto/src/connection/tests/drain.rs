@@ -285,3 +285,44 @@ fn message_ref_views() {
     assert!(view != text);
     assert!(MessageRef::from_message(&Message::Ping(Bytes::new())).is_none());
 }
+
+/// `drain_messages_counted` counts every message handed out and every reply queued, on the
+/// batch path and on the path of messages the general parser assembled, for any split.
+#[test]
+fn counted_drain_counts_messages_and_replies() {
+    for chunk in [1, 7, 100, 5_000, usize::MAX] {
+        let now = Instant::now();
+        let mut server = Connection::server(&Config::default(), now).unwrap();
+        let mut counts = crate::DrainCounts::default();
+        let mut rest = &stream()[..];
+        while !rest.is_empty() {
+            let n = chunk.min(rest.len());
+            server.receive(&rest[..n], now);
+            rest = &rest[n..];
+            loop {
+                // Echo everything; answer a text with a binary too.
+                let drained = server.drain_messages_counted(
+                    |m, replies| {
+                        replies.send(m).unwrap();
+                        if m.is_text() {
+                            replies.send_binary(b"and").unwrap();
+                        }
+                    },
+                    &mut counts,
+                );
+                if drained == Drained::WriteBlocked {
+                    drain(&mut server);
+                    continue;
+                }
+                match server.next_event() {
+                    Some(Event::Request(_)) => server.accept(&Accept::new()).unwrap(),
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            drain(&mut server);
+        }
+        // The stream's data messages: 2 texts, 5 binaries (one of them fragmented).
+        assert_eq!(counts, crate::DrainCounts { received: [2, 5], replied: [2, 7] }, "chunks of {chunk}");
+    }
+}

@@ -443,6 +443,31 @@ impl Broker for RedisBroker {
 }
 
 /// The Redis channel of `topic`.
+/// How often a node measures its lag (with metrics on): see [`probe_channel`].
+const LAG_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The channel of a node's lag probe: every [`LAG_PROBE_INTERVAL`] the node publishes the time on
+/// it and reads it back from its own subscription, in turn with the topics' messages, so the
+/// round trip (`wsx_broker_lag_seconds`) is Redis's latency plus how far behind the node reads
+/// what Redis sends it. Outside the topics' channels: a topic's name has no NUL.
+fn probe_channel(prefix: &str, node: u64) -> String {
+    format!("{prefix}\0lag:{node:016x}")
+}
+
+/// The clock the probes carry: nanoseconds since the first probe of the process.
+fn lag_clock() -> std::time::Instant {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(std::time::Instant::now)
+}
+
+/// A probe came back: record its round trip (ignored if it is not 8 bytes: not ours).
+fn probe_returned(payload: &[u8]) {
+    if let Ok(sent) = <[u8; 8]>::try_from(payload) {
+        let now = lag_clock().elapsed().as_nanos() as u64;
+        crate::metrics::broker_lag(Duration::from_nanos(now.saturating_sub(u64::from_be_bytes(sent))));
+    }
+}
+
 fn channel(prefix: &str, topic: &str) -> Box<[u8]> {
     [prefix.as_bytes(), topic.as_bytes()].concat().into_boxed_slice()
 }
@@ -633,6 +658,18 @@ impl Task {
         if let Err(e) = self.subscribe(&mut conn, wanted).await {
             return End::Lost(e.to_string());
         }
+        // With metrics on: the lag probe's channel, subscribed like a topic's.
+        let probe = match self.shared.upgrade() {
+            Some(shared) if crate::metrics::broker_probing() => Some(probe_channel(&shared.prefix, shared.node)),
+            _ => None,
+        };
+        if let Some(probe) = &probe
+            && let Err(e) = conn.sink.subscribe(&probe[..]).await
+        {
+            return End::Lost(e.to_string());
+        }
+        let mut probe_every = tokio::time::interval(LAG_PROBE_INTERVAL);
+        probe_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if let Some(command) = self.pending.pop_front()
                 && let Err(e) = self.commands(&mut conn, command).await
@@ -641,6 +678,9 @@ impl Task {
             }
             tokio::select! {
                 message = std::future::poll_fn(|cx| conn.stream.as_mut().poll_next(cx)) => match message {
+                    Some(message) if probe.as_deref() == Some(message.get_channel_name()) => {
+                        probe_returned(message.get_payload_bytes());
+                    }
                     Some(message) => {
                         if let Err(e) = self.received(&mut conn, &message).await {
                             return End::Lost(e.to_string());
@@ -651,6 +691,15 @@ impl Task {
                 command = self.rx.recv() => {
                     let Some(command) = command else { return End::Finished };
                     if let Err(e) = self.commands(&mut conn, command).await {
+                        return End::Lost(e.to_string());
+                    }
+                }
+                _ = probe_every.tick(), if probe.is_some() => {
+                    let probe = probe.as_deref().unwrap_or_default();
+                    let sent = lag_clock().elapsed().as_nanos() as u64;
+                    let published: redis::RedisResult<()> =
+                        redis::cmd("PUBLISH").arg(probe).arg(&sent.to_be_bytes()[..]).query_async(&mut conn.publisher).await;
+                    if let Err(e) = published {
                         return End::Lost(e.to_string());
                     }
                 }
