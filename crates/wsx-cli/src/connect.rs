@@ -200,13 +200,16 @@ async fn reconnecting(args: Args, out: Output) -> Result<(), Failure> {
         out.opened(&ws.get_ref().url().to_string(), &ws, 101);
         match converse(&mut ws, &args, &out, &mut lines).await {
             Ok(ending) if ending.we_closed => return Ok(()),
-            Ok(ending) => {
-                let code = ending.peer_close.map_or(CloseCode::ABNORMAL, |frame| frame.code);
-                connections.ended_with(code);
-            }
+            // The close reason when there is one: a 1013's `retry-after=N` sets the next wait.
+            Ok(ending) => match ws.close_reason() {
+                Some(reason) => connections.ended_with_reason(&reason),
+                None => connections.ended_with(ending.peer_close.map_or(CloseCode::ABNORMAL, |frame| frame.code)),
+            },
             Err(failure) => {
-                let code = ws.close_reason().map_or(CloseCode::ABNORMAL, |reason| reason.code());
-                connections.ended_with(code);
+                match ws.close_reason() {
+                    Some(reason) => connections.ended_with_reason(&reason),
+                    None => connections.ended_with(CloseCode::ABNORMAL),
+                }
                 if !out.json {
                     eprintln!("wsx: {}", failure.message);
                 }

@@ -171,6 +171,45 @@ async fn reconnect_through_five_server_kills() {
     tokio::time::timeout(limit, test).await.expect("the test took over 180 s");
 }
 
+/// A server that closes with 1013 and `retry-after=2` is retried after about 2 s: the hint, not
+/// the 10 s floor a bare 1013 gets.
+#[tokio::test]
+async fn reconnect_honours_the_retry_after_hint_of_a_1013() {
+    bounded(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let first = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let server = wsx::Server::builder().from_listener(listener);
+        tokio::spawn(server.serve(move |mut ws, _| {
+            let first = first.swap(false, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if first {
+                    return ws.close(wsx::CloseCode::AGAIN, "retry-after=2; busy").await;
+                }
+                while let Some(message) = ws.recv().await? {
+                    if message.is_data() {
+                        ws.send(message).await?;
+                    }
+                }
+                Ok(())
+            }
+        }));
+        let url = format!("ws://127.0.0.1:{port}/");
+        let mut client = Proc::spawn(wsx_bin(), &["connect", "--reconnect", "--json", "--proxy", "none", &url]);
+        let line = client.stdout_line("the reconnect", |l| l.contains("\"type\":\"reconnect\"")).await;
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let delay = event["delay"].as_f64().unwrap();
+        assert!((2.0..10.0).contains(&delay), "{line}");
+        let stdin = client.child.stdin.as_mut().unwrap();
+        stdin.write_all(b"after the wait\n").await.unwrap();
+        client.stdout_line("the echo on the second connection", |l| l.contains("after the wait")).await;
+        drop(client.child.stdin.take());
+        let status = within("the client to exit", client.child.wait()).await.unwrap();
+        assert!(status.success(), "{}", client.stderr_text());
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn serve_metrics_in_prometheus_text() {
     bounded(async {

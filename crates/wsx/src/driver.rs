@@ -417,10 +417,13 @@ impl<S: AsyncWrite + Unpin> Driver<S> {
     where
         F: FnMut(wsx_proto::MessageRef<'_>, &mut wsx_proto::Replies<'_>),
     {
-        if !self.metrics.is_counting() {
-            // Not counted (no metrics, or not enabled): the drain without counts.
+        // Without the feature: the drain without counts.
+        if !cfg!(feature = "metrics") {
             return self.poll_message_with(src, cx, &mut |conn: &mut Connection| conn.drain_messages(&mut *handle));
         }
+        // With it, counted or not, one path: a few instructions per batch for a connection not
+        // counted, where a second copy of the whole loop made the two differ by more than
+        // the counting (in code layout; docs/performance.md, "The cost of metrics").
         let mut counts = wsx_proto::DrainCounts::default();
         let polled = self.poll_message_with(src, cx, &mut |conn: &mut Connection| {
             conn.drain_messages_counted(&mut *handle, &mut counts)

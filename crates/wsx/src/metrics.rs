@@ -425,12 +425,6 @@ mod imp {
             Self::default()
         }
 
-        /// Whether this connection is counted (the server accepted it after [`enable`]).
-        #[inline(always)]
-        pub(crate) fn is_counting(&self) -> bool {
-            self.live.is_some()
-        }
-
         /// Start counting: the server accepted the handshake.
         pub(crate) fn open(&mut self) {
             if !enabled() {
@@ -495,15 +489,16 @@ mod imp {
         /// What a drain through `recv_each` handed out and its handler queued.
         #[inline]
         pub(crate) fn drained(&mut self, counts: &DrainCounts) {
-            if let Some(live) = &mut self.live {
+            let [text, binary] = counts.received;
+            let [text_out, binary_out] = counts.replied;
+            if let Some(live) = &mut self.live
+                && (text | binary | text_out | binary_out) != 0
+            {
                 let c = &live.counts;
-                let [text, binary] = counts.received;
-                let [text_out, binary_out] = counts.replied;
-                for (i, n) in [(TEXT_IN, text), (BINARY_IN, binary), (TEXT_OUT, text_out), (BINARY_OUT, binary_out)] {
-                    if n != 0 {
-                        c.add(i, u64::from(n));
-                    }
-                }
+                c.add(TEXT_IN, u64::from(text));
+                c.add(BINARY_IN, u64::from(binary));
+                c.add(TEXT_OUT, u64::from(text_out));
+                c.add(BINARY_OUT, u64::from(binary_out));
             }
         }
 
@@ -635,10 +630,6 @@ mod imp {
             Self
         }
 
-        #[inline(always)]
-        pub(crate) fn is_counting(&self) -> bool {
-            false
-        }
         #[inline(always)]
         pub(crate) fn open(&mut self) {}
         #[inline(always)]

@@ -43,24 +43,20 @@ pub struct DrainCounts {
 /// How a drain counts: not at all, or into [`DrainCounts`]; resolved at compile time, so the
 /// uncounted drain has no test for it.
 trait Count {
-    fn message(&mut self, text: bool);
-    fn replied(&mut self, sent: [u32; 2]);
+    /// `received` messages (text, binary) handed out and `sent` replies queued.
+    fn add(&mut self, received: [u32; 2], sent: [u32; 2]);
 }
 
 impl Count for () {
     #[inline(always)]
-    fn message(&mut self, _: bool) {}
-    #[inline(always)]
-    fn replied(&mut self, _: [u32; 2]) {}
+    fn add(&mut self, _: [u32; 2], _: [u32; 2]) {}
 }
 
 impl Count for DrainCounts {
     #[inline(always)]
-    fn message(&mut self, text: bool) {
-        self.received[usize::from(!text)] += 1;
-    }
-    #[inline(always)]
-    fn replied(&mut self, sent: [u32; 2]) {
+    fn add(&mut self, received: [u32; 2], sent: [u32; 2]) {
+        self.received[0] += received[0];
+        self.received[1] += received[1];
         self.replied[0] += sent[0];
         self.replied[1] += sent[1];
     }
@@ -248,9 +244,9 @@ impl Connection {
                 // Invariant: `Event::Message` carries only text or binary (see `Message`).
                 let message = MessageRef::from_message(&message).expect("a data message");
                 let mut replies = Replies { writer: self.writer(), refused, close: None, sent: [0; 2] };
-                count.message(message.is_text());
+                let text = message.is_text();
                 handle(message, &mut replies);
-                count.replied(replies.sent);
+                count.add([u32::from(text), u32::from(!text)], replies.sent);
                 if let Some(frame) = replies.close {
                     refused = self.close_from_handler(frame);
                 }
@@ -297,13 +293,15 @@ impl Connection {
         let incoming = &mut w.incoming;
         let mut pos = 0;
         let mut last = None;
+        // Kept in a local (a register), added to `count` once per batch; gone when not counted.
+        let mut received = [0u32; 2];
         let batch = loop {
             match incoming.read_frame(pos, &rules) {
                 Some(frame) if frame.is_single_message() => {
                     let start = pos + frame.start();
                     pos = start + frame.len;
                     last = Some(frame.len);
-                    count.message(frame.is_text());
+                    received[usize::from(!frame.is_text())] += 1;
                     handle(MessageRef::borrowed(frame.is_text(), &incoming.buf.bytes[start..pos]), &mut replies);
                     if replies.close.is_some() || replies.buffered_amount() > high_water {
                         break Batch::Handled;
@@ -316,7 +314,7 @@ impl Connection {
                 },
             }
         };
-        count.replied(replies.sent);
+        count.add(received, replies.sent);
         let close = replies.close;
         incoming.buf.bytes.advance(pos);
         if let Some(len) = last {
