@@ -70,7 +70,7 @@ use crate::{
     Reject,
     error::{Error, Result},
     handshake::{Pending, accept_shared},
-    shutdown::Signal,
+    shutdown::{DEFAULT_BUDGET, Signal},
     stream::WebSocket,
 };
 
@@ -129,7 +129,7 @@ impl Default for Options {
             on_request: None,
             on_http: None,
             shutdown_timeout: Duration::from_secs(10),
-            memory_budget: Some(1 << 30),
+            memory_budget: Some(DEFAULT_BUDGET),
         }
     }
 }

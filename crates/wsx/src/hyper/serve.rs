@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 use crate::{
     Result, ShutdownHandle,
     server::{BACKOFF_START, accept_failed},
-    shutdown::{Signal, Watch},
+    shutdown::{DEFAULT_BUDGET, Signal, Watch},
 };
 
 /// A boxed error, as hyper takes them from services and bodies.
@@ -70,7 +70,8 @@ where
 /// [`Builder::connect_protocol`]: a server that announces it must serve it.
 ///
 /// Each TCP connection, and every WebSocket upgraded from it, counts against
-/// [`Builder::max_connections`]. On shutdown the server stops accepting, tells HTTP
+/// [`Builder::max_connections`], and the WebSockets share one [`Builder::memory_budget`]
+/// (1013 past it), as on [`wsx::Server`](crate::Server). On shutdown the server stops accepting, tells HTTP
 /// connections to finish (HTTP/2 GOAWAY, idle HTTP/1.1 connections closed), closes its
 /// WebSockets with 1001, and waits up to [`Builder::shutdown_timeout`] for all of them.
 ///
@@ -109,6 +110,7 @@ struct Options {
     handshake_timeout: Duration,
     http2: bool,
     connect_protocol: bool,
+    memory_budget: Option<usize>,
     #[cfg(feature = "__tls")]
     tls: Option<crate::tls::ServerTls>,
 }
@@ -121,6 +123,7 @@ impl Default for Options {
             handshake_timeout: Duration::from_secs(10),
             http2: true,
             connect_protocol: true,
+            memory_budget: Some(DEFAULT_BUDGET),
             #[cfg(feature = "__tls")]
             tls: None,
         }
@@ -176,6 +179,22 @@ impl Builder {
         self
     }
 
+    /// The most bytes all WebSockets of the server together may hold for incomplete messages,
+    /// inflaters and queued output, over HTTP/1.1 and HTTP/2 alike. Default: 1 GiB; `None` for
+    /// no budget.
+    ///
+    /// The same budget as [`wsx::Server`'s](crate::server::Builder::memory_budget), kept the
+    /// same way: each WebSocket holds up to 128 KiB without charging it, charges what it holds
+    /// beyond that in 256 KiB steps as it reads, and is failed with 1013 (try again later) when
+    /// the budget cannot cover its next step, freeing what it was receiving. HTTP requests and
+    /// responses are not charged, nor is what hyper buffers for HTTP/2 streams before the
+    /// WebSockets read it: HTTP/2 flow control bounds that by the connection's receive window
+    /// (hyper's server default: 1 MiB per TCP connection, however many streams it carries).
+    pub fn memory_budget(mut self, bytes: Option<usize>) -> Self {
+        self.options.memory_budget = bytes;
+        self
+    }
+
     /// Serve HTTPS: run the TLS handshake on every connection, within the handshake timeout,
     /// and agree HTTP/2 or HTTP/1.1 by ALPN. The server announces `h2` and `http/1.1` (only
     /// `http/1.1` with `http2(false)`) unless `tls`'s rustls config lists other protocols.
@@ -204,6 +223,7 @@ impl fmt::Debug for Builder {
             .field("shutdown_timeout", &self.options.shutdown_timeout)
             .field("http2", &self.options.http2)
             .field("connect_protocol", &self.options.connect_protocol)
+            .field("memory_budget", &self.options.memory_budget)
             .finish_non_exhaustive()
     }
 }
@@ -253,7 +273,7 @@ impl Server {
         let shared = Arc::new(Shared {
             http: http_builder(&options),
             service,
-            away: Signal::default(),
+            away: Signal::with_budget(options.memory_budget),
             limit: Arc::new(Semaphore::new(max_connections)),
             #[cfg(feature = "__tls")]
             tls: options.tls.as_ref().map(|tls| tls.with_http_alpn(options.http2)),
@@ -340,7 +360,8 @@ struct Shared<S> {
     /// The TLS acceptor, with the ALPN protocols set.
     #[cfg(feature = "__tls")]
     tls: Option<crate::tls::ServerTls>,
-    /// Fired on shutdown: WebSockets close themselves with 1001.
+    /// Fired on shutdown: WebSockets close themselves with 1001. Carries the memory budget
+    /// their watches charge.
     away: Signal,
     /// One permit per TCP connection, held by its WebSockets too.
     limit: Arc<Semaphore>,
