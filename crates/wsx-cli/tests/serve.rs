@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Ws, bounded, http, next_text, run_wsx, serve, temp_dir, within, wsx_bin};
+use common::{Ws, bounded, http, next_close, next_text, run_wsx, serve, temp_dir, within, wsx_bin};
 use wsx::{ClientBuilder, CloseCode, Message};
 
 async fn connect(port: u16) -> Ws {
@@ -322,17 +322,34 @@ async fn max_message_size_closes_with_1009() {
         ws.send("x".repeat(1024)).await.unwrap();
         assert_eq!(next_text(&mut ws).await.len(), 1024);
         ws.send("x".repeat(1025)).await.unwrap();
-        let closed = within("the close", async {
-            loop {
-                match ws.recv().await {
-                    Ok(Some(Message::Close(frame))) => return frame.map(|f| f.code),
-                    Ok(Some(_)) => {}
-                    other => panic!("expected a close frame, got {other:?}"),
-                }
-            }
-        })
-        .await;
-        assert_eq!(closed, Some(CloseCode::TOO_BIG));
+        assert_eq!(next_close(&mut ws).await, Some(CloseCode::TOO_BIG));
+    })
+    .await;
+}
+
+/// `--memory-budget` takes effect: with a budget of 256 KiB small messages still echo, and a
+/// 1 MiB message (under `--max-message-size`) gets 1013 where the default budget echoes it.
+#[tokio::test]
+async fn memory_budget_closes_the_connection_past_it_with_1013() {
+    bounded(async {
+        let big = Message::binary(vec![7u8; 1 << 20]);
+        // Without permessage-deflate, which would shrink the message to nothing.
+        let args = ["--echo", "--deflate", "off", "--greeting", ""];
+        let (_default, port) = serve(&args).await;
+        let mut ws = connect(port).await;
+        ws.send(big.clone()).await.unwrap();
+        assert_eq!(within("the echo", ws.recv()).await.unwrap(), Some(big.clone()), "the default budget takes it");
+
+        let (_tiny, port) = serve(&[&args[..], &["--memory-budget", "256KiB"]].concat()).await;
+        let mut ws = connect(port).await;
+        ws.send("small").await.unwrap();
+        assert_eq!(next_text(&mut ws).await, "small");
+        ws.send(big).await.unwrap();
+        assert_eq!(next_close(&mut ws).await, Some(CloseCode::AGAIN));
+        // The others keep working, and a new connection is served.
+        let mut again = connect(port).await;
+        again.send("after").await.unwrap();
+        assert_eq!(next_text(&mut again).await, "after");
     })
     .await;
 }
@@ -417,6 +434,7 @@ async fn bad_arguments_fail_clearly() {
             (&["serve", "--port", "notanumber"][..], "notanumber"),
             (&["serve", "--deflate", "maybe"][..], "expected on or off"),
             (&["serve", "--max-message-size", "lots"][..], "not a size"),
+            (&["serve", "--memory-budget", "1TB"][..], "unknown size unit"),
             (&["serve", "--ping-interval", "soon"][..], "not a duration"),
             (&["serve", "--echo", "--broadcast"][..], "cannot be used with"),
             (&["serve", "--static", "/definitely/not/here", "--port", "0"][..], "not a directory"),

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{bounded, http, next_text, port_in, run_wsx, serve, temp_dir, within};
+use common::{bounded, http, next_close, next_text, port_in, run_wsx, serve, temp_dir, within};
 use wsx::{ClientBuilder, CloseCode, Message, WebSocket, hyper::Io};
 
 /// A WebSocket to `path` over HTTP/2, trusting the server's development certificate `cert`.
@@ -127,6 +127,33 @@ async fn backlog_limit_over_http2() {
         assert_eq!(close.code, CloseCode::POLICY);
         assert_eq!(close.reason.as_str(), format!("slow consumer: over {} bytes queued", 256 << 10));
         assert!(received < count, "it was cut off before the end ({received} received)");
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
+/// `--memory-budget` over TLS, where `wsx::hyper::Server` serves: with a budget of 256 KiB a
+/// 1 MiB message gets 1013 over HTTP/2 and over HTTP/1.1, while small messages echo.
+#[tokio::test]
+async fn memory_budget_over_tls() {
+    bounded(async {
+        let dir = temp_dir("serve-h2-budget");
+        let cert = dir.join("c.pem");
+        let args = ["--echo", "--deflate", "off", "--memory-budget", "256KiB", "--tls-self-signed", "--cert-out"];
+        let (_server, port) = serve(&[&args[..], &[cert.to_str().unwrap()]].concat()).await;
+        let big = Message::binary(vec![7u8; 1 << 20]);
+        let mut small = h2(port, "/", &cert).await;
+        let mut over_h2 = h2(port, "/", &cert).await;
+        small.send("small").await.unwrap();
+        assert_eq!(next_text(&mut small).await, "small");
+        over_h2.send(big.clone()).await.unwrap();
+        assert_eq!(next_close(&mut over_h2).await, Some(CloseCode::AGAIN));
+        let builder = ClientBuilder::new(format!("wss://localhost:{port}/")).root_certificates_pem_file(&cert);
+        let (mut over_h1, _) = within("connect over HTTP/1.1", builder.connect()).await.expect("HTTP/1.1 connect");
+        over_h1.send(big).await.unwrap();
+        assert_eq!(next_close(&mut over_h1).await, Some(CloseCode::AGAIN));
+        small.send("still here").await.unwrap();
+        assert_eq!(next_text(&mut small).await, "still here");
         let _ = std::fs::remove_dir_all(&dir);
     })
     .await;

@@ -297,3 +297,20 @@ where
         }
     }
 }
+
+/// The code of the next close frame (data messages, pings and pongs skipped), within [`WAIT`].
+pub async fn next_close<S>(ws: &mut wsx::WebSocket<S>) -> Option<wsx::CloseCode>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    within("the close", async {
+        loop {
+            match ws.recv().await {
+                Ok(Some(wsx::Message::Close(frame))) => return frame.map(|f| f.code),
+                Ok(Some(_)) => {}
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    })
+    .await
+}
