@@ -159,6 +159,41 @@ async fn memory_budget_over_tls() {
     .await;
 }
 
+/// Over TLS too, a client past `--max-connections` is answered 503 with `Retry-After` (over
+/// HTTP/1.1 and HTTP/2), not dropped; the slot serves again once the first client has gone.
+#[tokio::test]
+async fn max_connections_answers_503_over_tls() {
+    bounded(async {
+        let dir = temp_dir("serve-h2-cap");
+        let cert = dir.join("c.pem");
+        let args = ["--max-connections", "1", "--tls-self-signed", "--cert-out"];
+        let (_server, port) = serve(&[&args[..], &[cert.to_str().unwrap()]].concat()).await;
+        let mut first = h2(port, "/", &cert).await;
+        assert_eq!(next_text(&mut first).await, "ho!");
+        let builder = || ClientBuilder::new(format!("wss://localhost:{port}/")).root_certificates_pem_file(&cert);
+        let over_h1 = within("connect over HTTP/1.1", builder().connect()).await.expect_err("over the cap");
+        let over_h2 = within("connect over HTTP/2", builder().connect_http2()).await.expect_err("over the cap");
+        for error in [over_h1, over_h2] {
+            assert_eq!(error.http_status().map(|s| s.as_u16()), Some(503), "{error}");
+            assert_eq!(error.retry_after(), Some(std::time::Duration::from_secs(1)), "{error}");
+        }
+        first.close(CloseCode::NORMAL, "").await.unwrap();
+        // The cap counts TCP connections: this one closes with its last WebSocket.
+        drop(first);
+        let mut retry = None;
+        for _ in 0..50 {
+            if let Ok((ws, _)) = builder().connect_http2().await {
+                retry = Some(ws);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(next_text(retry.as_mut().expect("a slot frees up")).await, "ho!");
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
 /// Echo mode over HTTP/2: 1,000 messages with permessage-deflate; then SIGTERM closes the
 /// HTTP/2 WebSocket with 1001.
 #[tokio::test]

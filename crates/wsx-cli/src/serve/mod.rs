@@ -102,8 +102,8 @@ pub(crate) struct Args {
     /// Where --tls-self-signed writes the certificate (the key goes next to it, as *.key.pem).
     #[arg(long, value_name = "FILE", requires = "tls_self_signed")]
     cert_out: Option<PathBuf>,
-    /// The most connections open at once (WebSocket, handshakes and plain HTTP alike); more
-    /// are answered 503.
+    /// The most connections open at once (WebSocket, handshakes and plain HTTP alike; over TLS
+    /// the WebSockets of one HTTP/2 connection count once); more are answered 503.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     max_connections: usize,
     /// The most bytes all connections together may hold for messages being received, inflaters
