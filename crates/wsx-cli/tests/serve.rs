@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Ws, bounded, http, next_close, next_text, run_wsx, serve, temp_dir, within, wsx_bin};
+use common::{Ws, bounded, http, next_close, next_text, run_wsx, serve, talk_in_batches, temp_dir, within, wsx_bin};
 use wsx::{ClientBuilder, CloseCode, Message};
 
 async fn connect(port: u16) -> Ws {
@@ -173,17 +173,8 @@ async fn a_client_that_stops_reading_is_closed_at_the_backlog_limit() {
         // The talker hears its own messages; it reads each batch back before sending the next
         // (128 KiB in flight, under its own limit), the other client reads nothing. 8 MiB in
         // all: twice what the server's socket may buffer (tcp_wmem's 4 MiB maximum).
-        let chunk = vec![1u8; 4 << 10];
         let count = 2048;
-        for _ in 0..count / 32 {
-            for _ in 0..32 {
-                talker.send(Message::binary(chunk.clone())).await.unwrap();
-            }
-            for _ in 0..32 {
-                let got = within("the talker's own message", talker.recv()).await.unwrap();
-                assert_eq!(got, Some(Message::binary(chunk.clone())), "the reader missed nothing");
-            }
-        }
+        talk_in_batches(&mut talker, count).await;
         // The stalled client reads at last: what fitted, then the server's 1008.
         let (received, close) = frames_until_close(&mut stalled).await;
         assert_eq!(u16::from_be_bytes([close[0], close[1]]), CloseCode::POLICY.0);
@@ -392,15 +383,7 @@ async fn sigterm_closes_clients_with_1001() {
         let (mut server, port) = serve(&[]).await;
         let mut ws = connect(port).await;
         assert_eq!(next_text(&mut ws).await, "ho!");
-        let reader = tokio::spawn(async move {
-            loop {
-                match ws.recv().await {
-                    Ok(Some(Message::Close(frame))) => return frame.map(|f| f.code),
-                    Ok(Some(_)) => {}
-                    other => panic!("expected close, got {other:?}"),
-                }
-            }
-        });
+        let reader = tokio::spawn(async move { next_close(&mut ws).await });
         let status = server.terminate().await;
         assert!(status.success(), "exit status {status:?}: {}", server.stderr_text());
         assert_eq!(within("the close", reader).await.unwrap(), Some(CloseCode::AWAY));
