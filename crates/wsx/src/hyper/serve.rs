@@ -1,6 +1,6 @@
 //! [`Server`]: a hyper service served over HTTP/1.1 and HTTP/2 (TLS with ALPN), whose
-//! WebSockets, on both versions, count against its connection cap and close with 1001 when it
-//! shuts down.
+//! WebSockets, on both versions, count against its connection cap, share its memory budget and
+//! close with 1001 when it shuts down.
 
 use std::{fmt, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
