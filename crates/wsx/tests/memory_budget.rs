@@ -88,7 +88,12 @@ async fn slow_sender(port: u16, frames: Arc<[Bytes; 3]>) -> Option<u16> {
 }
 
 /// One slow sender over HTTP/2 (an extended CONNECT stream of a connection of its own), with
-/// wsx's client: the same message as [`slow_sender`], then the close code the server sent.
+/// wsx's client: the same message as [`slow_sender`], then how the connection ended: the close
+/// code the server sent, 1006 if the stream ended without one, `None` for an echo.
+///
+/// 1006: a server WebSocket failed over HTTP/2 ends its stream soon after its close frame, and
+/// when the client is still sending (busy on a loaded machine) the stream is reset before the
+/// client has read the close (found by this test; see the report of branch budget3).
 async fn slow_sender_h2(port: u16) -> Option<u16> {
     let builder = ClientBuilder::new(format!("ws://127.0.0.1:{port}/"));
     let (mut ws, _) = tokio::time::timeout(Duration::from_secs(20), builder.connect_http2()).await.ok()?.ok()?;
@@ -115,7 +120,7 @@ async fn slow_sender_h2(port: u16) -> Option<u16> {
         }
     });
     let closed = answer.await.ok()?;
-    closed.then(|| ws.close_reason()?.received.map(|frame| frame.code.0)).flatten()
+    closed.then(|| ws.close_reason().map(|reason| reason.code().0)).flatten()
 }
 
 /// A well-behaved client: echoes small messages every 10 ms until `stop`, each echo counted.
@@ -158,9 +163,9 @@ struct Flood {
 }
 
 impl Flood {
-    /// The senders labelled `label` that got 1013.
-    fn again(&self, label: &str) -> usize {
-        self.codes.iter().filter(|(l, c)| *l == label && *c == Some(1013)).count()
+    /// The senders labelled `label` that ended with `code`.
+    fn ended(&self, label: &str, code: u16) -> usize {
+        self.codes.iter().filter(|(l, c)| *l == label && *c == Some(code)).count()
     }
 }
 
@@ -303,11 +308,13 @@ async fn the_hyper_server_holds_http1_and_http2_websockets_to_the_budget() {
         }
     })
     .await;
-    let (h1, h2) = (flood.again("h1"), flood.again("h2"));
+    let (h1, h2) = (flood.ended("h1", 1013), flood.ended("h2", 1013));
+    let h2_reset = flood.ended("h2", 1006);
     let bound = HYPER_BUDGET + H1_SENDERS * (ALLOWANCE + FRAME) + H2_SENDERS * (ALLOWANCE + FRAME + H2_EXTRA) + SLACK;
     eprintln!(
         "peak heap over the baseline {} MiB (bound {} MiB, budget {} MiB, asked for {} MiB); 1013 for \
-         {h1} of {H1_SENDERS} HTTP/1.1 and {h2} of {H2_SENDERS} HTTP/2 senders; {} echoes meanwhile",
+         {h1} of {H1_SENDERS} HTTP/1.1 and {h2} of {H2_SENDERS} HTTP/2 senders ({h2_reset} more cut off \
+         without the close); {} echoes meanwhile",
         flood.peak / MIB,
         bound / MIB,
         HYPER_BUDGET / MIB,
@@ -316,6 +323,8 @@ async fn the_hyper_server_holds_http1_and_http2_websockets_to_the_budget() {
     );
     assert!(flood.peak <= bound, "peak {} over the bound {bound}", flood.peak);
     assert!(h1 > 0, "no HTTP/1.1 sender got 1013: {:?}", flood.codes);
-    assert!(h2 > 0, "no HTTP/2 sender got 1013: {:?}", flood.codes);
+    // Cut off before its message got in, with or without the 1013 reaching it: the budget
+    // stopped it (nothing else ends a sender's stream here; without the budget all are echoed).
+    assert!(h2 + h2_reset > 0, "no HTTP/2 sender was stopped by the budget: {:?}", flood.codes);
     assert!(flood.during > 0, "the good clients echoed nothing while the senders ran");
 }
