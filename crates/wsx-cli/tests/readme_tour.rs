@@ -197,6 +197,11 @@ async fn check_alternative(shell: &Shell, command: &str, proc: &Proc, port: u16)
         let refused = shell.run(&format!("wsx connect --origin https://elsewhere.example {url}"), "").await;
         assert_eq!(refused.code, Some(3), "a foreign origin must be refused:\n{}", refused.stderr);
         assert!(refused.stderr.contains("403"), "{}", refused.stderr);
+    } else if command.contains("--memory-budget") {
+        // The caps take their values (a bad size would have stopped the server); under them a
+        // client is served as usual.
+        let run = shell.succeed(&format!("wsx connect ws://127.0.0.1:{port}"), "within the caps\n").await;
+        assert!(run.stdout.contains("< ho!"), "{command}:\n{}", run.stdout);
     } else {
         panic!("no check for the tour's `{command}`: add one");
     }

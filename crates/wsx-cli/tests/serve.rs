@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Ws, bounded, http, next_text, run_wsx, serve, temp_dir, within, wsx_bin};
+use common::{Ws, bounded, http, next_close, next_text, run_wsx, serve, talk_in_batches, temp_dir, within, wsx_bin};
 use wsx::{ClientBuilder, CloseCode, Message};
 
 async fn connect(port: u16) -> Ws {
@@ -173,17 +173,8 @@ async fn a_client_that_stops_reading_is_closed_at_the_backlog_limit() {
         // The talker hears its own messages; it reads each batch back before sending the next
         // (128 KiB in flight, under its own limit), the other client reads nothing. 8 MiB in
         // all: twice what the server's socket may buffer (tcp_wmem's 4 MiB maximum).
-        let chunk = vec![1u8; 4 << 10];
         let count = 2048;
-        for _ in 0..count / 32 {
-            for _ in 0..32 {
-                talker.send(Message::binary(chunk.clone())).await.unwrap();
-            }
-            for _ in 0..32 {
-                let got = within("the talker's own message", talker.recv()).await.unwrap();
-                assert_eq!(got, Some(Message::binary(chunk.clone())), "the reader missed nothing");
-            }
-        }
+        talk_in_batches(&mut talker, count).await;
         // The stalled client reads at last: what fitted, then the server's 1008.
         let (received, close) = frames_until_close(&mut stalled).await;
         assert_eq!(u16::from_be_bytes([close[0], close[1]]), CloseCode::POLICY.0);
@@ -322,17 +313,34 @@ async fn max_message_size_closes_with_1009() {
         ws.send("x".repeat(1024)).await.unwrap();
         assert_eq!(next_text(&mut ws).await.len(), 1024);
         ws.send("x".repeat(1025)).await.unwrap();
-        let closed = within("the close", async {
-            loop {
-                match ws.recv().await {
-                    Ok(Some(Message::Close(frame))) => return frame.map(|f| f.code),
-                    Ok(Some(_)) => {}
-                    other => panic!("expected a close frame, got {other:?}"),
-                }
-            }
-        })
-        .await;
-        assert_eq!(closed, Some(CloseCode::TOO_BIG));
+        assert_eq!(next_close(&mut ws).await, Some(CloseCode::TOO_BIG));
+    })
+    .await;
+}
+
+/// `--memory-budget` takes effect: with a budget of 256 KiB small messages still echo, and a
+/// 1 MiB message (under `--max-message-size`) gets 1013 where the default budget echoes it.
+#[tokio::test]
+async fn memory_budget_closes_the_connection_past_it_with_1013() {
+    bounded(async {
+        let big = Message::binary(vec![7u8; 1 << 20]);
+        // Without permessage-deflate, which would shrink the message to nothing.
+        let args = ["--echo", "--deflate", "off", "--greeting", ""];
+        let (_default, port) = serve(&args).await;
+        let mut ws = connect(port).await;
+        ws.send(big.clone()).await.unwrap();
+        assert_eq!(within("the echo", ws.recv()).await.unwrap(), Some(big.clone()), "the default budget takes it");
+
+        let (_tiny, port) = serve(&[&args[..], &["--memory-budget", "256KiB"]].concat()).await;
+        let mut ws = connect(port).await;
+        ws.send("small").await.unwrap();
+        assert_eq!(next_text(&mut ws).await, "small");
+        ws.send(big).await.unwrap();
+        assert_eq!(next_close(&mut ws).await, Some(CloseCode::AGAIN));
+        // The others keep working, and a new connection is served.
+        let mut again = connect(port).await;
+        again.send("after").await.unwrap();
+        assert_eq!(next_text(&mut again).await, "after");
     })
     .await;
 }
@@ -375,15 +383,7 @@ async fn sigterm_closes_clients_with_1001() {
         let (mut server, port) = serve(&[]).await;
         let mut ws = connect(port).await;
         assert_eq!(next_text(&mut ws).await, "ho!");
-        let reader = tokio::spawn(async move {
-            loop {
-                match ws.recv().await {
-                    Ok(Some(Message::Close(frame))) => return frame.map(|f| f.code),
-                    Ok(Some(_)) => {}
-                    other => panic!("expected close, got {other:?}"),
-                }
-            }
-        });
+        let reader = tokio::spawn(async move { next_close(&mut ws).await });
         let status = server.terminate().await;
         assert!(status.success(), "exit status {status:?}: {}", server.stderr_text());
         assert_eq!(within("the close", reader).await.unwrap(), Some(CloseCode::AWAY));
@@ -417,6 +417,7 @@ async fn bad_arguments_fail_clearly() {
             (&["serve", "--port", "notanumber"][..], "notanumber"),
             (&["serve", "--deflate", "maybe"][..], "expected on or off"),
             (&["serve", "--max-message-size", "lots"][..], "not a size"),
+            (&["serve", "--memory-budget", "1TB"][..], "unknown size unit"),
             (&["serve", "--ping-interval", "soon"][..], "not a duration"),
             (&["serve", "--echo", "--broadcast"][..], "cannot be used with"),
             (&["serve", "--static", "/definitely/not/here", "--port", "0"][..], "not a directory"),

@@ -8,6 +8,7 @@
 //! - [`redis::RedisServer`]: a `redis-server` of the test's own on a free loopback port.
 //! - [`Rng`]: a small seeded PRNG (SplitMix64) for test data, fuzz seeds and the like: the same
 //!   seed gives the same bytes on every platform and run.
+//! - `Pki` (feature `pki`): a CA of the test's own and a leaf certificate it signed, as PEM.
 //!
 //! ```
 //! use wsx_testkit::{CountingAlloc, Rng, measure};
@@ -23,18 +24,23 @@
 //! }
 //! ```
 //!
-//! This crate depends on nothing, and on neither `wsx` nor `wsx-proto`, so that `wsx-proto`
-//! can take it as a dev-dependency. It is never published.
+//! This crate depends on nothing without the `pki` feature (rcgen), and on neither `wsx` nor
+//! `wsx-proto`, so that `wsx-proto` can take it as a dev-dependency. It is never published.
 
 #![warn(missing_docs, unreachable_pub)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod redis;
 
+#[cfg(feature = "pki")]
+mod pki;
+
 mod counting;
 mod rng;
 
 pub use counting::{CountingAlloc, Totals, Usage, is_installed, measure, measure_process, process};
+#[cfg(feature = "pki")]
+pub use pki::Pki;
 pub use rng::Rng;
 
 /// This crate's own tests measure with the allocator they test.

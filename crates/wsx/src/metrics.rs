@@ -572,11 +572,12 @@ mod imp {
             }
             let h = live.handles;
             h.add(&totals);
-            h.active.decrement(1.0);
             h.connection_duration.record(live.opened.elapsed().as_secs_f64());
             // Dropped without an end seen (the application let go of the stream): abnormal.
             let (class, initiator) = live.closed.unwrap_or(("abnormal", "local"));
             metrics::counter!("wsx_closes_total", "code_class" => class, "initiator" => initiator).increment(1);
+            // Last, so that a scrape that sees the connection gone also sees how it ended.
+            h.active.decrement(1.0);
         }
     }
 

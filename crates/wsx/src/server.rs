@@ -70,16 +70,16 @@ use crate::{
     Reject,
     error::{Error, Result},
     handshake::{Pending, accept_shared},
-    shutdown::Signal,
+    shutdown::{DEFAULT_BUDGET, Signal},
     stream::WebSocket,
 };
 
 /// Connections over the cap that may wait at once for their request to be answered with
 /// 503; past this many the socket is just closed.
-const MAX_REFUSING: usize = 256;
+pub(crate) const MAX_REFUSING: usize = 256;
 
 /// How long an over-the-cap client gets to send its request before it is dropped.
-const REFUSE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const REFUSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The `Retry-After` an over-the-cap client is told, in seconds.
 const RETRY_AFTER_SECS: &str = "1";
@@ -129,7 +129,7 @@ impl Default for Options {
             on_request: None,
             on_http: None,
             shutdown_timeout: Duration::from_secs(10),
-            memory_budget: Some(1 << 30),
+            memory_budget: Some(DEFAULT_BUDGET),
         }
     }
 }
@@ -742,7 +742,7 @@ where
     let _permit = permit;
     let answer = async {
         let io = shared.transport.wrap(tcp).await?;
-        accept_shared(io, shared.refuse_config.clone(), |_| Err(service_unavailable().into())).await
+        accept_shared(io, shared.refuse_config.clone(), |_| Err(service_unavailable::<Bytes>().into())).await
     };
     let answer = tokio::time::timeout(shared.refuse_timeout, answer);
     tokio::select! {
@@ -758,9 +758,9 @@ where
     }
 }
 
-/// `503 Service Unavailable` with `Retry-After`.
-fn service_unavailable() -> http::Response<Bytes> {
-    let mut response = http::Response::new(Bytes::from_static(b"too many connections\n"));
+/// `503 Service Unavailable` with `Retry-After` (also `wsx::hyper::Server`'s answer over the cap).
+pub(crate) fn service_unavailable<B: From<&'static str>>() -> http::Response<B> {
+    let mut response = http::Response::new(B::from("too many connections\n"));
     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     let headers = response.headers_mut();
     headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));

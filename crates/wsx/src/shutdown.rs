@@ -49,6 +49,9 @@ pub(crate) const ALLOWANCE: usize = 128 << 10;
 /// The unit a connection charges the budget in.
 pub(crate) const CHUNK: usize = 256 << 10;
 
+/// The servers' default budget (`wsx::Server` and `wsx::hyper::Server`): 1 GiB.
+pub(crate) const DEFAULT_BUDGET: usize = 1 << 30;
+
 impl Budget {
     pub(crate) fn new(limit: usize) -> Self {
         Self { limit, used: AtomicUsize::new(0) }

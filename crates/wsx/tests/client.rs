@@ -4,13 +4,14 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rcgen::KeyPair;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     sync::oneshot,
 };
 use wsx::{Accept, ClientBuilder, CloseCode, Config, DeflateConfig, Message, Request, tls::ServerTls};
+use wsx_testkit::Pki;
 
 /// What the server saw of the opening request.
 #[derive(Debug)]
@@ -108,25 +109,6 @@ where
     }
 }
 
-/// A CA, and a leaf certificate it signed for `names`.
-struct Pki {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-}
-
-fn pki(names: &[&str]) -> Pki {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let names = names.iter().map(|name| name.to_string()).collect::<Vec<_>>();
-    let leaf = CertificateParams::new(names).unwrap().signed_by(&leaf_key, &issuer).unwrap();
-    Pki { ca_pem: ca_cert.pem(), cert_pem: leaf.pem(), key_pem: leaf_key.serialize_pem() }
-}
-
 fn server_tls(pki: &Pki) -> ServerTls {
     ServerTls::from_pem(&pki.cert_pem, &pki.key_pem).unwrap()
 }
@@ -187,7 +169,7 @@ async fn ipv6_literal() {
 
 #[tokio::test]
 async fn wss_with_custom_root() {
-    let pki = pki(&["localhost", "127.0.0.1"]);
+    let pki = Pki::new(&["localhost", "127.0.0.1"]);
     for host in ["localhost", "127.0.0.1"] {
         let (listener, addr) = listener_v4().await;
         let _seen = serve_one(listener, Some(server_tls(&pki)), Config::default(), accept_all).await;
@@ -202,7 +184,7 @@ async fn wss_with_custom_root() {
 
 #[tokio::test]
 async fn wss_root_certificates_from_file() {
-    let pki = pki(&["localhost"]);
+    let pki = Pki::new(&["localhost"]);
     let dir = std::env::temp_dir().join(format!("wsx-client-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (ca, cert, key) = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
@@ -221,7 +203,7 @@ async fn wss_root_certificates_from_file() {
 
 #[tokio::test]
 async fn wss_untrusted_certificate_fails() {
-    let pki = pki(&["localhost"]);
+    let pki = Pki::new(&["localhost"]);
     let (listener, addr) = listener_v4().await;
     let _seen = serve_one(listener, Some(server_tls(&pki)), Config::default(), accept_all).await;
     // The default roots are webpki's, which do not include our CA.
@@ -234,7 +216,7 @@ async fn wss_untrusted_certificate_fails() {
 
 #[tokio::test]
 async fn wss_wrong_hostname_fails() {
-    let pki = pki(&["example.com"]);
+    let pki = Pki::new(&["example.com"]);
     let (listener, addr) = listener_v4().await;
     let _seen = serve_one(listener, Some(server_tls(&pki)), Config::default(), accept_all).await;
     let url = format!("wss://localhost:{}/", addr.port());
@@ -246,7 +228,7 @@ async fn wss_wrong_hostname_fails() {
 
 #[tokio::test]
 async fn wss_danger_accept_invalid_certs() {
-    let pki = pki(&["example.com"]);
+    let pki = Pki::new(&["example.com"]);
     let (listener, addr) = listener_v4().await;
     let _seen = serve_one(listener, Some(server_tls(&pki)), Config::default(), accept_all).await;
     let url = format!("wss://localhost:{}/", addr.port());
@@ -473,7 +455,7 @@ async fn builder_reconnects() {
 
 #[test]
 fn server_tls_errors_are_clear() {
-    let pki = pki(&["localhost"]);
+    let pki = Pki::new(&["localhost"]);
     let other = pki_key();
 
     let missing = ServerTls::from_pem_files("/nonexistent/cert.pem", "/nonexistent/key.pem").unwrap_err();
@@ -495,7 +477,7 @@ fn pki_key() -> String {
 
 #[tokio::test]
 async fn server_tls_rejects_plain_http() {
-    let pki = pki(&["localhost"]);
+    let pki = Pki::new(&["localhost"]);
     let tls = server_tls(&pki);
     let (listener, addr) = listener_v4().await;
     let server = tokio::spawn(async move {

@@ -477,6 +477,35 @@ async fn shutdown_closes_upgraded_websockets_with_1001() {
     assert_eq!(versions, [Version::HTTP_11, Version::HTTP_2]);
 }
 
+/// Past `max_connections` a client is answered 503 with `Retry-After` and the connection is
+/// closed (a keep-alive request too), over HTTP/1.1 and HTTP/2, instead of being dropped unanswered.
+#[tokio::test]
+async fn over_the_cap_is_answered_503() {
+    let (addr, _handle, _task, _seen) = hyper_server(wsx::hyper::Server::builder().max_connections(1)).await;
+    let (mut first, _) = within("connect", STEP, wsx::connect(&format!("ws://{addr}/one"))).await.unwrap();
+    within("echo", STEP, first.send("a")).await.unwrap();
+    assert_eq!(within("echo", STEP, first.recv()).await.unwrap(), Some(Message::text("a")));
+    let raw = within("the 503 and the close", STEP, async {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        // Two requests in one write: only the first is answered before the connection closes.
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut response = Vec::new();
+        tcp.read_to_end(&mut response).await.unwrap();
+        String::from_utf8_lossy(&response).into_owned()
+    })
+    .await;
+    assert!(raw.starts_with("HTTP/1.1 503 "), "{raw}");
+    assert_eq!(raw.matches("HTTP/1.1 ").count(), 1, "one answer, then the connection closed: {raw}");
+    assert!(raw.to_ascii_lowercase().contains("\r\nretry-after: 1\r\n"), "{raw}");
+    let builder = wsx::ClientBuilder::new(format!("ws://{addr}/two"));
+    let over_h1 = within("connect", STEP, builder.connect()).await.expect_err("over the cap");
+    let over_h2 = within("connect over HTTP/2", STEP, builder.connect_http2()).await.expect_err("over the cap");
+    for error in [over_h1, over_h2] {
+        assert_eq!(error.http_status(), Some(StatusCode::SERVICE_UNAVAILABLE), "{error}");
+        assert_eq!(error.retry_after(), Some(Duration::from_secs(1)), "{error}");
+    }
+}
+
 /// The close code the server sent, once the stream has ended.
 async fn close_code_of<S>(ws: &mut WebSocket<S>) -> Option<CloseCode>
 where

@@ -283,24 +283,15 @@ async fn a_node_too_slow_for_redis_is_disconnected_and_resyncs_its_subscribers()
 #[cfg(feature = "redis-tls")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rediss_carries_topics_over_tls_with_a_ca_of_ones_own() {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&leaf_key, &issuer).unwrap();
+    let pki = wsx_testkit::Pki::new(&["127.0.0.1"]);
     let dir = std::env::temp_dir().join(format!("wsx-rediss-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let file = |name: &str, pem: String| {
+    let file = |name: &str, pem: &str| {
         let path = dir.join(name);
         std::fs::write(&path, pem).unwrap();
         path.to_str().unwrap().to_owned()
     };
-    let (cert, key, ca) =
-        (file("cert.pem", leaf.pem()), file("key.pem", leaf_key.serialize_pem()), file("ca.pem", ca_cert.pem()));
+    let (cert, key, ca) = (file("cert.pem", &pki.cert_pem), file("key.pem", &pki.key_pem), file("ca.pem", &pki.ca_pem));
     let tls_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
     let args: Vec<String> = ["--tls-port", &tls_port, "--tls-cert-file", &cert, "--tls-key-file", &key]
         .into_iter()
@@ -318,7 +309,7 @@ async fn rediss_carries_topics_over_tls_with_a_ca_of_ones_own() {
     let untrusted = RedisBroker::connect(&url).await.expect_err("an unknown CA is refused");
     assert!(untrusted.to_string().to_lowercase().contains("redis"), "{untrusted}");
 
-    let trusted = || RedisConfig::new(url.clone()).tls_roots(ca_cert.pem());
+    let trusted = || RedisConfig::new(url.clone()).tls_roots(pki.ca_pem.clone());
     let a = RedisBroker::with(trusted()).await.expect("rediss with our CA");
     let b = RedisBroker::with(trusted()).await.expect("rediss with our CA");
     let (hub_a, hub_b) = (Hub::builder().broker(a).build(), Hub::builder().broker(b).build());

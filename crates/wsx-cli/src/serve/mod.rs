@@ -102,10 +102,16 @@ pub(crate) struct Args {
     /// Where --tls-self-signed writes the certificate (the key goes next to it, as *.key.pem).
     #[arg(long, value_name = "FILE", requires = "tls_self_signed")]
     cert_out: Option<PathBuf>,
-    /// The most connections open at once (WebSocket, handshakes and plain HTTP alike); more
-    /// are answered 503.
+    /// The most connections open at once (WebSocket, handshakes and plain HTTP alike; over TLS
+    /// the WebSockets of one HTTP/2 connection count once); more are answered 503.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     max_connections: usize,
+    /// The most bytes all connections together may hold for messages being received, inflaters
+    /// and queued output (e.g. 512MiB, 1GiB, 1000000000), beyond 128 KiB each that is not
+    /// counted; a connection that would pass it is closed with 1013 (try again later) and the
+    /// others keep working. Over HTTP/1.1 and HTTP/2, with and without TLS.
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse::size)]
+    memory_budget: usize,
     /// The largest message accepted (e.g. 64KiB, 1MiB, 1000000); bigger ones close with 1009.
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse::size)]
     max_message_size: usize,
@@ -179,6 +185,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         // WebSocket on the same connection.
         let server = wsx::hyper::Server::builder()
             .max_connections(args.max_connections)
+            .memory_budget(Some(args.memory_budget))
             .shutdown_timeout(args.shutdown_timeout)
             .tls(tls)
             .from_listener(listener);
@@ -189,6 +196,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         let server = Server::builder()
             .config(config)
             .max_connections(args.max_connections)
+            .memory_budget(Some(args.memory_budget))
             .shutdown_timeout(args.shutdown_timeout)
             .on_request(handshake_policy(&args, mode))
             .on_http(move |request, peer| answer(site.clone(), request, peer))

@@ -151,6 +151,55 @@ pub async fn serve(args: &[&str]) -> (Proc, u16) {
     (proc, port_in(&line))
 }
 
+/// The development certificate `wsx serve --tls-self-signed` wrote for a test, in a temporary
+/// folder of its own that is removed when this is dropped.
+pub struct DevCert {
+    dir: PathBuf,
+    /// The certificate's PEM file (the key is next to it), for a client to trust.
+    pub path: PathBuf,
+}
+
+impl DevCert {
+    /// [`path`](Self::path) as a string, for command-line arguments.
+    pub fn path_str(&self) -> &str {
+        self.path.to_str().expect("a UTF-8 temporary path")
+    }
+}
+
+impl Drop for DevCert {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `wsx serve --port 0 ARGS --tls-self-signed`, once it listens, writing its certificate to a
+/// temporary folder named after `name`; with its port and the certificate.
+pub async fn serve_tls(name: &str, args: &[&str]) -> (Proc, u16, DevCert) {
+    let dir = temp_dir(name);
+    let cert = DevCert { path: dir.join("c.pem"), dir };
+    let (proc, port) = serve(&[args, &["--tls-self-signed", "--cert-out", cert.path_str()]].concat()).await;
+    (proc, port, cert)
+}
+
+/// Send `count` 4 KiB binary messages into a room or echo that sends them back to `talker`,
+/// reading each batch of 32 back before sending the next, so that the talker's own queue stays
+/// small while whoever else hears them and does not read falls behind.
+pub async fn talk_in_batches<S>(talker: &mut wsx::WebSocket<S>, count: usize)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let chunk = vec![1u8; 4 << 10];
+    for _ in 0..count / 32 {
+        for _ in 0..32 {
+            talker.send(wsx::Message::binary(chunk.clone())).await.unwrap();
+        }
+        for _ in 0..32 {
+            let got = within("the talker's own message", talker.recv()).await.unwrap();
+            assert_eq!(got, Some(wsx::Message::binary(chunk.clone())), "the talker missed nothing");
+        }
+    }
+}
+
 /// The port of the first `://127.0.0.1:PORT` in `line`.
 pub fn port_in(line: &str) -> u16 {
     let after = line.split("://127.0.0.1:").nth(1).unwrap_or_else(|| panic!("no address in {line:?}"));
@@ -296,4 +345,21 @@ where
             other => panic!("expected text, got {other:?}"),
         }
     }
+}
+
+/// The code of the next close frame (data messages, pings and pongs skipped), within [`WAIT`].
+pub async fn next_close<S>(ws: &mut wsx::WebSocket<S>) -> Option<wsx::CloseCode>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    within("the close", async {
+        loop {
+            match ws.recv().await {
+                Ok(Some(wsx::Message::Close(frame))) => return frame.map(|f| f.code),
+                Ok(Some(_)) => {}
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    })
+    .await
 }

@@ -38,8 +38,9 @@
 //! setting is a promise (golang/go#71128 broke WebSockets behind servers that made it without
 //! keeping it). [`Server`] does.
 //!
-//! hyper does not track upgraded connections: its graceful shutdown does not reach them.
-//! [`Server`]'s does: its WebSockets close with 1001 when it shuts down.
+//! hyper does not track upgraded connections: its graceful shutdown does not reach them, and
+//! no cap or memory budget covers them. [`Server`] does: its WebSockets count against its
+//! connection cap, share its memory budget, and close with 1001 when it shuts down.
 
 #[cfg(feature = "client")]
 mod client;

@@ -1,6 +1,6 @@
 //! [`Server`]: a hyper service served over HTTP/1.1 and HTTP/2 (TLS with ALPN), whose
-//! WebSockets, on both versions, count against its connection cap and close with 1001 when it
-//! shuts down.
+//! WebSockets, on both versions, count against its connection cap, share its memory budget and
+//! close with 1001 when it shuts down.
 
 use std::{fmt, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -15,7 +15,7 @@ use hyper_util::{
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream, ToSocketAddrs},
-    sync::{OwnedSemaphorePermit, Semaphore},
+    sync::{Notify, OwnedSemaphorePermit, Semaphore},
     task::JoinSet,
 };
 use tokio_util::sync::CancellationToken;
@@ -23,8 +23,8 @@ use tracing::{debug, info, warn};
 
 use crate::{
     Result, ShutdownHandle,
-    server::{BACKOFF_START, accept_failed},
-    shutdown::{Signal, Watch},
+    server::{BACKOFF_START, MAX_REFUSING, REFUSE_TIMEOUT, accept_failed, service_unavailable},
+    shutdown::{DEFAULT_BUDGET, Signal, Watch},
 };
 
 /// A boxed error, as hyper takes them from services and bodies.
@@ -70,7 +70,8 @@ where
 /// [`Builder::connect_protocol`]: a server that announces it must serve it.
 ///
 /// Each TCP connection, and every WebSocket upgraded from it, counts against
-/// [`Builder::max_connections`]. On shutdown the server stops accepting, tells HTTP
+/// [`Builder::max_connections`], and the WebSockets share one [`Builder::memory_budget`]
+/// (1013 past it), as on [`wsx::Server`](crate::Server). On shutdown the server stops accepting, tells HTTP
 /// connections to finish (HTTP/2 GOAWAY, idle HTTP/1.1 connections closed), closes its
 /// WebSockets with 1001, and waits up to [`Builder::shutdown_timeout`] for all of them.
 ///
@@ -109,6 +110,7 @@ struct Options {
     handshake_timeout: Duration,
     http2: bool,
     connect_protocol: bool,
+    memory_budget: Option<usize>,
     #[cfg(feature = "__tls")]
     tls: Option<crate::tls::ServerTls>,
 }
@@ -121,6 +123,7 @@ impl Default for Options {
             handshake_timeout: Duration::from_secs(10),
             http2: true,
             connect_protocol: true,
+            memory_budget: Some(DEFAULT_BUDGET),
             #[cfg(feature = "__tls")]
             tls: None,
         }
@@ -136,7 +139,11 @@ pub struct Builder {
 impl Builder {
     /// The most TCP connections open at once, the WebSockets upgraded from them included
     /// (all the WebSockets of one HTTP/2 connection count as that one connection). Default:
-    /// 10,000. Past the cap, new connections are closed as soon as they are accepted.
+    /// 10,000. Past the cap, a new connection's first request is answered `503 Service
+    /// Unavailable` with `Retry-After` (after the TLS handshake, if any), and the connection
+    /// closed (over HTTP/2 with GOAWAY), as [`wsx::Server`](crate::Server) answers; the client
+    /// has 2 s (or the handshake timeout, if shorter) for it, up to 256 such clients at once.
+    /// Past those the connection is closed as soon as it is accepted.
     ///
     /// HTTP/2 also caps the streams of one connection, and so its WebSockets: hyper's default
     /// is 200 concurrent streams.
@@ -176,6 +183,22 @@ impl Builder {
         self
     }
 
+    /// The most bytes all WebSockets of the server together may hold for incomplete messages,
+    /// inflaters and queued output, over HTTP/1.1 and HTTP/2 alike. Default: 1 GiB; `None` for
+    /// no budget.
+    ///
+    /// The same budget as [`wsx::Server`'s](crate::server::Builder::memory_budget), kept the
+    /// same way: each WebSocket holds up to 128 KiB without charging it, charges what it holds
+    /// beyond that in 256 KiB steps as it reads, and is failed with 1013 (try again later) when
+    /// the budget cannot cover its next step, freeing what it was receiving. HTTP requests and
+    /// responses are not charged, nor is what hyper buffers for HTTP/2 streams before the
+    /// WebSockets read it: HTTP/2 flow control bounds that by the connection's receive window
+    /// (hyper's server default: 1 MiB per TCP connection, however many streams it carries).
+    pub fn memory_budget(mut self, bytes: Option<usize>) -> Self {
+        self.options.memory_budget = bytes;
+        self
+    }
+
     /// Serve HTTPS: run the TLS handshake on every connection, within the handshake timeout,
     /// and agree HTTP/2 or HTTP/1.1 by ALPN. The server announces `h2` and `http/1.1` (only
     /// `http/1.1` with `http2(false)`) unless `tls`'s rustls config lists other protocols.
@@ -204,6 +227,7 @@ impl fmt::Debug for Builder {
             .field("shutdown_timeout", &self.options.shutdown_timeout)
             .field("http2", &self.options.http2)
             .field("connect_protocol", &self.options.connect_protocol)
+            .field("memory_budget", &self.options.memory_budget)
             .finish_non_exhaustive()
     }
 }
@@ -253,8 +277,9 @@ impl Server {
         let shared = Arc::new(Shared {
             http: http_builder(&options),
             service,
-            away: Signal::default(),
+            away: Signal::with_budget(options.memory_budget),
             limit: Arc::new(Semaphore::new(max_connections)),
+            refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
             #[cfg(feature = "__tls")]
             tls: options.tls.as_ref().map(|tls| tls.with_http_alpn(options.http2)),
             options,
@@ -277,11 +302,14 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
                         backoff = BACKOFF_START;
-                        let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
+                        if let Ok(permit) = shared.limit.clone().try_acquire_owned() {
+                            tasks.spawn(connection(shared.clone(), tcp, peer, permit, graceful.watcher()));
+                        } else if let Ok(permit) = shared.refusing.clone().try_acquire_owned() {
+                            debug!(%peer, "over the connection cap: answering 503");
+                            tasks.spawn(refuse(shared.clone(), tcp, peer, permit));
+                        } else {
                             debug!(%peer, "over the connection cap: closing the connection");
-                            continue;
-                        };
-                        tasks.spawn(connection(shared.clone(), tcp, peer, permit, graceful.watcher()));
+                        }
                     }
                     Err(e) => {
                         if !accept_failed(&e, &mut backoff, stopping.as_mut()).await {
@@ -340,10 +368,13 @@ struct Shared<S> {
     /// The TLS acceptor, with the ALPN protocols set.
     #[cfg(feature = "__tls")]
     tls: Option<crate::tls::ServerTls>,
-    /// Fired on shutdown: WebSockets close themselves with 1001.
+    /// Fired on shutdown: WebSockets close themselves with 1001. Carries the memory budget
+    /// their watches charge.
     away: Signal,
     /// One permit per TCP connection, held by its WebSockets too.
     limit: Arc<Semaphore>,
+    /// One permit per over-the-cap client being answered 503.
+    refusing: Arc<Semaphore>,
 }
 
 /// A connection of a [`Server`], which each of its requests carries (in its extensions) to
@@ -385,6 +416,69 @@ async fn connection<S: HttpService>(
         return;
     }
     serve_io(&shared.http, tcp, service, peer, graceful).await;
+}
+
+/// A client over the connection cap: TLS if configured, then `503 Service Unavailable` with
+/// `Retry-After` to its first request, and the connection closed; all within the refusal
+/// timeout, and given up on shutdown.
+async fn refuse<S>(shared: Arc<Shared<S>>, tcp: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
+    let _permit = permit;
+    let answer = async {
+        #[cfg(feature = "__tls")]
+        if let Some(tls) = &shared.tls {
+            match tls.accept(tcp).await {
+                Ok(io) => answer_unavailable(&shared.http, io, peer).await,
+                Err(e) => debug!(%peer, error = %e, "refusing over the connection cap: TLS handshake failed"),
+            }
+            return;
+        }
+        answer_unavailable(&shared.http, tcp, peer).await;
+    };
+    let timeout = REFUSE_TIMEOUT.min(shared.options.handshake_timeout);
+    tokio::select! {
+        answered = tokio::time::timeout(timeout, answer) => if answered.is_err() {
+            debug!(%peer, "refusing over the connection cap: timed out");
+        },
+        () = shared.away.fired() => {}
+    }
+}
+
+/// Serve HTTP on `io` with one answer, 503, and close the connection once it is given: over
+/// HTTP/1.1 with `Connection: close`, over HTTP/2 with GOAWAY (streams the client opened
+/// meanwhile get 503 too).
+async fn answer_unavailable<I>(http: &auto::Builder<TokioExecutor>, io: I, peer: SocketAddr)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let answered = Arc::new(Notify::new());
+    let service = ::hyper::service::service_fn({
+        let answered = answered.clone();
+        move |request: http::Request<Incoming>| {
+            answered.notify_one();
+            let mut response = service_unavailable::<String>();
+            // Requests already read behind this one (pipelined) are not answered: hyper may
+            // read them before the shutdown below takes effect, but not past this header.
+            // HTTP/2 has no such header (RFC 9113 §8.2.2): GOAWAY does it.
+            if request.version() < http::Version::HTTP_2 {
+                response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            }
+            std::future::ready(Ok::<_, std::convert::Infallible>(response))
+        }
+    });
+    let connection = http.serve_connection(TokioIo::new(io), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        ended = connection.as_mut() => {
+            if let Err(e) = ended {
+                debug!(%peer, error = %e, "refusing over the connection cap: HTTP error");
+            }
+            return;
+        }
+        () = answered.notified() => connection.as_mut().graceful_shutdown(),
+    }
+    if let Err(e) = connection.await {
+        debug!(%peer, error = %e, "refusing over the connection cap: HTTP error");
+    }
 }
 
 /// Serve HTTP on `io` until the connection ends, is upgraded, or shuts down gracefully.

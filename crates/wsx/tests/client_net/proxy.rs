@@ -11,7 +11,7 @@ use tokio::{
 };
 use wsx::{ClientBuilder, MaybeTlsStream, Proxy, WebSocket};
 
-use crate::support::{Echo, Pki, ProxyProcess, round_trip, tls_front};
+use crate::support::{Echo, LocalPki, Pki, ProxyProcess, round_trip, tls_front};
 
 /// Connect to `echo` with `scheme` through `proxy`, trusting `pki`'s CA, and echo once.
 async fn through(
@@ -43,7 +43,7 @@ fn no_proxy_credentials_reached(echo: &Echo) {
 
 #[tokio::test]
 async fn http_connect_without_auth_ws_and_wss() {
-    let pki = Pki::new();
+    let pki = Pki::local();
     let proxy = ProxyProcess::tinyproxy(None).await;
     for scheme in ["ws", "wss"] {
         let echo = Echo::start((scheme == "wss").then(|| pki.server_tls())).await;
@@ -58,7 +58,7 @@ async fn http_connect_without_auth_ws_and_wss() {
 
 #[tokio::test]
 async fn http_connect_with_basic_auth() {
-    let pki = Pki::new();
+    let pki = Pki::local();
     let proxy = ProxyProcess::tinyproxy(Some(("alice", "s3cret"))).await;
     for scheme in ["ws", "wss"] {
         let echo = Echo::start((scheme == "wss").then(|| pki.server_tls())).await;
@@ -92,7 +92,7 @@ async fn proxy_answering_407_is_a_clear_error_naming_the_proxy() {
 
 #[tokio::test]
 async fn https_proxy_tls_to_the_proxy_then_tls_inside() {
-    let pki = Pki::new();
+    let pki = Pki::local();
     // tinyproxy's configuration takes only [A-Za-z0-9._-] in a password.
     let proxy = ProxyProcess::tinyproxy(Some(("bob", "p.ss_w0rd"))).await;
     let front = tls_front(pki.server_tls(), proxy.addr()).await;
@@ -108,7 +108,7 @@ async fn https_proxy_tls_to_the_proxy_then_tls_inside() {
 
 #[tokio::test]
 async fn socks5_with_auth_ws_and_wss() {
-    let pki = Pki::new();
+    let pki = Pki::local();
     let proxy = ProxyProcess::microsocks(Some(("carol", "hunter2"))).await;
     for scheme in ["ws", "wss"] {
         let echo = Echo::start((scheme == "wss").then(|| pki.server_tls())).await;

@@ -11,7 +11,7 @@ use std::{
 use http::{HeaderMap, StatusCode, header};
 use wsx::{Accept, ClientBuilder, Proxy, Reject, Server, ShutdownHandle, tls::ServerTls};
 
-use crate::support::{Echo, Pki, ProxyProcess, round_trip, serve_echo};
+use crate::support::{Echo, LocalPki, Pki, ProxyProcess, round_trip, serve_echo};
 
 /// Where a path leads: `Some(location)` answers it with `status` and that `Location`.
 type Rule = dyn Fn(&str) -> Option<String> + Send + Sync;
@@ -107,7 +107,7 @@ async fn eleven_redirects_fail_with_a_clear_error_at_ten() {
 
 #[tokio::test]
 async fn wss_to_ws_is_refused() {
-    let pki = Pki::new();
+    let pki = Pki::local();
     let plain = Redirector::countdown().await;
     let target = format!("ws://{}/hop/0", plain.addr);
     let secure = Redirector::start(
@@ -129,7 +129,7 @@ async fn wss_to_ws_is_refused() {
 
 #[tokio::test]
 async fn ws_to_wss_is_followed_with_the_tls_settings() {
-    let pki = Pki::new();
+    let pki = Pki::local();
     let secure = Redirector::countdown_tls(&pki).await;
     let target = format!("wss://{}/hop/0", secure.addr);
     let plain =
@@ -208,7 +208,7 @@ async fn the_proxy_and_tls_are_chosen_again_for_each_hop() {
     // The environment: everything through tinyproxy, except what NO_PROXY names. Both hosts are
     // loopback; one is reached by name (`localhost`) and one by address, so that NO_PROXY can
     // tell them apart.
-    let pki = Pki::new();
+    let pki = Pki::local();
     let proxy = ProxyProcess::tinyproxy(None).await;
     let proxy_url = format!("http://127.0.0.1:{}", proxy.port);
     let echo = Echo::start(Some(pki.server_tls())).await;

@@ -9,34 +9,29 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use tokio::net::{TcpListener, TcpStream};
 use wsx::{Accept, Message, Server, ShutdownHandle, server::Builder, tls::ServerTls};
 
 /// How long a proxy process may take to listen.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A CA and a leaf certificate it signed for `localhost` and `127.0.0.1`.
-pub(crate) struct Pki {
-    pub(crate) ca_pem: String,
-    pub(crate) cert_pem: String,
-    pub(crate) key_pem: String,
+/// The test kit's CA and leaf certificate, made for `localhost` and `127.0.0.1` here.
+pub(crate) type Pki = wsx_testkit::Pki;
+
+/// What the client's network tests do with a [`Pki`].
+pub(crate) trait LocalPki {
+    /// A CA and a leaf certificate it signed for `localhost` and `127.0.0.1`.
+    fn local() -> Self;
+    /// The server's TLS with the leaf certificate.
+    fn server_tls(&self) -> ServerTls;
 }
 
-impl Pki {
-    pub(crate) fn new() -> Self {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_key = KeyPair::generate().unwrap();
-        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca_params, ca_key);
-        let leaf_key = KeyPair::generate().unwrap();
-        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-        let leaf = CertificateParams::new(names).unwrap().signed_by(&leaf_key, &issuer).unwrap();
-        Self { ca_pem: ca_cert.pem(), cert_pem: leaf.pem(), key_pem: leaf_key.serialize_pem() }
+impl LocalPki for Pki {
+    fn local() -> Self {
+        Self::new(&["localhost", "127.0.0.1"])
     }
 
-    pub(crate) fn server_tls(&self) -> ServerTls {
+    fn server_tls(&self) -> ServerTls {
         ServerTls::from_pem(&self.cert_pem, &self.key_pem).unwrap()
     }
 }
