@@ -603,3 +603,50 @@ async fn wsx_http2_client_needs_h2_by_alpn() {
     let message = error.to_string();
     assert!(message.contains("NoApplicationProtocol") || message.contains("ALPN"), "{error}");
 }
+
+/// A WebSocket over HTTP/2 that the server fails (here 1009, a message over its limit) while
+/// the client is still sending: the client gets the close frame, not a reset stream. Dropping
+/// the server's stream before the client ended it reset it, and the client's HTTP/2 layer
+/// threw away the unread close (it saw 1006); now the dropped stream is read until the client
+/// ends it. Ten clients at once, each sending on after its over-limit message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_failure_close_reaches_a_client_still_sending() {
+    const LIMIT: usize = 16 * 1024;
+    let server = wsx::hyper::Server::builder().bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let service = hyper::service::service_fn(|mut request: http::Request<hyper::body::Incoming>| async move {
+        let config = Config::default().max_message_size(LIMIT);
+        Ok::<_, std::convert::Infallible>(match wsx::hyper::upgrade(&mut request, &config) {
+            Ok((response, upgrade)) => {
+                tokio::spawn(async move {
+                    let Ok(mut ws) = upgrade.await else { return };
+                    while let Ok(Some(message)) = ws.recv().await {
+                        if message.is_data() && ws.send(message).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                response
+            }
+            Err(reject) => reject.into_response().map(|_| Empty::<Bytes>::new()),
+        })
+    });
+    tokio::spawn(server.serve(service));
+
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        clients.spawn(async move {
+            let builder = wsx::ClientBuilder::new(format!("ws://{addr}/")).proxy(wsx::Proxy::none());
+            let (mut ws, _) = builder.connect_http2().await.unwrap();
+            ws.send(Message::binary(vec![1u8; 4 * LIMIT])).await.unwrap();
+            for _ in 0..200 {
+                if ws.send(Message::binary(vec![2u8; 1024])).await.is_err() {
+                    break;
+                }
+            }
+            close_code_of(&mut ws).await
+        });
+    }
+    let codes: Vec<Option<CloseCode>> = within("the clients", STEP, clients.join_all()).await;
+    assert!(codes.iter().all(|code| *code == Some(CloseCode::TOO_BIG)), "{codes:?}");
+}

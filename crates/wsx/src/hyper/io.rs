@@ -4,7 +4,7 @@ use std::{
     io::{self, IoSlice},
     pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
 };
 
 use ::hyper::upgrade::Upgraded;
@@ -23,6 +23,10 @@ const GATHER_MAX: usize = 16 * 1024;
 /// The gathering buffer an idle connection keeps; a larger one is freed after its write.
 const GATHER_KEEP: usize = 4 * 1024;
 
+/// How long a dropped HTTP/2 WebSocket's stream is read (and what arrives discarded) waiting
+/// for the peer to end it, before it is reset: see `Drop for Io`.
+const H2_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The stream under a WebSocket that hyper upgraded: the TCP socket itself when hyper served
 /// the connection over plain TCP with HTTP/1.1 (the fast path, the same as
 /// [`Server`](crate::Server)'s), or hyper's upgraded stream otherwise (HTTP/2, where the
@@ -30,6 +34,8 @@ const GATHER_KEEP: usize = 4 * 1024;
 pub struct Io {
     inner: Inner,
     version: http::Version,
+    /// The peer ended its side (a read returned nothing).
+    read_eof: bool,
     /// The [`serve`](super::Server) connection this WebSocket came from: it counts against
     /// the connection cap until the WebSocket is dropped.
     _tracked: Option<Arc<Tracked>>,
@@ -43,15 +49,18 @@ enum Inner {
         /// (an HTTP/2 stream turns each write into a DATA frame).
         gather: Vec<u8>,
     },
+    /// Handed to the task that ends the stream after a drop.
+    Dropped,
 }
 
 impl Io {
     pub(super) fn tcp(tcp: TcpStream, version: http::Version, tracked: Option<Arc<Tracked>>) -> Self {
-        Self { inner: Inner::Tcp(tcp), version, _tracked: tracked }
+        Self { inner: Inner::Tcp(tcp), version, read_eof: false, _tracked: tracked }
     }
 
     pub(super) fn upgraded(io: Upgraded, version: http::Version, tracked: Option<Arc<Tracked>>) -> Self {
-        Self { inner: Inner::Upgraded { io: TokioIo::new(io), gather: Vec::new() }, version, _tracked: tracked }
+        let inner = Inner::Upgraded { io: TokioIo::new(io), gather: Vec::new() };
+        Self { inner, version, read_eof: false, _tracked: tracked }
     }
 
     /// The HTTP version the WebSocket was opened over: `HTTP_11` for a `GET` + `Upgrade`,
@@ -65,7 +74,7 @@ impl Io {
     pub fn tcp_stream(&self) -> Option<&TcpStream> {
         match &self.inner {
             Inner::Tcp(tcp) => Some(tcp),
-            Inner::Upgraded { .. } => None,
+            Inner::Upgraded { .. } | Inner::Dropped => None,
         }
     }
 }
@@ -74,7 +83,7 @@ impl std::fmt::Debug for Io {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self.inner {
             Inner::Tcp(_) => "tcp",
-            Inner::Upgraded { .. } => "upgraded",
+            Inner::Upgraded { .. } | Inner::Dropped => "upgraded",
         };
         f.debug_struct("Io").field("kind", &kind).field("version", &self.version).finish()
     }
@@ -82,9 +91,18 @@ impl std::fmt::Debug for Io {
 
 impl AsyncRead for Io {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().inner {
+        let this = self.get_mut();
+        match &mut this.inner {
             Inner::Tcp(tcp) => Pin::new(tcp).poll_read(cx, buf),
-            Inner::Upgraded { io, .. } => Pin::new(io).poll_read(cx, buf),
+            Inner::Upgraded { io, .. } => {
+                let before = buf.filled().len();
+                let read = ready!(Pin::new(io).poll_read(cx, buf));
+                if read.is_ok() && buf.filled().len() == before && buf.remaining() > 0 {
+                    this.read_eof = true;
+                }
+                Poll::Ready(read)
+            }
+            Inner::Dropped => Poll::Ready(Err(dropped())),
         }
     }
 }
@@ -94,6 +112,7 @@ impl AsyncWrite for Io {
         match &mut self.get_mut().inner {
             Inner::Tcp(tcp) => Pin::new(tcp).poll_write(cx, buf),
             Inner::Upgraded { io, .. } => Pin::new(io).poll_write(cx, buf),
+            Inner::Dropped => Poll::Ready(Err(dropped())),
         }
     }
 
@@ -128,6 +147,7 @@ impl AsyncWrite for Io {
                 }
                 written
             }
+            Inner::Dropped => Poll::Ready(Err(dropped())),
         }
     }
 
@@ -135,7 +155,7 @@ impl AsyncWrite for Io {
         // Over an upgraded stream without them, `poll_write_vectored` gathers.
         match &self.inner {
             Inner::Tcp(tcp) => tcp.is_write_vectored(),
-            Inner::Upgraded { .. } => true,
+            Inner::Upgraded { .. } | Inner::Dropped => true,
         }
     }
 
@@ -143,6 +163,7 @@ impl AsyncWrite for Io {
         match &mut self.get_mut().inner {
             Inner::Tcp(tcp) => Pin::new(tcp).poll_flush(cx),
             Inner::Upgraded { io, .. } => Pin::new(io).poll_flush(cx),
+            Inner::Dropped => Poll::Ready(Err(dropped())),
         }
     }
 
@@ -151,6 +172,37 @@ impl AsyncWrite for Io {
         match &mut self.get_mut().inner {
             Inner::Tcp(tcp) => Pin::new(tcp).poll_shutdown(cx),
             Inner::Upgraded { io, .. } => Pin::new(io).poll_shutdown(cx),
+            Inner::Dropped => Poll::Ready(Err(dropped())),
         }
+    }
+}
+
+/// Unreachable in use: only a dropped `Io` is `Dropped`.
+fn dropped() -> io::Error {
+    io::ErrorKind::NotConnected.into()
+}
+
+impl Drop for Io {
+    /// Over HTTP/2, dropping a stream the peer has not ended resets it (RST_STREAM), and the
+    /// peer's HTTP/2 layer then throws away what it had not read yet, our close frame with it:
+    /// a client still sending when the server failed the WebSocket (1009, 1013, …) saw 1006.
+    /// So such a stream is handed to a task that reads it, discarding, until the peer ends it
+    /// (it does once it reads our close) or [`H2_LINGER`] passes, as a TCP server's lingering
+    /// close does. It still counts against the server's connection cap meanwhile.
+    fn drop(&mut self) {
+        if self.version != http::Version::HTTP_2 || self.read_eof {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let Inner::Upgraded { mut io, .. } = std::mem::replace(&mut self.inner, Inner::Dropped) else { return };
+        let tracked = self._tracked.take();
+        runtime.spawn(async move {
+            let _tracked = tracked;
+            let mut discard = [0u8; 2048];
+            let _ = tokio::time::timeout(H2_LINGER, async {
+                while matches!(tokio::io::AsyncReadExt::read(&mut io, &mut discard).await, Ok(n) if n > 0) {}
+            })
+            .await;
+        });
     }
 }
