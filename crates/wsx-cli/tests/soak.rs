@@ -79,11 +79,8 @@ fn usage(pid: u32) -> (u64, usize) {
 /// logs one every 2 s on glibc), and how many times it has trimmed; (0, 0) without such lines.
 fn heap(proc: &Proc) -> (u64, usize) {
     let text = proc.stderr_text();
-    let in_use = text
-        .lines()
-        .rev()
-        .find_map(|l| l.split_once(" in_use=")?.1.split(' ').next()?.parse().ok())
-        .unwrap_or(0);
+    let in_use =
+        text.lines().rev().find_map(|l| l.split_once(" in_use=")?.1.split(' ').next()?.parse().ok()).unwrap_or(0);
     (in_use, text.matches("trimmed the heap").count())
 }
 

@@ -7,10 +7,11 @@
 //! this; docs/security.md). `malloc_trim(0)` releases the free pages inside the heap too
 //! (glibc 2.8 and later, with `MADV_DONTNEED`), in every arena.
 //!
-//! A task reads the heap in use (`mallinfo2`) every [`CHECK`] and trims when it has fallen by
-//! [`MIN_DROP`] from its high since the last trim: once after the load drops, never per
-//! connection, at most once per period, and on a blocking thread so that no worker waits for
-//! it. Both calls take each arena's lock for a walk of its free chunks; docs/security.md has
+//! A task reads the heap's free bytes (`mallinfo2`) every [`CHECK`] and trims when they have
+//! grown by [`MIN_FREED`] over their low since the last trim, that is when that much was freed
+//! and not used again (a burst that comes and goes between two looks counts too): once after
+//! the load drops, never per connection, at most once per period, and on a blocking thread so
+//! that no worker waits for it. Both calls take each arena's lock for a walk of its free chunks; docs/security.md has
 //! their measured cost. On other platforms (and other C libraries) it does nothing.
 
 use std::time::Duration;
@@ -18,10 +19,10 @@ use std::time::Duration;
 /// How often the task looks at the heap.
 pub(crate) const CHECK: Duration = Duration::from_secs(2);
 
-/// How far the heap in use must fall from its high since the last trim for a trim to be worth
-/// it: a drop this size is load going away (about a thousand idle connections' worth), not the
-/// ebb and flow of a steady one.
-pub(crate) const MIN_DROP: usize = 1 << 20;
+/// How much must have been freed (and not reused) since the last trim for a trim to be worth
+/// it: load going away (about a thousand idle connections' worth), not the ebb and flow of a
+/// steady one.
+pub(crate) const MIN_FREED: usize = 1 << 20;
 
 /// Start the task (on a Tokio runtime), if this platform has a glibc heap: to trim it if `trim`,
 /// and to log it at debug level (`RUST_LOG=wsx::memory=debug`) either way; with neither, no task.
@@ -40,7 +41,7 @@ mod glibc {
 
     use tracing::debug;
 
-    use super::{CHECK, MIN_DROP};
+    use super::{CHECK, MIN_FREED};
 
     /// The log target of the task's lines (`RUST_LOG=wsx::memory=debug` shows them).
     pub(super) const TARGET: &str = "wsx::memory";
@@ -70,20 +71,21 @@ mod glibc {
         pages * u64::try_from(page).unwrap_or(4096) / 1024
     }
 
-    /// Watch the heap and, if `trim`, trim it after each drop of [`MIN_DROP`] or more (the
-    /// module's doc).
+    /// Watch the heap and, if `trim`, trim it once [`MIN_FREED`] or more has been freed since
+    /// the last trim (the module's doc).
     pub(super) async fn reclaim(trim: bool) {
         let mut tick = tokio::time::interval(CHECK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut high = 0;
+        // The fewest free bytes seen since the last trim.
+        let mut low = usize::MAX;
         loop {
             tick.tick().await;
             let read = Instant::now();
             let now = heap();
             let read = read.elapsed();
-            high = high.max(now.in_use);
+            low = low.min(now.free);
             debug!(target: TARGET, in_use = now.in_use, free = now.free, rss_kib = rss_kib(), took_us = read.as_micros() as u64, "heap");
-            if !trim || high - now.in_use < MIN_DROP || now.free < MIN_DROP {
+            if !trim || now.free - low < MIN_FREED {
                 continue;
             }
             let before = rss_kib();
@@ -96,7 +98,7 @@ mod glibc {
             });
             let Ok(took) = trim.await else { continue };
             let after = heap();
-            high = after.in_use;
+            low = after.free;
             debug!(
                 target: TARGET,
                 in_use = after.in_use,
