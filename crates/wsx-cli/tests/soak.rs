@@ -84,6 +84,19 @@ fn heap(proc: &Proc) -> (u64, usize) {
     (in_use, text.matches("trimmed the heap").count())
 }
 
+/// The anonymous and file-backed parts of a process's RSS, in KiB.
+fn rss_split(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("RssAnon:"), field("RssFile:"))
+}
+
 /// A masked client frame (key 0: the payload goes as is).
 fn frame(b0: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = vec![b0];
@@ -397,6 +410,7 @@ async fn soak() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let base = pids.map(usage);
     let base_heap = [heap(&plain).0, heap(&tls).0];
+    let base_split = pids.map(rss_split);
     println!(
         "baseline: plain server {} KiB RSS, {} KiB heap in use, {} fds; TLS server {} KiB, {} KiB, {} fds",
         base[0].0,
@@ -440,6 +454,7 @@ async fn soak() {
         .expect("the load stops within 30 s");
     drop(held);
     let (after, waited) = settle(pids, base, rss_percent).await;
+    let after_split = pids.map(rss_split);
     // The heap line of the 2 s tick after the wait.
     tokio::time::sleep(Duration::from_millis(2_100)).await;
     let after_heap = [heap(&plain), heap(&tls)];
@@ -464,10 +479,14 @@ async fn soak() {
     );
     for (name, i) in [("plain", 0), ("TLS", 1)] {
         println!(
-            "{name} server: RSS {} KiB baseline, {} KiB peak, {} KiB after ({:+.1} %, {:.1} s after the descriptors); heap in use {} KiB baseline, {} KiB after, {} trims; fds {} baseline, {} peak, {} after",
+            "{name} server: RSS {} KiB baseline ({} anonymous, {} file), {} KiB peak, {} KiB after ({} anonymous, {} file; {:+.1} %, {:.1} s after the descriptors); heap in use {} KiB baseline, {} KiB after, {} trims; fds {} baseline, {} peak, {} after",
             base[i].0,
+            base_split[i].0,
+            base_split[i].1,
             peak[i].0,
             after[i].0,
+            after_split[i].0,
+            after_split[i].1,
             (after[i].0 as f64 / base[i].0 as f64 - 1.0) * 100.0,
             waited.as_secs_f64(),
             base_heap[i] / 1024,
