@@ -15,8 +15,10 @@
 //! within `SOAK_P99_FACTOR` (default 2) × their p99 unloaded. Every figure is printed.
 //!
 //! `WSX_BIN` picks the `wsx` binary (scripts/soak passes the release build). `SOAK_RSS_PERCENT`
-//! (default 5) is the RSS criterion; CI sets 25 while the plain server's RSS staying 17-19 %
-//! over its baseline after the load (descriptors back exactly) is unexplained (docs/security.md).
+//! (default 5) is the RSS criterion. The servers run with `--trim-memory` (`SOAK_TRIM=off` to
+//! see glibc keep the freed pages: docs/security.md) and log their heap, whose bytes in use at
+//! the baseline and after the load are printed next to the RSS; the RSS is read once the
+//! descriptors are back and it is within the criterion, or 10 s later.
 //! `SOAK_WARMUP` (seconds; default a quarter of the soak, 2 to 30) is how long the warm-up
 //! round before the baseline lasts (docs/security.md: what longer warm-ups showed).
 
