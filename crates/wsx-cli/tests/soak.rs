@@ -358,10 +358,10 @@ async fn open_long_lived(port: u16, count: usize) -> Vec<TcpStream> {
     held
 }
 
-/// Wait until both servers' descriptors are back within 5 % of `base` and their RSS within
-/// `rss_percent` (bounded: 30 s for the descriptors, then 10 s, time for `wsx serve` to see
-/// the heap drop and trim it, checked every 2 s), and return their usage then and how long the
-/// RSS took.
+/// Wait until both servers' descriptors are back within 5 % of `base` (at most 30 s), then for
+/// two of `wsx serve`'s looks at its heap (2 s apart: the trim after the load has happened)
+/// and, if need be, until their RSS is within `rss_percent` (at most 10 s in all); return their
+/// usage then and how long after the descriptors it was read.
 async fn settle(pids: [u32; 2], base: [(u64, usize); 2], rss_percent: u64) -> ([(u64, usize); 2], Duration) {
     for _ in 0..300 {
         let now = pids.map(usage);
@@ -371,6 +371,7 @@ async fn settle(pids: [u32; 2], base: [(u64, usize); 2], rss_percent: u64) -> ([
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let closed = Instant::now();
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
     while closed.elapsed() < Duration::from_secs(10) {
         let now = pids.map(usage);
         if now.iter().zip(base).all(|(n, b)| n.0 * 100 <= b.0 * (100 + rss_percent)) {

@@ -11,8 +11,10 @@
 //! grown by [`MIN_FREED`] over their low since the last trim, that is when that much was freed
 //! and not used again (a burst that comes and goes between two looks counts too): once after
 //! the load drops, never per connection, at most once per period, and on a blocking thread so
-//! that no worker waits for it. Both calls take each arena's lock for a walk of its free chunks; docs/security.md has
-//! their measured cost. On other platforms (and other C libraries) it does nothing.
+//! that no worker waits for it. Both calls take each arena's lock for a walk of its free
+//! chunks; docs/performance.md has their measured cost (microseconds for a look, a few
+//! milliseconds for a trim that gives back tens of MiB). On other platforms (and other C
+//! libraries) it does nothing.
 
 use std::time::Duration;
 
@@ -91,14 +93,15 @@ mod glibc {
                 continue;
             }
             let before = rss_kib();
-            let trim = tokio::task::spawn_blocking(|| {
+            let job = tokio::task::spawn_blocking(|| {
                 let start = Instant::now();
                 // SAFETY: `malloc_trim` takes a byte count and only touches the allocator's own
                 // state, under its locks; 0 asks it to keep no extra pad at the heaps' tops.
                 unsafe { libc::malloc_trim(0) };
                 start.elapsed()
             });
-            let Ok(took) = trim.await else { continue };
+            // Only fails if the runtime is shutting down.
+            let Ok(took) = job.await else { continue };
             let after = heap();
             low = after.free;
             debug!(
