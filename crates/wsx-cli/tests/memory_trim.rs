@@ -82,16 +82,20 @@ async fn burst(trim: &str) -> (u64, u64, u64, bool) {
         peak = now;
     }
     let pin = half_sent(port).await;
-    // A look while the heap grows may trim too (its free bytes grow with it): wait for one
-    // after the close.
-    let trims = |p: &Proc| p.stderr_text().matches("trimmed the heap").count();
-    let earlier = trims(&proc);
+    // A look while the heap grows may trim too (its free bytes grow with it): wait for a trim
+    // of the heap without the burst (under a quarter of what it held in use).
+    let trimmed_after = |p: &Proc| {
+        p.stderr_text().lines().filter(|l| l.contains("trimmed the heap")).any(|l| {
+            let in_use = l.split_once(" in_use=").and_then(|(_, v)| v.split(' ').next()?.parse::<usize>().ok());
+            in_use.is_some_and(|n| n < BURST * SENT / 4)
+        })
+    };
     drop(held);
     let closed = Instant::now();
-    while closed.elapsed() < Duration::from_secs(12) && trims(&proc) == earlier {
+    while closed.elapsed() < Duration::from_secs(12) && !trimmed_after(&proc) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let trimmed = trims(&proc) > earlier;
+    let trimmed = trimmed_after(&proc);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss_kib(pid);
     let heap: Vec<_> = proc.stderr_text().lines().filter(|l| l.contains("heap")).map(str::to_owned).collect();
