@@ -10,6 +10,7 @@
 mod cert;
 mod http;
 mod https;
+mod memory;
 mod metrics;
 mod session;
 
@@ -138,6 +139,10 @@ pub(crate) struct Args {
     /// http://ADDR/metrics, e.g. 127.0.0.1:9464.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
+    /// Give freed heap memory back to the system after the load drops (glibc's malloc_trim,
+    /// looked at every 2 s), so that the RSS falls back once connections close.
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse::on_off, action = ArgAction::Set)]
+    trim_memory: bool,
     /// Log format: human (messages on stdout, the rest on stderr) or json (one object per line on stdout).
     #[arg(long, value_enum, default_value_t = LogFormat::Human)]
     pub(crate) log_format: LogFormat,
@@ -148,6 +153,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(addr) = &args.metrics {
         metrics::start(addr).await?;
     }
+    memory::spawn(args.trim_memory);
     let site = Site::new(args.static_dir.clone())?;
     let (tls, dev_cert) = tls(&args)?;
     let mode = match (args.echo, args.broadcast, args.rooms) {
