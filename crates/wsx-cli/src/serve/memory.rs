@@ -9,8 +9,9 @@
 //!
 //! A task reads the heap's free bytes (`mallinfo2`) every [`CHECK`] and trims when they have
 //! grown by [`MIN_FREED`] over their low since the last trim, that is when that much was freed
-//! and not used again (a burst that comes and goes between two looks counts too): once after
-//! the load drops, never per connection, at most once per period, and on a blocking thread so
+//! and not used again (a burst that comes and goes between two looks counts too), and the
+//! server is quiet (the heap in use moved less than [`QUIET`] since the previous look: under
+//! load a trim stalls workers): once after the load drops, never per connection, at most once per period, and on a blocking thread so
 //! that no worker waits for it. Both calls take each arena's lock for a walk of its free
 //! chunks; docs/performance.md has their measured cost (microseconds for a look, a few
 //! milliseconds for a trim that gives back tens of MiB). On other platforms (and other C
@@ -27,6 +28,10 @@ pub(crate) const CHECK: Duration = Duration::from_secs(2);
 /// soak's TLS server kept 0.5 MiB, 2.8 %, under a 1 MiB threshold). Under a steady load that
 /// frees this much between two looks, the trim runs once per look: its cost is bounded by that.
 pub(crate) const MIN_FREED: usize = 256 << 10;
+
+/// How little the heap in use may move between two looks for the server to count as quiet, the
+/// only time it trims: a quarter of [`MIN_FREED`].
+pub(crate) const QUIET: usize = MIN_FREED / 4;
 
 /// Start the task (on a Tokio runtime), if this platform has a glibc heap: to trim it if `trim`,
 /// and to log it at debug level (`RUST_LOG=wsx::memory=debug`) either way; with neither, no task.
@@ -45,7 +50,7 @@ mod glibc {
 
     use tracing::debug;
 
-    use super::{CHECK, MIN_FREED};
+    use super::{CHECK, MIN_FREED, QUIET};
 
     /// The log target of the task's lines (`RUST_LOG=wsx::memory=debug` shows them).
     pub(super) const TARGET: &str = "wsx::memory";
@@ -82,6 +87,8 @@ mod glibc {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The fewest free bytes seen since the last trim.
         let mut low = usize::MAX;
+        // The heap in use at the previous look.
+        let mut previous = usize::MAX;
         loop {
             tick.tick().await;
             let read = Instant::now();
@@ -89,7 +96,13 @@ mod glibc {
             let read = read.elapsed();
             low = low.min(now.free);
             debug!(target: TARGET, in_use = now.in_use, free = now.free, rss_kib = rss_kib(), took_us = read.as_micros() as u64, "heap");
-            if !trim || now.free - low < MIN_FREED {
+            // Only once the load is gone: a trim takes every arena's lock while it walks the
+            // free chunks and hands pages back that a busy server faults in again at once;
+            // under load it stalled workers (the soak's p99 went from 1.5 to 3.3 x its
+            // unloaded p99). Quiet = the heap in use moved less than QUIET since the last look.
+            let quiet = now.in_use.abs_diff(previous) < QUIET;
+            previous = now.in_use;
+            if !trim || !quiet || now.free - low < MIN_FREED {
                 continue;
             }
             let before = rss_kib();
