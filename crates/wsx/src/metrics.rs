@@ -304,7 +304,7 @@ mod imp {
         closed: Option<(&'static str, &'static str)>,
     }
 
-    /// The counts a connection keeps, in the order of [`Handles::totals`].
+    /// The counts a connection keeps, in the order of the counters in [`Handles::add`].
     const TEXT_IN: usize = 0;
     const BINARY_IN: usize = 1;
     const TEXT_OUT: usize = 2;
