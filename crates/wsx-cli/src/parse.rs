@@ -26,6 +26,18 @@ pub(crate) fn size(input: &str) -> Result<usize, String> {
     Ok(bytes as usize)
 }
 
+/// A byte size or `off` (any case): a limit that can be switched off (`None`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SizeOrOff(pub(crate) Option<usize>);
+
+/// [`size`], or `off` for none.
+pub(crate) fn size_or_off(input: &str) -> Result<SizeOrOff, String> {
+    if input.trim().eq_ignore_ascii_case("off") {
+        return Ok(SizeOrOff(None));
+    }
+    size(input).map(|bytes| SizeOrOff(Some(bytes))).map_err(|e| format!("{e}, or off"))
+}
+
 /// A duration: `30s`, `500ms`, `2m`, `1h`, `250us`, `1.5s`; a bare number is seconds.
 pub(crate) fn duration(input: &str) -> Result<Duration, String> {
     let s = input.trim();
@@ -107,6 +119,16 @@ mod tests {
         assert!(size("1XB").is_err());
         assert!(size("-1").is_err());
         assert!(size("1e400").is_err());
+    }
+
+    #[test]
+    fn sizes_or_off() {
+        assert_eq!(size_or_off("off"), Ok(SizeOrOff(None)));
+        assert_eq!(size_or_off("OFF"), Ok(SizeOrOff(None)));
+        assert_eq!(size_or_off("1GiB"), Ok(SizeOrOff(Some(1 << 30))));
+        assert_eq!(size_or_off("0"), Ok(SizeOrOff(Some(0))), "0 is a size, not off");
+        assert!(size_or_off("no").is_err());
+        assert!(size_or_off("1TB").unwrap_err().contains("or off"));
     }
 
     #[test]

@@ -345,6 +345,32 @@ async fn memory_budget_closes_the_connection_past_it_with_1013() {
     .await;
 }
 
+/// `--memory-budget off`: no server-wide budget, so the 1 MiB message that a 256 KiB budget
+/// closes with 1013 (above) is echoed, over plain TCP (`wsx::Server`) and over TLS
+/// (`wsx::hyper::Server`).
+#[tokio::test]
+async fn memory_budget_off_takes_no_budget() {
+    bounded(async {
+        let big = Message::binary(vec![7u8; 1 << 20]);
+        let args = ["--echo", "--deflate", "off", "--greeting", "", "--memory-budget", "off"];
+        let (_plain, port) = serve(&args).await;
+        let mut ws = connect(port).await;
+        ws.send(big.clone()).await.unwrap();
+        assert_eq!(within("the echo", ws.recv()).await.unwrap(), Some(big.clone()), "no budget refuses it");
+
+        let dir = temp_dir("budget-off");
+        let cert = dir.join("dev.pem");
+        let (_tls, port) =
+            serve(&[&args[..], &["--tls-self-signed", "--cert-out", cert.to_str().unwrap()]].concat()).await;
+        let builder = ClientBuilder::new(format!("wss://localhost:{port}/")).root_certificates_pem_file(&cert);
+        let (mut ws, _) = within("connect over TLS", builder.connect()).await.expect("TLS connect");
+        ws.send(big.clone()).await.unwrap();
+        assert_eq!(within("the echo", ws.recv()).await.unwrap(), Some(big), "no budget refuses it over TLS");
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn tls_self_signed_certificate_is_printed_and_usable() {
     bounded(async {

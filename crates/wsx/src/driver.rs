@@ -117,6 +117,7 @@ impl<S> Driver<S> {
     }
 
     /// Close with 1001 once `watch` fires.
+    #[cfg(feature = "server")]
     pub(crate) fn close_on(&mut self, watch: Watch) {
         self.close_on = Some(watch);
     }

@@ -34,16 +34,39 @@ pub(crate) enum Kind {
     /// A header or subprotocol given for the opening handshake is invalid.
     Request(String),
     /// Connecting (TCP and TLS) took longer than the connect timeout.
+    #[cfg_attr(
+        not(feature = "client"),
+        expect(dead_code, reason = "only the client makes it; the predicates and Display match it in every build")
+    )]
     ConnectTimeout,
     /// TLS could not be set up (bad certificate file, no usable key, unknown server name).
+    #[cfg_attr(
+        not(any(feature = "client", feature = "__tls")),
+        expect(
+            dead_code,
+            reason = "only the client and `tls` make it; the predicates and Display match it in every build"
+        )
+    )]
     Tls(String),
     /// The proxy refused the tunnel, or broke off while setting it up: what it said (the proxy
     /// named without its credentials) and its HTTP status, if it gave one.
+    #[cfg_attr(
+        not(feature = "client"),
+        expect(dead_code, reason = "only the client makes it; the predicates and Display match it in every build")
+    )]
     Proxy { message: String, status: Option<u16> },
     /// A redirect was not followed: too many, a downgrade from `wss` to `ws`, or no usable
     /// `Location`.
+    #[cfg_attr(
+        not(feature = "client"),
+        expect(dead_code, reason = "only the client makes it; the predicates and Display match it in every build")
+    )]
     Redirect(String),
     /// A message for the next connection did not fit in the reconnect queue.
+    #[cfg_attr(
+        not(feature = "client"),
+        expect(dead_code, reason = "only the client makes it; the predicates and Display match it in every build")
+    )]
     QueueFull { queued: usize, len: usize, max: usize },
 }
 
@@ -60,10 +83,12 @@ impl Error {
         Self::new(Kind::Request(message.into()))
     }
 
+    #[cfg(any(feature = "client", feature = "__tls"))]
     pub(crate) fn tls(message: impl Into<String>) -> Self {
         Self::new(Kind::Tls(message.into()))
     }
 
+    #[cfg(feature = "client")]
     pub(crate) fn connect_timeout() -> Self {
         Self::new(Kind::ConnectTimeout)
     }

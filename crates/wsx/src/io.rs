@@ -10,7 +10,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
 /// Implement `AsyncRead` and `AsyncWrite` for a wrapper `$ty<S>` by handing every call to the
 /// stream its `io_mut` and `io` methods return (`&mut dyn Io` and `&dyn Io`), vectored writes
 /// included.
-#[cfg(any(feature = "client", feature = "__tls"))]
 macro_rules! forward_io {
     ($ty:ident) => {
         impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for $ty<S> {
@@ -61,5 +60,4 @@ macro_rules! forward_io {
     };
 }
 
-#[cfg(any(feature = "client", feature = "__tls"))]
 pub(crate) use forward_io;

@@ -29,6 +29,7 @@ mod error;
 mod handshake;
 #[cfg(feature = "hyper")]
 pub mod hyper;
+#[cfg(any(feature = "client", feature = "__tls"))]
 mod io;
 #[cfg(feature = "metrics")]
 pub mod metrics;

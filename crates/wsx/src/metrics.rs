@@ -25,7 +25,7 @@
 //!
 //! [`Server`]: crate::Server
 
-pub(crate) use imp::{Counters, handshake_failed, handshake_succeeded};
+pub(crate) use imp::Counters;
 #[cfg(feature = "metrics")]
 pub use imp::{
     FLUSH_INTERVAL, enable, flush, record_broker_lag, record_broker_reconnect, record_deliveries, record_dropped,
@@ -33,6 +33,8 @@ pub use imp::{
 };
 #[cfg(feature = "redis")]
 pub(crate) use imp::{broker_lag, broker_probing, broker_reconnected};
+#[cfg(feature = "server")]
+pub(crate) use imp::{handshake_failed, handshake_succeeded};
 #[cfg(feature = "pubsub")]
 pub(crate) use imp::{published, subscriptions_changed};
 
@@ -47,9 +49,7 @@ mod imp {
     };
 
     use metrics::{Counter, Gauge, Histogram, Unit};
-    use wsx_proto::{CloseCode, CloseReason, Connection, DrainCounts, HandshakeError, Message, ProtocolError};
-
-    use crate::Error;
+    use wsx_proto::{CloseCode, CloseReason, Connection, DrainCounts, Message};
 
     /// The handles of the metrics counted on the hot path, looked up once.
     #[derive(Debug)]
@@ -67,7 +67,9 @@ mod imp {
         /// sent compressed.
         deflate: [Counter; 4],
         ping_rtt: Histogram,
+        #[cfg(feature = "pubsub")]
         topics: Gauge,
+        #[cfg(feature = "pubsub")]
         subscriptions: Gauge,
     }
 
@@ -90,7 +92,9 @@ mod imp {
                 metrics::counter!("wsx_deflate_bytes_total", "direction" => "sent", "form" => "compressed"),
             ],
             ping_rtt: metrics::histogram!("wsx_ping_rtt_seconds"),
+            #[cfg(feature = "pubsub")]
             topics: metrics::gauge!("wsx_pubsub_topics"),
+            #[cfg(feature = "pubsub")]
             subscriptions: metrics::gauge!("wsx_pubsub_subscriptions"),
         })
     }
@@ -252,6 +256,7 @@ mod imp {
     }
 
     /// A server handshake was answered 101, `started` at the TCP accept.
+    #[cfg(feature = "server")]
     pub(crate) fn handshake_succeeded(started: Instant) {
         if !enabled() {
             return;
@@ -260,7 +265,12 @@ mod imp {
     }
 
     /// A server handshake failed: `timeout`, or how `error` ended it.
-    pub(crate) fn handshake_failed(error: Option<&Error>) {
+    #[cfg(feature = "server")]
+    pub(crate) fn handshake_failed(error: Option<&crate::Error>) {
+        use wsx_proto::{HandshakeError, ProtocolError};
+
+        use crate::Error;
+
         if !enabled() {
             return;
         }
@@ -601,17 +611,15 @@ mod imp {
 mod imp {
     //! Without the feature: the same calls, compiled to nothing.
 
-    use std::time::Instant;
-
     use wsx_proto::{CloseReason, Connection, Message};
 
-    use crate::Error;
-
-    pub(crate) fn handshake_succeeded(_: Instant) {}
+    #[cfg(feature = "server")]
+    pub(crate) fn handshake_succeeded(_: std::time::Instant) {}
     #[cfg(feature = "pubsub")]
     pub(crate) fn subscriptions_changed(_: i8, _: i8) {}
 
-    pub(crate) fn handshake_failed(_: Option<&Error>) {}
+    #[cfg(feature = "server")]
+    pub(crate) fn handshake_failed(_: Option<&crate::Error>) {}
     #[cfg(feature = "pubsub")]
     pub(crate) fn published(_: usize, _: usize, _: usize) {}
     #[cfg(feature = "redis")]

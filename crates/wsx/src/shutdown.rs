@@ -17,15 +17,18 @@ use std::{
     task::{Context, Waker},
 };
 
+#[cfg(feature = "server")]
 use tokio_util::sync::CancellationToken;
 
 /// The signal: fired once, watched by any number of connections.
+#[cfg(feature = "server")]
 #[derive(Clone, Default)]
 pub(crate) struct Signal(Arc<State>);
 
 #[derive(Default)]
 struct State {
     fired: AtomicBool,
+    #[cfg(feature = "server")]
     token: CancellationToken,
     wakers: Mutex<WakerSlots>,
     budget: Option<Budget>,
@@ -50,8 +53,10 @@ pub(crate) const ALLOWANCE: usize = 128 << 10;
 pub(crate) const CHUNK: usize = 256 << 10;
 
 /// The servers' default budget (`wsx::Server` and `wsx::hyper::Server`): 1 GiB.
+#[cfg(feature = "server")]
 pub(crate) const DEFAULT_BUDGET: usize = 1 << 30;
 
+#[cfg(feature = "server")]
 impl Budget {
     pub(crate) fn new(limit: usize) -> Self {
         Self { limit, used: AtomicUsize::new(0) }
@@ -65,6 +70,7 @@ struct WakerSlots {
     free: Vec<usize>,
 }
 
+#[cfg(feature = "server")]
 impl Signal {
     /// A signal whose watches also charge a memory budget of `limit` bytes.
     pub(crate) fn with_budget(limit: Option<usize>) -> Self {

@@ -14,7 +14,6 @@ use wsx_proto::{CloseCode, CloseReason, Connection, Frame, Message, MessageRef, 
 use crate::{
     driver::{Driver, Own},
     error::{Error, Result},
-    shutdown::Watch,
 };
 
 /// A WebSocket connection over `S` (a `TcpStream`, a TLS stream, or anything
@@ -41,7 +40,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     /// Have the connection close itself with 1001 when `watch` fires (a server's shutdown).
-    pub(crate) fn close_on(&mut self, watch: Watch) {
+    #[cfg(feature = "server")]
+    pub(crate) fn close_on(&mut self, watch: crate::shutdown::Watch) {
         self.driver.close_on(watch);
     }
 

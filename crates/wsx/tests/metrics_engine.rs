@@ -4,32 +4,20 @@
 //!
 //! Its own binary: the recorder is global to the process.
 
+mod metrics_common;
+
 use std::time::Duration;
 
-use wsx::{Accept, CloseCode, Config, DeflateConfig, Message};
+use wsx::{CloseCode, Config, DeflateConfig, Message};
 
 #[tokio::test(start_paused = true)]
 async fn deflate_bytes_and_the_ping_round_trip_give_exact_values() {
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().unwrap();
     wsx::metrics::enable();
 
-    let (a, b) = tokio::io::duplex(1 << 16);
-    let request = http::Request::get("ws://x/").body(()).unwrap();
     let client_config = Config::default().deflate(Some(DeflateConfig::default()));
     let server_config = client_config.clone().ping_interval(Some(Duration::from_secs(10)));
-    let (client, server) = tokio::join!(
-        wsx::handshake(a, &request, &client_config),
-        wsx::accept_with(b, &server_config, |_| Ok(Accept::new()))
-    );
-    let (mut client, mut server) = (client.unwrap().0, server.unwrap());
-    let echo = tokio::spawn(async move {
-        while let Some(message) = server.recv().await? {
-            if message.is_data() {
-                server.send(message).await?;
-            }
-        }
-        Ok::<(), wsx::Error>(())
-    });
+    let (mut client, echo) = metrics_common::duplex_echo(&client_config, &server_config).await;
 
     // One compressible text each way (over the 1 KiB threshold), and one under the threshold,
     // which is not compressed and not counted.

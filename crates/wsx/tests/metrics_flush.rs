@@ -4,9 +4,11 @@
 //!
 //! Its own binary: the recorder is global to the process.
 
+mod metrics_common;
+
 use std::time::{Duration, Instant};
 
-use wsx::{Accept, Config, Message, metrics::FLUSH_INTERVAL};
+use wsx::{Config, Message, metrics::FLUSH_INTERVAL};
 
 /// The value of the sample `name` (with its labels) in Prometheus text, if present.
 fn sample(text: &str, name: &str) -> Option<u64> {
@@ -18,20 +20,8 @@ async fn an_open_silent_connection_shows_its_counts() {
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().unwrap();
     wsx::metrics::enable();
 
-    let (a, b) = tokio::io::duplex(1 << 16);
-    let request = http::Request::get("ws://x/").body(()).unwrap();
     let config = Config::default().deflate(None);
-    let (client, server) =
-        tokio::join!(wsx::handshake(a, &request, &config), wsx::accept_with(b, &config, |_| Ok(Accept::new())));
-    let (mut client, mut server) = (client.unwrap().0, server.unwrap());
-    let echo = tokio::spawn(async move {
-        while let Some(message) = server.recv().await? {
-            if message.is_data() {
-                server.send(message).await?;
-            }
-        }
-        Ok::<(), wsx::Error>(())
-    });
+    let (mut client, echo) = metrics_common::duplex_echo(&config, &config).await;
     let exchange = async |client: &mut wsx::WebSocket<_>, messages: &[Message]| {
         for message in messages {
             client.send(message.clone()).await.unwrap();

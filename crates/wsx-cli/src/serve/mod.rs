@@ -110,9 +110,10 @@ pub(crate) struct Args {
     /// The most bytes all connections together may hold for messages being received, inflaters
     /// and queued output (e.g. 512MiB, 1GiB, 1000000000), beyond 128 KiB each that is not
     /// counted; a connection that would pass it is closed with 1013 (try again later) and the
-    /// others keep working. Over HTTP/1.1 and HTTP/2, with and without TLS.
-    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse::size)]
-    memory_budget: usize,
+    /// others keep working. Over HTTP/1.1 and HTTP/2, with and without TLS. `off` for no budget:
+    /// then only --max-connections and the per-connection limits bound the memory.
+    #[arg(long, value_name = "SIZE|off", default_value = "1GiB", value_parser = parse::size_or_off)]
+    memory_budget: parse::SizeOrOff,
     /// The largest message accepted (e.g. 64KiB, 1MiB, 1000000); bigger ones close with 1009.
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse::size)]
     max_message_size: usize,
@@ -191,7 +192,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         // WebSocket on the same connection.
         let server = wsx::hyper::Server::builder()
             .max_connections(args.max_connections)
-            .memory_budget(Some(args.memory_budget))
+            .memory_budget(args.memory_budget.0)
             .shutdown_timeout(args.shutdown_timeout)
             .tls(tls)
             .from_listener(listener);
@@ -202,7 +203,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         let server = Server::builder()
             .config(config)
             .max_connections(args.max_connections)
-            .memory_budget(Some(args.memory_budget))
+            .memory_budget(args.memory_budget.0)
             .shutdown_timeout(args.shutdown_timeout)
             .on_request(handshake_policy(&args, mode))
             .on_http(move |request, peer| answer(site.clone(), request, peer))
