@@ -17,16 +17,15 @@
 //! milliseconds for a trim that gives back tens of MiB). On other platforms (and other C
 //! libraries) it does nothing.
 //!
-//! `malloc_trim` gives back the free pages inside every arena but the top of the main heap only:
-//! the free memory at the top of a thread's arena (each runtime worker allocates from its own)
-//! is given back by `free` alone, once it exceeds glibc's trim threshold, and that threshold
-//! grows (to twice the largest block ever freed from `mmap`, up to 64 MiB) as soon as a large
-//! buffer comes and goes. The soak left up to 0.9 MiB at the tops of the workers' arenas so,
-//! after the trims, with the heap in use back. With the trim on, `wsx serve` therefore fixes
-//! glibc's thresholds at their initial values ([`TRIM_THRESHOLD`], [`MMAP_THRESHOLD`]): an
-//! arena's top beyond 128 KiB is given back when it is freed, and a block of 128 KiB or more
-//! (a large message's buffer) is mapped for itself and unmapped when freed, so it never pins
-//! a heap; the price is a `mmap` and `munmap` per such block.
+//! What no trim gives back: the free memory at the top of a thread's arena (each runtime
+//! worker allocates from its own). `malloc_trim` walks every arena's free chunks but shrinks the
+//! top of the main heap only; a thread arena's top goes back by `free` alone, once it exceeds
+//! glibc's trim threshold, which grows to twice the largest block ever freed from `mmap` (up to
+//! 64 MiB) as soon as a large buffer comes and goes. The soak saw up to 0.9 MiB stay there.
+//! Fixing the thresholds (`mallopt`) gives it back but costs 2.2-2.8 x the server CPU per
+//! message for 256 KiB and 1 MiB messages (each is then mapped or its pages faulted afresh), one
+//! arena for all threads (`M_ARENA_MAX=1`) 5-9 % for small ones on two workers
+//! (docs/security.md has the figures); neither is done.
 
 use std::time::Duration;
 
@@ -44,23 +43,12 @@ pub(crate) const MIN_FREED: usize = 256 << 10;
 /// only time it trims: a quarter of [`MIN_FREED`].
 pub(crate) const QUIET: usize = MIN_FREED / 4;
 
-/// glibc's trim threshold, fixed (`M_TRIM_THRESHOLD`): its initial value.
-pub(crate) const TRIM_THRESHOLD: usize = 128 << 10;
-
-/// glibc's threshold for mapping a block by itself, fixed (`M_MMAP_THRESHOLD`): its initial value.
-pub(crate) const MMAP_THRESHOLD: usize = 128 << 10;
-
 /// Start the task (on a Tokio runtime), if this platform has a glibc heap: to trim it if `trim`,
 /// and to log it at debug level (`RUST_LOG=wsx::memory=debug`) either way; with neither, no task.
 pub(crate) fn spawn(trim: bool) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        if trim {
-            glibc::fix_thresholds();
-        }
-        if trim || tracing::enabled!(target: glibc::TARGET, tracing::Level::DEBUG) {
-            tokio::spawn(glibc::reclaim(trim));
-        }
+    if trim || tracing::enabled!(target: glibc::TARGET, tracing::Level::DEBUG) {
+        tokio::spawn(glibc::reclaim(trim));
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     let _ = trim;
@@ -72,22 +60,10 @@ mod glibc {
 
     use tracing::debug;
 
-    use super::{CHECK, MIN_FREED, MMAP_THRESHOLD, QUIET, TRIM_THRESHOLD};
+    use super::{CHECK, MIN_FREED, QUIET};
 
     /// The log target of the task's lines (`RUST_LOG=wsx::memory=debug` shows them).
     pub(super) const TARGET: &str = "wsx::memory";
-
-    /// Fix glibc's trim and mmap thresholds (the module's doc), which also stops it from
-    /// moving them.
-    pub(super) fn fix_thresholds() {
-        for (param, value) in [(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD), (libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD)] {
-            // SAFETY: `mallopt` only sets a parameter of the allocator, under its lock.
-            let done = unsafe { libc::mallopt(param, value as libc::c_int) };
-            if done != 1 {
-                tracing::warn!(target: TARGET, param, value, "could not fix a malloc threshold");
-            }
-        }
-    }
 
     /// The heap as glibc's `mallinfo2` reports it, summed over all arenas.
     #[derive(Debug, Clone, Copy)]
