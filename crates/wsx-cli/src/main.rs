@@ -32,11 +32,12 @@ fn main() -> ExitCode {
         Command::Serve(args) => {
             log::init(args.log_format);
             // One worker per core (tokio's default): a busy client must not hold up the rest.
-            report(run(Workers::PerCore, serve::run(args)))
+            // Each worker, as it goes idle, gives back what a memory trim asked of it.
+            report(runtime(Workers::PerCore, Some(serve::on_worker_park)).and_then(|rt| rt.block_on(serve::run(args))))
         }
         Command::Connect(args) => {
             log::init_quiet();
-            match runtime(Workers::Exactly(1)) {
+            match runtime(Workers::Exactly(1), None) {
                 Ok(rt) => rt.block_on(connect::run(args)),
                 Err(e) => fail(&e),
             }
@@ -58,7 +59,8 @@ enum Workers {
     PerCore,
 }
 
-fn runtime(workers: Workers) -> anyhow::Result<tokio::runtime::Runtime> {
+/// A runtime with `workers`, running `on_park` on a worker just before it goes idle.
+fn runtime(workers: Workers, on_park: Option<fn()>) -> anyhow::Result<tokio::runtime::Runtime> {
     let mut builder = match workers {
         Workers::Exactly(1) => tokio::runtime::Builder::new_current_thread(),
         Workers::Exactly(n) => {
@@ -68,11 +70,14 @@ fn runtime(workers: Workers) -> anyhow::Result<tokio::runtime::Runtime> {
         }
         Workers::PerCore => tokio::runtime::Builder::new_multi_thread(),
     };
+    if let Some(hook) = on_park {
+        builder.on_thread_park(hook);
+    }
     Ok(builder.enable_all().build()?)
 }
 
 fn run(workers: Workers, task: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
-    runtime(workers)?.block_on(task)
+    runtime(workers, None)?.block_on(task)
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {

@@ -17,15 +17,21 @@
 //! milliseconds for a trim that gives back tens of MiB). On other platforms (and other C
 //! libraries) it does nothing.
 //!
-//! What no trim gives back: the free memory at the top of a thread's arena (each runtime
-//! worker allocates from its own). `malloc_trim` walks every arena's free chunks but shrinks the
-//! top of the main heap only; a thread arena's top goes back by `free` alone, once it exceeds
-//! glibc's trim threshold, which grows to twice the largest block ever freed from `mmap` (up to
-//! 64 MiB) as soon as a large buffer comes and goes. The soak saw up to 0.9 MiB stay there.
-//! Fixing the thresholds (`mallopt`) gives it back but costs 2.2-2.8 x the server CPU per
-//! message for 256 KiB and 1 MiB messages (each is then mapped or its pages faulted afresh), one
-//! arena for all threads (`M_ARENA_MAX=1`) 5-9 % for small ones on two workers
-//! (docs/security.md has the figures); neither is done.
+//! What `malloc_trim` does not give back: the free memory at the top of a thread's arena (each
+//! runtime worker allocates from its own). It walks every arena's free chunks but shrinks the
+//! top of the main heap only; a thread arena's top goes back when a block of 64 KiB or more of
+//! that arena is freed and the top exceeds glibc's trim threshold, a threshold that grows to
+//! twice the largest block ever freed from `mmap` (up to 64 MiB) as soon as a large buffer comes
+//! and goes. The soak saw up to 0.9 MiB stay there, 5 % of a small server's RSS. So, with the
+//! trim on, `wsx serve` fixes the thresholds at the most glibc's dynamic ones reach
+//! ([`MMAP_THRESHOLD`], [`LOADED_TRIM_THRESHOLD`]: under load, blocks up to 32 MiB come from
+//! the heaps and are reused, as glibc does anyway once one such block has come and gone) and, at
+//! each trim, lowers the trim threshold to [`QUIET_TRIM_THRESHOLD`] while every worker, as it
+//! next goes idle (the runtime's park hook, [`on_worker_park`]), frees a block of its own arena:
+//! glibc then shrinks that arena's top. Fixed low instead, the thresholds would give the tops
+//! back at every `free` under load too, at 2.2-2.8 x the server CPU per message for 256 KiB and
+//! 1 MiB messages (each one's pages faulted afresh); one arena for all threads
+//! (`M_ARENA_MAX=1`) cost 5-9 % for small messages on two workers (docs/performance.md).
 
 use std::time::Duration;
 
@@ -43,12 +49,39 @@ pub(crate) const MIN_FREED: usize = 256 << 10;
 /// only time it trims: a quarter of [`MIN_FREED`].
 pub(crate) const QUIET: usize = MIN_FREED / 4;
 
+/// Blocks up to this size come from the heaps, larger ones are mapped for themselves
+/// (`M_MMAP_THRESHOLD`, fixed with the trim on): the most glibc's dynamic threshold reaches.
+pub(crate) const MMAP_THRESHOLD: usize = 32 << 20;
+
+/// Under load, a heap's top is given back by `free` only beyond this (`M_TRIM_THRESHOLD`, fixed
+/// with the trim on): twice [`MMAP_THRESHOLD`], the most glibc's dynamic threshold reaches.
+pub(crate) const LOADED_TRIM_THRESHOLD: usize = 2 * MMAP_THRESHOLD;
+
+/// During a trim, a worker arena's top beyond this is given back: glibc's initial threshold.
+pub(crate) const QUIET_TRIM_THRESHOLD: usize = 128 << 10;
+
+/// How long a trim waits for every worker to have freed its block (idle workers are woken to).
+pub(crate) const WORKER_WAIT: Duration = Duration::from_millis(200);
+
+/// Run by each runtime worker just before it parks (goes idle; `on_thread_park`): if a trim has
+/// asked for it since this thread last did, give back the top of this thread's arena. One
+/// relaxed load otherwise.
+pub(crate) fn on_worker_park() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    glibc::on_worker_park();
+}
+
 /// Start the task (on a Tokio runtime), if this platform has a glibc heap: to trim it if `trim`,
 /// and to log it at debug level (`RUST_LOG=wsx::memory=debug`) either way; with neither, no task.
 pub(crate) fn spawn(trim: bool) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if trim || tracing::enabled!(target: glibc::TARGET, tracing::Level::DEBUG) {
-        tokio::spawn(glibc::reclaim(trim));
+    {
+        if trim {
+            glibc::fix_thresholds();
+        }
+        if trim || tracing::enabled!(target: glibc::TARGET, tracing::Level::DEBUG) {
+            tokio::spawn(glibc::reclaim(trim));
+        }
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     let _ = trim;
@@ -56,11 +89,93 @@ pub(crate) fn spawn(trim: bool) {
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod glibc {
-    use std::time::Instant;
+    use std::{
+        cell::Cell,
+        sync::atomic::{AtomicU64, Ordering},
+        time::Instant,
+    };
 
-    use tracing::debug;
+    use tracing::{debug, warn};
 
-    use super::{CHECK, MIN_FREED, QUIET};
+    use super::{CHECK, LOADED_TRIM_THRESHOLD, MIN_FREED, MMAP_THRESHOLD, QUIET, QUIET_TRIM_THRESHOLD, WORKER_WAIT};
+
+    /// The size of the block a worker frees so that glibc looks at its arena's top: it does when
+    /// a freed block, merged with its free neighbours, is 64 KiB or more
+    /// (`FASTBIN_CONSOLIDATION_THRESHOLD`).
+    const POKE: usize = 64 << 10;
+
+    /// How many trims have asked the workers to give back their arenas' tops.
+    static ROUND: AtomicU64 = AtomicU64::new(0);
+    /// How many times a worker has done so.
+    static POKED: AtomicU64 = AtomicU64::new(0);
+
+    thread_local! {
+        /// The last round this thread answered.
+        static ANSWERED: Cell<u64> = const { Cell::new(0) };
+    }
+
+    /// Set one of glibc's `mallopt` parameters; false (and a warning) if it refused.
+    fn set(param: libc::c_int, value: usize) -> bool {
+        let value = libc::c_int::try_from(value).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `mallopt` only sets a parameter of the allocator, under its lock.
+        let done = unsafe { libc::mallopt(param, value) } == 1;
+        if !done {
+            warn!(target: TARGET, param, value, "glibc refused a malloc parameter");
+        }
+        done
+    }
+
+    /// Fix the mmap and trim thresholds (the module's doc); setting either also stops glibc from
+    /// moving them.
+    pub(super) fn fix_thresholds() {
+        set(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        set(libc::M_TRIM_THRESHOLD, LOADED_TRIM_THRESHOLD);
+    }
+
+    /// The park hook's work ([`super::on_worker_park`]).
+    pub(super) fn on_worker_park() {
+        let round = ROUND.load(Ordering::Relaxed);
+        if round == 0 {
+            return;
+        }
+        // `try_with`: a thread being torn down has no locals left, and nothing to give back.
+        let _ = ANSWERED.try_with(|answered| {
+            if answered.get() == round {
+                return;
+            }
+            answered.set(round);
+            // SAFETY: a block this function allocates and frees at once and never reads or
+            // writes; `black_box` keeps the pair from being optimised away.
+            unsafe {
+                let block = std::hint::black_box(libc::malloc(POKE));
+                libc::free(block);
+            }
+            POKED.fetch_add(1, Ordering::Relaxed);
+        });
+    }
+
+    /// With the trim threshold lowered, ask every worker to free a block of its arena as it next
+    /// parks (waking idle ones with empty tasks), for at most [`WORKER_WAIT`]; restore the
+    /// threshold; return how many workers answered.
+    async fn trim_worker_tops() -> u64 {
+        let workers = tokio::runtime::Handle::current().metrics().num_workers() as u64;
+        if !set(libc::M_TRIM_THRESHOLD, QUIET_TRIM_THRESHOLD) {
+            return 0;
+        }
+        let before = POKED.load(Ordering::Relaxed);
+        ROUND.fetch_add(1, Ordering::Relaxed);
+        let start = Instant::now();
+        // This task's own worker answers when it parks for the sleep; a spawned task makes the
+        // runtime wake an idle worker to take it, which parks again after.
+        while POKED.load(Ordering::Relaxed) - before < workers && start.elapsed() < WORKER_WAIT {
+            for _ in 0..workers {
+                tokio::spawn(async {});
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        set(libc::M_TRIM_THRESHOLD, LOADED_TRIM_THRESHOLD);
+        POKED.load(Ordering::Relaxed) - before
+    }
 
     /// The log target of the task's lines (`RUST_LOG=wsx::memory=debug` shows them).
     pub(super) const TARGET: &str = "wsx::memory";
@@ -125,6 +240,7 @@ mod glibc {
             });
             // Only fails if the runtime is shutting down.
             let Ok(took) = job.await else { continue };
+            let tops = trim_worker_tops().await;
             let after = heap();
             low = after.free;
             debug!(
@@ -134,8 +250,46 @@ mod glibc {
                 rss_kib_before = before,
                 rss_kib = rss_kib(),
                 took_us = took.as_micros() as u64,
+                worker_tops = tops,
                 "trimmed the heap"
             );
+        }
+    }
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// Freed memory at the top of a worker's arena survives `malloc_trim`; a trim's round
+        /// (the lowered threshold, the park hook) gives it back.
+        #[test]
+        fn a_trim_gives_back_the_top_of_a_workers_arena() {
+            fix_thresholds();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .on_thread_park(super::super::on_worker_park)
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async {
+                // 8 MiB in 128 KiB blocks from the worker's arena (each below MMAP_THRESHOLD),
+                // all freed: they merge into the arena's top, below LOADED_TRIM_THRESHOLD.
+                tokio::spawn(async {
+                    let blocks: Vec<Vec<u8>> = (0..64).map(|_| vec![1u8; 128 << 10]).collect();
+                    drop(std::hint::black_box(blocks));
+                })
+                .await
+                .expect("the task ran");
+                // SAFETY: as in `reclaim`.
+                unsafe { libc::malloc_trim(0) };
+                let kept = rss_kib();
+                let answered = trim_worker_tops().await;
+                let after = rss_kib();
+                assert_eq!(answered, 1, "the worker did not answer the trim");
+                assert!(
+                    kept.saturating_sub(after) >= 6 << 10,
+                    "the worker's arena kept its top: RSS {kept} KiB after malloc_trim, {after} KiB after the round"
+                );
+            });
         }
     }
 }

@@ -29,6 +29,7 @@ use wsx::{
     },
 };
 
+pub(crate) use self::memory::on_worker_park;
 use self::{
     cert::DevCert,
     http::Site,
