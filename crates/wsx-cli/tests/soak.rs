@@ -15,7 +15,7 @@
 //! within `SOAK_P99_FACTOR` (default 2) × their p99 unloaded. Every figure is printed.
 //!
 //! `WSX_BIN` picks the `wsx` binary (scripts/soak passes the release build). `SOAK_RSS_PERCENT`
-//! (default 5) is the RSS criterion (CI sets 10: docs/security.md). The servers run with `--trim-memory` (`SOAK_TRIM=off` to
+//! (default 5) is the RSS criterion (CI's too: docs/security.md). The servers run with `--trim-memory` (`SOAK_TRIM=off` to
 //! see glibc keep the freed pages: docs/security.md) and log their heap, whose bytes in use at
 //! the baseline and after the load are printed next to the RSS. The RSS is read the same way at
 //! the baseline and after the load: once the server has trimmed the heap the round freed and

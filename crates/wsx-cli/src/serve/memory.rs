@@ -64,8 +64,8 @@ pub(crate) const QUIET_TRIM_THRESHOLD: usize = 128 << 10;
 pub(crate) const WORKER_WAIT: Duration = Duration::from_millis(200);
 
 /// Run by each runtime worker just before it parks (goes idle; `on_thread_park`): if a trim has
-/// asked for it since this thread last did, give back the top of this thread's arena. One
-/// relaxed load otherwise.
+/// asked for it since this thread last did, give back the top of this thread's arena. Otherwise
+/// a relaxed load (and, once a trim has run, a thread-local read).
 pub(crate) fn on_worker_park() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     glibc::on_worker_park();
