@@ -82,14 +82,19 @@ async fn burst(trim: &str) -> (u64, u64, u64, bool) {
         peak = now;
     }
     let pin = half_sent(port).await;
-    // A look while the heap grows may trim too (its free bytes grow with it): wait for a trim
-    // of the heap without the burst (under a quarter of what it held in use).
-    let trimmed_after = |p: &Proc| {
-        p.stderr_text().lines().filter(|l| l.contains("trimmed the heap")).any(|l| {
-            let in_use = l.split_once(" in_use=").and_then(|(_, v)| v.split(' ').next()?.parse::<usize>().ok());
-            in_use.is_some_and(|n| n < BURST * SENT / 4)
-        })
+    // A look while the heap grows may trim too (its free bytes grow with it), and the warm-up's
+    // memory may have been trimmed before the burst: wait for a trim after the close of the
+    // heap without the burst (under a quarter of what it held in use).
+    let trims = |p: &Proc| {
+        let text = p.stderr_text();
+        text.lines()
+            .filter(|l| l.contains("trimmed the heap"))
+            .map(|l| l.split_once(" in_use=").and_then(|(_, v)| v.split(' ').next()?.parse::<usize>().ok()))
+            .collect::<Vec<_>>()
     };
+    let earlier = trims(&proc).len();
+    let trimmed_after =
+        |p: &Proc| trims(p).iter().skip(earlier).any(|in_use| in_use.is_some_and(|n| n < BURST * SENT / 4));
     drop(held);
     let closed = Instant::now();
     while closed.elapsed() < Duration::from_secs(12) && !trimmed_after(&proc) {
