@@ -31,16 +31,17 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// The README's terms for the compression state (15-bit windows, `mem_level` 5).
 const INFLATER: usize = 46 * KIB;
 const COMPRESSOR: usize = 273 * KIB;
+/// The room the read buffer keeps between frames for a next frame as large as the last one.
+const NEXT_FRAME: usize = 256 * KIB;
 /// The engine's small allocations (event queue, close state, boxes, frame headers).
 const SLACK: usize = 64 * KIB;
 
 /// The README's formula: what one connection can be made to hold.
 fn bound() -> usize {
-    let read_buffer = MAX_FRAME * 17 / 16 * 5 / 4;
-    // A compressed message in fragments holds about one frame more than a plain one (measured
-    // here: 1.1 MiB appears with the third fragment; not yet explained, see docs/security.md).
-    let compressed_fragments = MAX_FRAME * 17 / 16;
-    let receiving = read_buffer + compressed_fragments + MAX_MESSAGE + INFLATER;
+    // A frame (a compressed one may be 1/16 over the limit) and its header, and the room kept
+    // for a next frame as large as the last one.
+    let read_buffer = MAX_FRAME * 17 / 16 + 14 + NEXT_FRAME;
+    let receiving = read_buffer + MAX_MESSAGE + INFLATER;
     // The write queue, plus the compressed copy of the message being sent.
     let sending = HIGH_WATER + APP_MESSAGE + COMPRESSOR + APP_MESSAGE;
     receiving + sending + SLACK

@@ -1,7 +1,7 @@
 //! What one connection holds while a peer sends it a message at the limit, uncompressed: at
 //! most `max_message_size` for the message being assembled and `max_frame_size` for the read
-//! buffer (whose capacity runs up to a quarter ahead of the frame it holds; 12 % measured),
-//! plus small change (issue 16's bound; `deflate_bomb.rs` checks the compressed case,
+//! buffer (plus, between frames, room for a next frame as large as the last one, at most
+//! 256 KiB), plus small change (issue 16's bound; `deflate_bomb.rs` checks the compressed case,
 //! and `docs/security.md` gives the whole formula).
 //!
 //! Heap bytes are counted by `wsx_testkit::CountingAlloc` on the test's own thread (the engine
@@ -19,6 +19,8 @@ static ALLOCATOR: CountingAlloc = CountingAlloc;
 const MIB: usize = 1 << 20;
 /// The read buffer's smallest classes, the event queue, and the engine's small allocations.
 const SLACK: usize = 64 << 10;
+/// The room the read buffer keeps, between frames, for a next frame as large as the last one.
+const NEXT_FRAME: usize = 256 << 10;
 
 /// A masked frame header (key 0, so the payload goes as is) for `len` bytes.
 fn header(b0: u8, len: usize) -> Vec<u8> {
@@ -46,11 +48,16 @@ fn open_server(config: &Config) -> Connection {
 
 /// Feed `bytes` as a socket driver does (into `read_buffer`, at most 64 KiB a read), taking
 /// events after each read; returns the sizes of the messages received.
-fn read_all(conn: &mut Connection, mut bytes: &[u8]) -> Vec<usize> {
+fn read_all(conn: &mut Connection, bytes: &[u8]) -> Vec<usize> {
+    read_in(conn, bytes, 64 << 10)
+}
+
+/// [`read_all`] with reads of at most `most` bytes.
+fn read_in(conn: &mut Connection, mut bytes: &[u8], most: usize) -> Vec<usize> {
     let mut sizes = Vec::new();
     while !bytes.is_empty() {
         let buf = conn.read_buffer();
-        let n = (buf.capacity() - buf.len()).min(64 << 10).min(bytes.len());
+        let n = (buf.capacity() - buf.len()).min(most).min(bytes.len());
         assert!(n > 0, "read_buffer offered no room");
         buf.extend_from_slice(&bytes[..n]);
         bytes = &bytes[n..];
@@ -91,7 +98,7 @@ fn a_fragmented_message_at_the_limit_holds_at_most_the_limit_and_a_frame() {
         let bytes = fragmented(limit, first, 256 << 10);
         let (sizes, usage) = measure(|| read_all(&mut server, &bytes));
         assert_eq!(sizes, [limit], "first fragment {first}");
-        let bound = limit + frame + frame / 4 + SLACK;
+        let bound = limit + frame + NEXT_FRAME + SLACK;
         assert!(
             usage.peak <= bound,
             "a {limit}-byte message whose first fragment is {first} bytes held {} bytes, {} over \
@@ -113,7 +120,38 @@ fn a_frame_at_the_limit_holds_about_the_frame() {
     bytes.resize(bytes.len() + frame, 7);
     let (sizes, usage) = measure(|| read_all(&mut server, &bytes));
     assert_eq!(sizes, [frame]);
-    // The read buffer grows with what arrives, a little ahead of it.
-    let bound = frame + frame / 4 + SLACK;
+    // The read buffer grows with what arrives, never past the frame.
+    let bound = frame + SLACK;
     assert!(usage.peak <= bound, "an {frame}-byte frame held {} bytes", usage.peak);
+}
+
+/// Frames of every size up to the limit, read 64 KiB at a time or as much as the buffer offers
+/// (a socket with the whole frame waiting): the read buffer holds the frame once, plus at most
+/// one read's room. Its capacity used to double past 64 KiB, so a frame just over a power of
+/// three times 64 KiB (and its header) was held nearly twice.
+#[test]
+fn the_read_buffer_holds_a_frame_once() {
+    let limit = 16 * MIB;
+    let config = Config::default().max_message_size(limit).max_frame_size(limit);
+    // Sizes 5/4 apart, the limit, and each just past 3^k x 64 KiB.
+    let mut frames: Vec<usize> =
+        std::iter::successors(Some((64 << 10) + 1), |f| Some(f * 5 / 4)).take_while(|&f| f < limit).collect();
+    frames.push(limit);
+    frames.extend(std::iter::successors(Some(3 << 16), |f| Some(f * 3)).take_while(|&f| f < limit).map(|f| f + 1));
+    for frame in frames {
+        for most in [64 << 10, usize::MAX] {
+            let mut server = open_server(&config);
+            let mut bytes = header(0x82, frame);
+            bytes.resize(bytes.len() + frame, 7);
+            let (sizes, usage) = measure(|| read_in(&mut server, &bytes, most));
+            assert_eq!(sizes, [frame]);
+            let bound = frame + SLACK;
+            assert!(
+                usage.peak <= bound,
+                "a {frame}-byte frame read {most} bytes at a time held {} bytes ({:.2} x the frame)",
+                usage.peak,
+                usage.peak as f64 / frame as f64,
+            );
+        }
+    }
 }
