@@ -8,6 +8,9 @@
 // usage: node browser_demo.js PAGE_URL --expect GREETING --send TEXT [--screenshot PATH]
 //                             [--ignore-https-errors] [--timeout SECS] [--pages N]
 //                             [--second-page URL]   (pages after the first open URL instead)
+//                             [--follow TEXT]  (then wait for the first page to hear its own
+//                                               message, print "ready", and wait until it has
+//                                               received TEXT, reconnecting or not)
 //
 // Prints one JSON line {"ok":bool,"received":[..],"sent":[..],"error"?:str,"console":[..]}
 // and exits 0 only if the greeting arrived and the message was sent. The browser is
@@ -27,7 +30,7 @@ function resolveModule(name) {
   return name;
 }
 
-const opts = { page: null, expect: 'ho!', send: 'hey', screenshot: null, ignoreHttps: false, timeout: 60, pages: 1, second: null };
+const opts = { page: null, expect: 'ho!', send: 'hey', screenshot: null, ignoreHttps: false, timeout: 60, pages: 1, second: null, follow: null };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i++) {
   const a = argv[i];
@@ -38,6 +41,7 @@ for (let i = 0; i < argv.length; i++) {
   else if (a === '--timeout') opts.timeout = Number(argv[++i]);
   else if (a === '--pages') opts.pages = Number(argv[++i]);
   else if (a === '--second-page') opts.second = argv[++i];
+  else if (a === '--follow') opts.follow = argv[++i];
   else if (!opts.page && !a.startsWith('--')) opts.page = a;
   else { process.stderr.write(`browser_demo.js: bad argument ${a}\n`); process.exit(2); }
 }
@@ -95,13 +99,20 @@ async function main() {
       await page.waitForFunction((all) => all.every((s) => window.wsxDemo.received.includes(s)), said, wait);
     }
   }
+  if (opts.follow !== null) {
+    // In a room the page hears its own message, with its position under --resumable.
+    await pages[0].waitForFunction((s) => window.wsxDemo.received.includes(s), said[0], wait);
+    process.stdout.write('ready\n');
+    await pages[0].waitForFunction((t) => window.wsxDemo.received.includes(t), opts.follow, { timeout: 40000, polling: 50 });
+  }
   // Let the log render before the screenshot.
   await pages[0].waitForTimeout(200);
   const states = [];
   for (const page of pages) states.push(await page.evaluate(() => window.wsxDemo));
   out.received = states[0].received;
   out.sent = states[0].sent;
-  out.pages = states.map((s) => ({ received: s.received, sent: s.sent, room: s.room, extensions: s.extensions }));
+  out.pages = states.map((s) => ({ received: s.received, sent: s.sent, room: s.room, extensions: s.extensions,
+    urls: s.urls, reconnects: s.reconnects, resumable: s.resumable }));
   out.ok = states.every((s, i) => s.received.includes(opts.expect) && s.sent.includes(said[i]));
   if (opts.screenshot) {
     await pages[pages.length - 1].screenshot({ path: opts.screenshot, fullPage: true });

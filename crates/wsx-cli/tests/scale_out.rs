@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Ws, bounded, next_text, serve, within};
+use common::{Proc, Ws, bounded, next_text, serve, within, wsx_bin};
 use wsx::{ClientBuilder, CloseCode, Message};
 use wsx_testkit::redis::RedisServer;
 
@@ -176,6 +176,53 @@ async fn a_client_resumes_on_another_server_with_what_it_missed() {
         // And a malformed one is refused before the upgrade.
         let bad = ClientBuilder::new(format!("ws://127.0.0.1:{port_one}/room/den?since=soon")).connect().await;
         assert!(format!("{:?}", bad.expect_err("refused")).contains("400"), "answered 400");
+    })
+    .await;
+}
+
+/// The demo page under `--resumable`: when its server goes away and comes back, the page
+/// reconnects by itself with `?since=` the last position it saw, and shows what it missed
+/// (without the positions), then the live messages.
+#[tokio::test]
+async fn the_demo_page_reconnects_and_resumes_what_it_missed() {
+    bounded(async {
+        let peers = common::Peers::require("playwright-core");
+        let redis = tokio::task::spawn_blocking(RedisServer::start).await.unwrap();
+        let url = redis.url();
+        let args = ["--rooms", "--greeting", "hi", "--redis", url.as_str(), "--resumable"];
+        let (mut one, port_one) = serve(&args).await;
+        let (_two, port_two) = serve(&args).await;
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser_demo.js");
+        let page = format!("http://127.0.0.1:{port_one}/?room=den");
+        let browser =
+            peers.node(&script, &[&page, "--expect", "hi", "--send", "hey", "--follow", "live", "--timeout", "80"]);
+        let wait = std::time::Duration::from_secs(60);
+        browser.stdout_line_within(wait, "the page to hear its own message", |l| l == "ready").await;
+
+        // Server one goes away (its clients get 1001); Bob, on server two, talks meanwhile.
+        let mut bob = join(port_two, "den").await;
+        one.terminate().await;
+        for i in 0..2 {
+            bob.send(format!("missed {i}")).await.unwrap();
+            assert_eq!(numbered(&next_text(&mut bob).await).1, format!("missed {i}"));
+        }
+        // Server one again, on the same port: the page comes back by itself.
+        let port = port_one.to_string();
+        let mut again = vec!["serve", "--host", "127.0.0.1", "--port", &port];
+        again.extend_from_slice(&args);
+        let one = Proc::spawn(wsx_bin(), &again);
+        one.stderr_line("the page to reconnect", |l| l.contains("client connected")).await;
+        bob.send("live").await.unwrap();
+
+        let line = browser.stdout_line_within(wait, "the browser's JSON result", |l| l.starts_with('{')).await;
+        let result: serde_json::Value = serde_json::from_str(&line).expect("JSON result");
+        let page = &result["pages"][0];
+        let received: Vec<&str> = page["received"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+        assert_eq!(received, ["hi", "hey", "hi", "missed 0", "missed 1", "live"], "{result}");
+        assert_eq!(page["resumable"], true, "{result}");
+        assert!(page["reconnects"].as_u64().unwrap_or(0) >= 1, "{result}");
+        let last = page["urls"].as_array().and_then(|u| u.last()).and_then(|u| u.as_str()).unwrap_or_default();
+        assert!(last.contains("/room/den?since="), "the page resumed from a position: {result}");
     })
     .await;
 }

@@ -23,15 +23,19 @@ const MAX_FILE: u64 = 16 << 20;
 pub(super) struct Site {
     /// The `--static` folder; `None` serves the demo page.
     root: Option<PathBuf>,
+    /// The demo page as served.
+    demo: Bytes,
 }
 
 impl Site {
-    /// The demo page, or the files of `root`, which must be a directory.
-    pub(super) fn new(root: Option<PathBuf>) -> anyhow::Result<Self> {
+    /// The demo page, or the files of `root`, which must be a directory. `resumable`
+    /// (`--resumable`) marks the demo page so that it strips the positions from room messages
+    /// and resumes from the last one when it reconnects.
+    pub(super) fn new(root: Option<PathBuf>, resumable: bool) -> anyhow::Result<Self> {
         if let Some(dir) = &root {
             anyhow::ensure!(dir.is_dir(), "--static {}: not a directory", dir.display());
         }
-        Ok(Self { root })
+        Ok(Self { root, demo: demo_page(resumable) })
     }
 
     /// The response to a `GET` or `HEAD` request.
@@ -39,7 +43,7 @@ impl Site {
         let path = request.uri().path();
         let Some(root) = &self.root else {
             return match path {
-                "/" | "/index.html" => ok(Bytes::from_static(DEMO_PAGE.as_bytes()), "text/html; charset=utf-8"),
+                "/" | "/index.html" => ok(self.demo.clone(), "text/html; charset=utf-8"),
                 _ => status(StatusCode::NOT_FOUND),
             };
         };
@@ -57,6 +61,15 @@ impl Site {
             }
             Err(_) => status(StatusCode::NOT_FOUND),
         }
+    }
+}
+
+/// The demo page, its `<body>` marked `data-resumable` for `--resumable`.
+fn demo_page(resumable: bool) -> Bytes {
+    if resumable {
+        Bytes::from(DEMO_PAGE.replacen("<body>", "<body data-resumable>", 1))
+    } else {
+        Bytes::from_static(DEMO_PAGE.as_bytes())
     }
 }
 
@@ -133,7 +146,7 @@ fn resolve(root: &Path, path: &str) -> Resolved {
 }
 
 /// Decode `%XX` escapes; `None` if one is malformed or the result is not UTF-8.
-fn percent_decode(input: &str) -> Option<String> {
+pub(super) fn percent_decode(input: &str) -> Option<String> {
     let bytes = input.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -190,6 +203,15 @@ fn content_type(path: &Path) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_demo_page_is_marked_resumable_only_with_resumable() {
+        let marked = String::from_utf8(demo_page(true).to_vec()).unwrap();
+        assert_eq!(marked.matches("<body data-resumable>").count(), 1);
+        let plain = demo_page(false);
+        assert!(!String::from_utf8_lossy(&plain).contains("<body data-resumable>"));
+        assert_eq!(plain.len() + " data-resumable".len(), marked.len());
+    }
 
     #[test]
     fn resolves_inside_root_only() {

@@ -156,7 +156,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         metrics::start(addr).await?;
     }
     memory::spawn(args.trim_memory);
-    let site = Site::new(args.static_dir.clone())?;
+    let site = Site::new(args.static_dir.clone(), args.resumable)?;
     let (tls, dev_cert) = tls(&args)?;
     let mode = match (args.echo, args.broadcast, args.rooms) {
         (true, _, _) => Mode::Echo,

@@ -77,10 +77,11 @@ pub(super) struct State {
     pub(super) resumable: bool,
 }
 
-/// The position a resuming client gives in its request's query: `since=OFFSET:EPOCH`.
+/// The position a resuming client gives in its request's query: `since=OFFSET:EPOCH`, its `:`
+/// escaped or not (`%3A`, as clients that encode query values send it).
 pub(super) fn since(query: Option<&str>) -> Option<Result<Position, InvalidPosition>> {
     let value = query?.split('&').find_map(|pair| pair.strip_prefix("since="))?;
-    Some(value.parse())
+    Some(super::http::percent_decode(value).ok_or(InvalidPosition).and_then(|value| value.parse()))
 }
 
 /// The state of the one server this process runs.
@@ -426,5 +427,24 @@ pub(super) async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_the_position_escaped_or_not() {
+        let expected = Position::new(12, "7cf70ebb8c8a280f");
+        for query in ["since=12:7cf70ebb8c8a280f", "room=x&since=12%3A7cf70ebb8c8a280f", "since=12%3a7cf70ebb8c8a280f"]
+        {
+            assert_eq!(since(Some(query)), Some(Ok(expected.clone())), "{query}");
+        }
+        assert_eq!(since(Some("room=x")), None);
+        assert_eq!(since(None), None);
+        for bad in ["since=soon", "since=12%3", "since=12%3Gx", "since=12%3A", "since=%FF:1"] {
+            assert_eq!(since(Some(bad)), Some(Err(InvalidPosition)), "{bad}");
+        }
     }
 }
