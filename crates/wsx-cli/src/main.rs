@@ -33,7 +33,7 @@ fn main() -> ExitCode {
             log::init(args.log_format);
             // One worker per core (tokio's default): a busy client must not hold up the rest.
             // Each worker, as it goes idle, gives back what a memory trim asked of it.
-            report(runtime(Workers::PerCore, Some(serve::on_worker_park)).and_then(|rt| rt.block_on(serve::run(args))))
+            report(run(Workers::PerCore, Some(serve::on_worker_park), serve::run(args)))
         }
         Command::Connect(args) => {
             log::init_quiet();
@@ -45,7 +45,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => {
             log::init_quiet();
             let workers = Workers::Exactly(args.threads as usize);
-            report(run(workers, bench::run(args)))
+            report(run(workers, None, bench::run(args)))
         }
     }
 }
@@ -76,8 +76,8 @@ fn runtime(workers: Workers, on_park: Option<fn()>) -> anyhow::Result<tokio::run
     Ok(builder.enable_all().build()?)
 }
 
-fn run(workers: Workers, task: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
-    runtime(workers, None)?.block_on(task)
+fn run(workers: Workers, on_park: Option<fn()>, task: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    runtime(workers, on_park)?.block_on(task)
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {
